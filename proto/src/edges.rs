@@ -1,0 +1,106 @@
+//! The one table of transitions: every (from, to) edge the monitor may
+//! assign, with the keeper action that reaches `to` from `from`.
+//!
+//! "from" is the state the keeper last reported, "to" the goal the monitor
+//! assigned. The monitor's FSM tests prove that every edge it can produce is
+//! in [`EDGES`] and that every edge in [`EDGES`] is produced by some reachable
+//! situation, so a keeper is never handed a goal it does not know how to
+//! reach (pg_auto_failover's "does not know how to reach state" bug class).
+
+use crate::pb::NodeState::{self, *};
+
+/// What the keeper does to Postgres to move along an edge. Every action is
+/// idempotent: a keeper killed halfway runs it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeeperAction {
+    /// Nothing to change in Postgres; the keeper only records the new state.
+    Noop,
+    /// initdb (or adopt an existing stopped primary PGDATA), start Postgres
+    /// with replication off, create the replication user.
+    InitPrimary,
+    /// pg_basebackup from the primary through this node's slot, write the
+    /// standby configuration and start streaming.
+    InitStandby,
+    /// Apply the monitor's synchronous_standby_names, verify it with SHOW,
+    /// and wait until a quorum standby has confirmed the current flush LSN.
+    EnableSyncRep,
+    /// Set synchronous_standby_names to '' and release backends waiting on
+    /// synchronous replication (their commits are already durable locally).
+    DisableSyncRep,
+    /// Stop Postgres (fast shutdown, which ships the last WAL to standbys)
+    /// and keep it stopped.
+    StopPostgres,
+    /// Promote while read-only: default_transaction_read_only=on, wait for
+    /// the WAL receiver to stop and replay to finish, then pg_ctl promote.
+    PromoteReadOnly,
+    /// Turn default_transaction_read_only off: the node takes writes.
+    AllowWrites,
+    /// Promote a standby straight to a writable single node (its primary was
+    /// dropped by the operator).
+    PromoteToSingle,
+    /// Rewind (pg_rewind, falling back to pg_basebackup) an old primary to
+    /// follow the new one, then start streaming.
+    Rejoin,
+    /// Start a fenced primary again and re-apply synchronous replication:
+    /// the monitor did not fail over.
+    RestartAsPrimary,
+    /// Stop Postgres and leave the group; the keeper exits after reporting.
+    Drop,
+}
+
+/// (from, to, action) for every edge the monitor may assign.
+pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
+    // Registration and bootstrap.
+    (Init, Single, KeeperAction::InitPrimary),
+    (Init, WaitStandby, KeeperAction::Noop),
+    (WaitStandby, Catchingup, KeeperAction::InitStandby),
+    (Single, WaitPrimary, KeeperAction::Noop),
+    // Primary side steady state.
+    (WaitPrimary, Primary, KeeperAction::EnableSyncRep),
+    (Primary, WaitPrimary, KeeperAction::DisableSyncRep),
+    (Primary, ApplySettings, KeeperAction::Noop),
+    (WaitPrimary, ApplySettings, KeeperAction::Noop),
+    (ApplySettings, Primary, KeeperAction::EnableSyncRep),
+    (ApplySettings, WaitPrimary, KeeperAction::DisableSyncRep),
+    // Standby side steady state.
+    (Catchingup, Secondary, KeeperAction::Noop),
+    (Secondary, Catchingup, KeeperAction::Noop),
+    // Failover, candidate side.
+    (Secondary, PreparePromotion, KeeperAction::Noop),
+    (PreparePromotion, StopReplication, KeeperAction::PromoteReadOnly),
+    (StopReplication, WaitPrimary, KeeperAction::AllowWrites),
+    // Failover, old primary side.
+    (Primary, Draining, KeeperAction::StopPostgres),
+    (Primary, DemoteTimeout, KeeperAction::StopPostgres),
+    (Primary, Demoted, KeeperAction::StopPostgres),
+    (Draining, DemoteTimeout, KeeperAction::StopPostgres),
+    (Draining, Demoted, KeeperAction::StopPostgres),
+    (DemoteTimeout, Demoted, KeeperAction::StopPostgres),
+    (DemoteTimeout, Primary, KeeperAction::RestartAsPrimary),
+    // Rejoin.
+    (Demoted, Catchingup, KeeperAction::Rejoin),
+];
+
+/// The keeper action for an edge, or `None` when the monitor never assigns it.
+pub fn action_for(from: NodeState, to: NodeState) -> Option<KeeperAction> {
+    EDGES
+        .iter()
+        .find(|(f, t, _)| *f == from && *t == to)
+        .map(|(_, _, a)| *a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_duplicate_edges_and_no_self_loops() {
+        for (i, (f, t, _)) in EDGES.iter().enumerate() {
+            assert_ne!(f, t, "self loop {f}");
+            assert!(
+                !EDGES[i + 1..].iter().any(|(f2, t2, _)| f2 == f && t2 == t),
+                "duplicate edge {f} -> {t}"
+            );
+        }
+    }
+}
