@@ -1,4 +1,26 @@
 //! The pgpilot monitor.
 //!
 //! - [`fsm`]: the pure group state machine (no I/O, explicit `now`).
+//! - [`store`]: the durable state in the monitor's PostgreSQL, and the
+//!   one-transaction-per-decision discipline.
+//! - [`live`]: heartbeat fields kept in memory between writes.
+//! - [`control`]: the operations (register, report, probe results, ticks,
+//!   drop, reads), each deciding under its group's lock.
+//! - [`health`]: the prober (a real connection handshake per node).
+//! - [`events`]: the bus that feeds Watch streams after commit.
+//! - [`rpc`]: the gRPC service and the one client constructor.
+//! - [`server`]: wiring and ordered shutdown of a running monitor.
+//! - [`config`]: the configuration file and the validated timings.
+//! - [`error`]: [`MonitorError`](error::MonitorError), mapped to gRPC codes.
+#![deny(clippy::print_stdout)]
+
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod events;
 pub mod fsm;
+pub mod health;
+pub mod live;
+pub mod rpc;
+pub mod server;
+pub mod store;

@@ -1,0 +1,229 @@
+//! The monitor's configuration file and its timings.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::fsm::FsmConfig;
+
+/// Timings and thresholds (DESIGN.md section 8). Defaults are the design's
+/// starting point; [`Timings::validate`] rejects combinations that break
+/// the lease argument or make detection impossible.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timings {
+    /// Start of each probe round of every node.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// One connection attempt gives up after this long (a black-holed host
+    /// would otherwise stall the round for the TCP timeout).
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    /// Extra attempts before a round marks a node bad: one lost packet must
+    /// not look like a dead node.
+    pub probe_retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub probe_retry_delay: Duration,
+    /// Keepers poll at this interval; the monitor checks the lease against it.
+    #[serde(with = "humantime_serde")]
+    pub keeper_poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub node_unhealthy_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub replication_lost_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub clock_margin: Duration,
+    #[serde(with = "humantime_serde")]
+    pub replication_stall_timeout: Duration,
+    /// Bytes of WAL a standby may lag and still become secondary.
+    pub sync_wal_threshold: u64,
+    /// Bytes of WAL a secondary may lag and still be promoted.
+    pub promote_wal_threshold: u64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        let fsm = FsmConfig::default();
+        Timings {
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(1),
+            probe_retries: 2,
+            probe_retry_delay: Duration::from_millis(200),
+            keeper_poll_interval: Duration::from_secs(1),
+            node_unhealthy_timeout: fsm.node_unhealthy_timeout,
+            replication_lost_timeout: fsm.replication_lost_timeout,
+            lease: fsm.lease,
+            clock_margin: fsm.clock_margin,
+            replication_stall_timeout: fsm.replication_stall_timeout,
+            sync_wal_threshold: fsm.sync_wal_threshold,
+            promote_wal_threshold: fsm.promote_wal_threshold,
+        }
+    }
+}
+
+impl Timings {
+    pub fn fsm_config(&self) -> FsmConfig {
+        FsmConfig {
+            node_unhealthy_timeout: self.node_unhealthy_timeout,
+            replication_lost_timeout: self.replication_lost_timeout,
+            lease: self.lease,
+            clock_margin: self.clock_margin,
+            replication_stall_timeout: self.replication_stall_timeout,
+            sync_wal_threshold: self.sync_wal_threshold,
+            promote_wal_threshold: self.promote_wal_threshold,
+        }
+    }
+
+    /// Rejects timings that cannot work together, naming the fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("probe_interval", self.probe_interval),
+            ("probe_timeout", self.probe_timeout),
+            ("keeper_poll_interval", self.keeper_poll_interval),
+            ("node_unhealthy_timeout", self.node_unhealthy_timeout),
+            ("replication_lost_timeout", self.replication_lost_timeout),
+            ("lease", self.lease),
+            ("replication_stall_timeout", self.replication_stall_timeout),
+        ];
+        for (name, d) in positive {
+            if d.is_zero() {
+                bail!("timings.{name} must be greater than zero");
+            }
+        }
+        if self.probe_timeout > self.probe_interval {
+            bail!(
+                "timings.probe_timeout ({}) must not exceed timings.probe_interval ({}): rounds would overlap",
+                humantime::format_duration(self.probe_timeout),
+                humantime::format_duration(self.probe_interval)
+            );
+        }
+        // A keeper renews its lease once per poll; a lease no longer than
+        // the poll interval would expire between two healthy polls and make
+        // a healthy primary fence itself.
+        if self.lease <= self.keeper_poll_interval {
+            bail!(
+                "timings.lease ({}) must be longer than timings.keeper_poll_interval ({})",
+                humantime::format_duration(self.lease),
+                humantime::format_duration(self.keeper_poll_interval)
+            );
+        }
+        // A node must miss at least two polls and one probe round before it
+        // is called silent, or one slow poll would trigger a failover.
+        if self.node_unhealthy_timeout < self.keeper_poll_interval * 2
+            || self.node_unhealthy_timeout <= self.probe_interval
+        {
+            bail!(
+                "timings.node_unhealthy_timeout ({}) must be at least twice keeper_poll_interval and longer than probe_interval",
+                humantime::format_duration(self.node_unhealthy_timeout)
+            );
+        }
+        if self.replication_stall_timeout <= self.node_unhealthy_timeout {
+            bail!(
+                "timings.replication_stall_timeout ({}) must be longer than node_unhealthy_timeout ({}): \
+                 a dead primary must be failed over before the stall rule turns synchronous replication off",
+                humantime::format_duration(self.replication_stall_timeout),
+                humantime::format_duration(self.node_unhealthy_timeout)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `pgpilot-monitor.toml`, written by `create monitor`, read by `run`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Address the gRPC API listens on.
+    pub listen: SocketAddr,
+    /// Host name keepers and operators use to reach this monitor.
+    pub hostname: String,
+    /// The monitor's private PostgreSQL data directory.
+    pub pgdata: PathBuf,
+    /// An existing database to use instead of a private PostgreSQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// OS user that runs the private PostgreSQL when pgpilot runs as root.
+    #[serde(default = "default_pg_user")]
+    pub pg_user: String,
+    #[serde(default)]
+    pub timings: Timings,
+}
+
+pub fn default_pg_user() -> String {
+    "postgres".to_string()
+}
+
+impl MonitorConfig {
+    /// The URI keepers use: `http://hostname:port`.
+    pub fn monitor_uri(&self) -> String {
+        let host = if self.hostname.contains(':') && !self.hostname.starts_with('[') {
+            format!("[{}]", self.hostname)
+        } else {
+            self.hostname.clone()
+        };
+        format!("http://{host}:{}", self.listen.port())
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<MonitorConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read the monitor configuration {}", path.display()))?;
+        let config: MonitorConfig = toml::from_str(&text)
+            .with_context(|| format!("parse the monitor configuration {}", path.display()))?;
+        config
+            .timings
+            .validate()
+            .with_context(|| format!("check the monitor configuration {}", path.display()))?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Timings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_lease_not_longer_than_poll() {
+        let t = Timings {
+            lease: Duration::from_secs(1),
+            ..Timings::default()
+        };
+        let e = t.validate().unwrap_err().to_string();
+        assert!(e.contains("lease"), "{e}");
+    }
+
+    #[test]
+    fn rejects_stall_shorter_than_unhealthy() {
+        let t = Timings {
+            replication_stall_timeout: Duration::from_secs(2),
+            ..Timings::default()
+        };
+        assert!(t.validate().unwrap_err().to_string().contains("stall"));
+    }
+
+    #[test]
+    fn toml_round_trip_and_unknown_fields() {
+        let c = MonitorConfig {
+            listen: "127.0.0.1:5430".parse().unwrap(),
+            hostname: "localhost".into(),
+            pgdata: "/x".into(),
+            database_url: None,
+            pg_user: "postgres".into(),
+            timings: Timings::default(),
+        };
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(toml::from_str::<MonitorConfig>(&text).unwrap(), c);
+        let bad = format!("{text}\nbogus = 1\n");
+        assert!(toml::from_str::<MonitorConfig>(&bad).is_err());
+        assert_eq!(c.monitor_uri(), "http://localhost:5430");
+    }
+}

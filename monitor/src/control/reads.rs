@@ -1,0 +1,148 @@
+//! Operator reads: state, events, URIs, settings. No writes.
+
+use anyhow::Context;
+use pgpilot_proto::{pb, NodeState};
+
+use super::Control;
+use crate::error::{MonitorError, Result};
+use crate::fsm;
+use crate::store::{group_view, host_port, u64_to_db};
+
+/// Default number of events `show events` returns.
+pub const DEFAULT_EVENT_COUNT: u32 = 10;
+/// Upper bound on one `show events` answer.
+const MAX_EVENT_COUNT: u32 = 10_000;
+
+impl Control {
+    async fn check_formation(&self, formation: &str) -> Result<Option<String>> {
+        if formation.is_empty() {
+            return Ok(None);
+        }
+        if !self.store.formation_exists(formation).await? {
+            return Err(MonitorError::NotFound(format!("formation {formation:?} does not exist on this monitor")));
+        }
+        Ok(Some(formation.to_string()))
+    }
+
+    pub async fn show_state(&self, formation: &str) -> Result<pb::ShowStateResponse> {
+        let formation = self.check_formation(formation).await?;
+        let mut nodes = Vec::new();
+        for mut row in self.store.nodes(formation.as_deref()).await? {
+            // The freshest LSN and report time are in memory.
+            let view = self.live.overlay(row.to_view()?);
+            row.reported_lsn = u64_to_db(view.lsn.0);
+            if self.live.get(row.node_id).is_some() {
+                row.last_report = view.last_report;
+            }
+            nodes.push(row.to_status()?);
+        }
+        Ok(pb::ShowStateResponse { nodes })
+    }
+
+    pub async fn show_events(&self, formation: &str, count: u32) -> Result<pb::ShowEventsResponse> {
+        let formation = self.check_formation(formation).await?;
+        let count = if count == 0 { DEFAULT_EVENT_COUNT } else { count.min(MAX_EVENT_COUNT) };
+        let rows: Vec<(i64, fsm::Timestamp, String, i32, i64, String, String, String, String)> = sqlx::query_as(
+            "SELECT event_id, event_time, formation, group_id, node_id, node_name, reported_state, \
+             assigned_state, description FROM event WHERE ($1::text IS NULL OR formation = $1) \
+             ORDER BY event_id DESC LIMIT $2",
+        )
+        .bind(formation)
+        .bind(i64::from(count))
+        .fetch_all(&self.store.pool)
+        .await
+        .context("read events")?;
+        let mut events = rows
+            .into_iter()
+            .map(|(event_id, time, formation, group_id, node_id, node_name, reported, assigned, description)| {
+                Ok(pb::Event {
+                    event_id,
+                    time: time.to_rfc3339(),
+                    formation,
+                    group_id,
+                    node_id,
+                    node_name,
+                    reported_state: crate::store::parse_state(&reported)? as i32,
+                    assigned_state: crate::store::parse_state(&assigned)? as i32,
+                    description,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        events.reverse();
+        Ok(pb::ShowEventsResponse { events })
+    }
+
+    pub async fn show_uri(&self, formation: &str) -> Result<pb::ShowUriResponse> {
+        let only = self.check_formation(formation).await?;
+        let mut entries = Vec::new();
+        if only.is_none() {
+            entries.push(pb::UriEntry {
+                r#type: "monitor".into(),
+                name: "monitor".into(),
+                uri: self.monitor_uri.to_string(),
+            });
+        }
+        let nodes = self.store.nodes(only.as_deref()).await?;
+        for (name, dbname, _) in self.store.formations().await? {
+            if only.as_ref().is_some_and(|o| *o != name) {
+                continue;
+            }
+            let hosts: Vec<String> = nodes
+                .iter()
+                .filter(|n| n.formation == name && n.assigned_state != NodeState::Dropped.name())
+                .map(|n| host_port(&n.host, n.port))
+                .collect();
+            if hosts.is_empty() && only.is_none() {
+                continue;
+            }
+            entries.push(pb::UriEntry {
+                r#type: "formation".into(),
+                name: name.clone(),
+                uri: format!("postgres://{}/{}?target_session_attrs=read-write", hosts.join(","), dbname),
+            });
+        }
+        Ok(pb::ShowUriResponse { entries })
+    }
+
+    pub async fn show_settings(&self, formation: &str) -> Result<pb::ShowSettingsResponse> {
+        let only = self.check_formation(formation).await?;
+        let mut settings = Vec::new();
+        for (name, _, nss) in self.store.formations().await? {
+            if only.as_ref().is_some_and(|o| *o != name) {
+                continue;
+            }
+            settings.push(setting("formation", &name, "number_sync_standbys", nss.to_string()));
+            for (f, group_id) in self.store.groups().await? {
+                if f != name {
+                    continue;
+                }
+                let Some((group, nodes)) = self.store.read_group(&f, group_id).await? else {
+                    continue;
+                };
+                let view = group_view(&group, &nodes, &self.live)?;
+                if let Some(primary) = view.nodes.iter().find(|n| n.assigned.accepts_writes()) {
+                    settings.push(setting(
+                        "primary",
+                        &primary.name,
+                        "synchronous_standby_names",
+                        format!("'{}'", fsm::synchronous_standby_names(&view)),
+                    ));
+                }
+                for n in &nodes {
+                    settings.push(setting("node", &n.name, "candidate_priority", n.candidate_priority.to_string()));
+                    settings.push(setting("node", &n.name, "replication_quorum", n.replication_quorum.to_string()));
+                }
+            }
+        }
+        Ok(pb::ShowSettingsResponse { settings })
+    }
+}
+
+fn setting(context: &str, name: &str, setting: &str, value: String) -> pb::Setting {
+    pb::Setting {
+        context: context.into(),
+        name: name.into(),
+        setting: setting.into(),
+        value,
+    }
+}

@@ -1,0 +1,84 @@
+//! What keepers report on every heartbeat, kept in memory.
+//!
+//! A heartbeat that changes nothing must not cost a write transaction
+//! (thousands of keepers report every second), yet the FSM needs the time of
+//! each keeper's last report and its latest LSN. Those volatile fields live
+//! here and are overlaid on the stored rows whenever the monitor decides;
+//! they reach the store with the next write of the row.
+//!
+//! After a monitor restart this table is empty. The stored `last_report`
+//! is then older than the truth, so [`Live::overlay`] never lets a node look
+//! as if it reported before the monitor started: that keeps both the
+//! silence detection (no failover on stale data) and the lease gate (the
+//! old primary's lease is never taken to expire early) on the safe side.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pgpilot_proto::Lsn;
+
+use crate::fsm::{NodeView, Timestamp};
+
+/// The volatile part of one keeper's last report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveReport {
+    pub at: Timestamp,
+    pub lsn: Lsn,
+    pub replication_state: String,
+    pub upstream_silent: Option<Duration>,
+    /// On a primary: since when its reports say no standby streams.
+    pub replication_stall_since: Option<Timestamp>,
+}
+
+#[derive(Clone)]
+pub struct Live {
+    started_at: Timestamp,
+    reports: Arc<Mutex<HashMap<i64, LiveReport>>>,
+}
+
+impl Live {
+    pub fn new(started_at: Timestamp) -> Self {
+        Live {
+            started_at,
+            reports: Arc::default(),
+        }
+    }
+
+    pub fn get(&self, node_id: i64) -> Option<LiveReport> {
+        self.lock().get(&node_id).cloned()
+    }
+
+    pub fn set(&self, node_id: i64, report: LiveReport) {
+        self.lock().insert(node_id, report);
+    }
+
+    pub fn forget(&self, node_id: i64) {
+        self.lock().remove(&node_id);
+    }
+
+    /// The node as the FSM must see it: stored fields, then the live ones.
+    pub fn overlay(&self, mut view: NodeView) -> NodeView {
+        if let Some(live) = self.get(view.id) {
+            if view.last_report.is_none_or(|stored| live.at >= stored) {
+                view.last_report = Some(live.at);
+                view.lsn = live.lsn;
+                view.replication_state = live.replication_state;
+                view.upstream_silent = live.upstream_silent;
+                view.replication_stall_since = live.replication_stall_since;
+            }
+        }
+        // See the module documentation: never before our own start.
+        view.last_report = Some(
+            view.last_report
+                .map_or(self.started_at, |t| t.max(self.started_at)),
+        );
+        view
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, LiveReport>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (single inserts and removes), so a poisoned lock is still usable.
+        self.reports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
