@@ -67,7 +67,11 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (Secondary, Catchingup, KeeperAction::Noop),
     // Failover, candidate side.
     (Secondary, PreparePromotion, KeeperAction::Noop),
-    (PreparePromotion, StopReplication, KeeperAction::PromoteReadOnly),
+    (
+        PreparePromotion,
+        StopReplication,
+        KeeperAction::PromoteReadOnly,
+    ),
     (StopReplication, WaitPrimary, KeeperAction::AllowWrites),
     // Failover, old primary side.
     (Primary, Draining, KeeperAction::StopPostgres),

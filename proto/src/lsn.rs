@@ -47,17 +47,36 @@ mod tests {
 
     #[test]
     fn round_trips_postgres_form() {
-        for s in ["0/0", "0/3000148", "1/0", "FFFFFFFF/FFFFFFFF", "16/B374D848"] {
+        for s in [
+            "0/0",
+            "0/3000148",
+            "1/0",
+            "FFFFFFFF/FFFFFFFF",
+            "16/B374D848",
+        ] {
             assert_eq!(s.parse::<Lsn>().unwrap().to_string(), s);
         }
         assert_eq!("0/3000148".parse::<Lsn>().unwrap(), Lsn(0x3000148));
         assert_eq!("1/A".parse::<Lsn>().unwrap(), Lsn((1 << 32) | 10));
-        assert_eq!("16/b374d848".parse::<Lsn>().unwrap().to_string(), "16/B374D848");
+        assert_eq!(
+            "16/b374d848".parse::<Lsn>().unwrap().to_string(),
+            "16/B374D848"
+        );
     }
 
     #[test]
     fn rejects_malformed() {
-        for s in ["", "0", "/1", "1/", "0/x", "1/2/3", "123456789/0", "-1/0", "0/ 1"] {
+        for s in [
+            "",
+            "0",
+            "/1",
+            "1/",
+            "0/x",
+            "1/2/3",
+            "123456789/0",
+            "-1/0",
+            "0/ 1",
+        ] {
             assert!(s.parse::<Lsn>().is_err(), "{s:?} parsed");
         }
     }

@@ -83,7 +83,10 @@ impl NodeState {
     pub fn accepts_writes(self) -> bool {
         matches!(
             self,
-            NodeState::Single | NodeState::WaitPrimary | NodeState::Primary | NodeState::ApplySettings
+            NodeState::Single
+                | NodeState::WaitPrimary
+                | NodeState::Primary
+                | NodeState::ApplySettings
         )
     }
 
@@ -151,7 +154,10 @@ mod tests {
     #[test]
     fn connection_kinds() {
         assert_eq!(NodeState::Primary.connection(), Connection::ReadWrite);
-        assert_eq!(NodeState::StopReplication.connection(), Connection::ReadOnly);
+        assert_eq!(
+            NodeState::StopReplication.connection(),
+            Connection::ReadOnly
+        );
         assert_eq!(NodeState::Demoted.connection(), Connection::None);
     }
 }

@@ -34,13 +34,16 @@ pub struct Control {
     pub fsm: Arc<FsmConfig>,
     /// The URI keepers use to reach this monitor (`show uri`).
     pub monitor_uri: Arc<String>,
-    locks: Arc<Mutex<HashMap<(String, i32), Arc<tokio::sync::Mutex<()>>>>>,
+    locks: Arc<Mutex<HashMap<(String, i32), GroupLock>>>,
 }
 
 /// Held while one operation decides about a group. The database row lock
 /// serializes writers across connections; this in-process lock also covers
 /// the dry run that decides whether a write is needed at all, so a
 /// heartbeat cannot miss a decision another task is about to commit.
+type GroupLock = Arc<tokio::sync::Mutex<()>>;
+
+/// The guard of a [`GroupLock`].
 pub type GroupGuard = tokio::sync::OwnedMutexGuard<()>;
 
 impl Control {

@@ -8,6 +8,9 @@ use crate::error::{MonitorError, Result};
 use crate::fsm;
 use crate::store::{group_view, host_port, u64_to_db};
 
+/// An `event` row as selected for `show events`.
+type EventRow = (i64, fsm::Timestamp, String, i32, i64, String, String, String, String);
+
 /// Default number of events `show events` returns.
 pub const DEFAULT_EVENT_COUNT: u32 = 10;
 /// Upper bound on one `show events` answer.
@@ -42,7 +45,7 @@ impl Control {
     pub async fn show_events(&self, formation: &str, count: u32) -> Result<pb::ShowEventsResponse> {
         let formation = self.check_formation(formation).await?;
         let count = if count == 0 { DEFAULT_EVENT_COUNT } else { count.min(MAX_EVENT_COUNT) };
-        let rows: Vec<(i64, fsm::Timestamp, String, i32, i64, String, String, String, String)> = sqlx::query_as(
+        let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT event_id, event_time, formation, group_id, node_id, node_name, reported_state, \
              assigned_state, description FROM event WHERE ($1::text IS NULL OR formation = $1) \
              ORDER BY event_id DESC LIMIT $2",

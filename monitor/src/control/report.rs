@@ -179,7 +179,7 @@ fn live_report(
     now: Timestamp,
     previous: Option<&LiveReport>,
 ) -> LiveReport {
-    let wal = req.wal_receiver.clone().unwrap_or_default();
+    let wal = req.wal_receiver.unwrap_or_default();
     // The stall clock runs while a writable node reports that no standby
     // streams from it, and restarts from zero as soon as one does.
     let replication_stall_since = if reported.accepts_writes() && req.replication_state.is_empty() {

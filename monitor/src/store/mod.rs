@@ -77,8 +77,7 @@ impl Store {
 
     /// The (formation, group) a node belongs to, if it exists.
     pub async fn group_of(&self, node_id: i64) -> anyhow::Result<Option<(String, i32)>> {
-        Ok(
-            sqlx::query_as("SELECT formation, group_id FROM node WHERE node_id = $1")
+        sqlx::query_as("SELECT formation, group_id FROM node WHERE node_id = $1")
                 .bind(node_id)
                 .fetch_optional(&self.pool)
                 .await
@@ -108,7 +107,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await
-        .context("list groups")?)
+        .context("list groups")
     }
 
     /// Every node, in formation then id order.
@@ -117,17 +116,16 @@ impl Store {
             "SELECT {NODE_COLUMNS} FROM node WHERE ($1::text IS NULL OR formation = $1) \
              ORDER BY formation, group_id, node_id"
         );
-        Ok(sqlx::query_as(&sql)
+        sqlx::query_as(&sql)
             .bind(formation)
             .fetch_all(&self.pool)
             .await
-            .context("list nodes")?)
+            .context("list nodes")
     }
 
     /// Whether a formation exists.
     pub async fn formation_exists(&self, name: &str) -> anyhow::Result<bool> {
-        Ok(
-            sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM formation WHERE name = $1)")
+        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM formation WHERE name = $1)")
                 .bind(name)
                 .fetch_one(&self.pool)
                 .await
@@ -142,6 +140,6 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await
-        .context("list formations")?)
+        .context("list formations")
     }
 }

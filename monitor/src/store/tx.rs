@@ -26,12 +26,12 @@ pub(super) async fn select_group(
          WHERE g.formation = $1 AND g.group_id = $2 {}",
         if for_update { "FOR UPDATE OF g" } else { "" }
     );
-    Ok(sqlx::query_as(&sql)
+    sqlx::query_as(&sql)
         .bind(formation)
         .bind(group_id)
         .fetch_optional(&mut *conn)
         .await
-        .context("read the group row")?)
+        .context("read the group row")
 }
 
 pub(super) async fn select_nodes(
@@ -42,12 +42,12 @@ pub(super) async fn select_nodes(
     let sql = format!(
         "SELECT {NODE_COLUMNS} FROM node WHERE formation = $1 AND group_id = $2 ORDER BY node_id"
     );
-    Ok(sqlx::query_as(&sql)
+    sqlx::query_as(&sql)
         .bind(formation)
         .bind(group_id)
         .fetch_all(&mut *conn)
         .await
-        .context("read the group's nodes")?)
+        .context("read the group's nodes")
 }
 
 /// The FSM's view of a group: stored rows with the live heartbeat overlay.
