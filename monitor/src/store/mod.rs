@@ -81,8 +81,7 @@ impl Store {
                 .bind(node_id)
                 .fetch_optional(&self.pool)
                 .await
-                .context("look up the node's group")?,
-        )
+                .context("look up the node's group")
     }
 
     /// The group row (with formation settings) and its nodes, unlocked:
@@ -102,7 +101,7 @@ impl Store {
 
     /// Every (formation, group) that has nodes.
     pub async fn groups(&self) -> anyhow::Result<Vec<(String, i32)>> {
-        Ok(sqlx::query_as(
+        sqlx::query_as(
             "SELECT DISTINCT formation, group_id FROM node ORDER BY formation, group_id",
         )
         .fetch_all(&self.pool)
@@ -129,8 +128,7 @@ impl Store {
                 .bind(name)
                 .fetch_one(&self.pool)
                 .await
-                .context("look up the formation")?,
-        )
+                .context("look up the formation")
     }
 
     /// Names of all formations.
