@@ -28,69 +28,116 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 #[tonic::async_trait]
 impl Monitor for MonitorService {
     #[instrument(skip_all, fields(formation = %req.get_ref().formation, host = %req.get_ref().host, port = req.get_ref().port))]
-    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
-        let reply = self.control.register(req.into_inner(), now()).await.inspect_err(|e| {
-            tracing::info!("refused registration: {e:#}");
-        })?;
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let reply = self
+            .control
+            .register(req.into_inner(), now())
+            .await
+            .inspect_err(|e| {
+                tracing::info!("refused registration: {e:#}");
+            })?;
         Ok(Response::new(reply))
     }
 
     #[instrument(skip_all, fields(node_id = req.get_ref().node_id, generation = req.get_ref().generation_seen))]
-    async fn node_active(&self, req: Request<pb::NodeActiveRequest>) -> Result<Response<pb::NodeActiveResponse>, Status> {
-        let reply = self.control.node_active(req.into_inner(), now()).await.inspect_err(|e| {
-            tracing::info!("refused report: {e:#}");
-        })?;
+    async fn node_active(
+        &self,
+        req: Request<pb::NodeActiveRequest>,
+    ) -> Result<Response<pb::NodeActiveResponse>, Status> {
+        let reply = self
+            .control
+            .node_active(req.into_inner(), now())
+            .await
+            .inspect_err(|e| {
+                tracing::info!("refused report: {e:#}");
+            })?;
         Ok(Response::new(reply))
     }
 
     type WatchStream = EventStream;
 
     #[instrument(skip_all, fields(formation = %req.get_ref().formation))]
-    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let req = req.into_inner();
-        let stream = BroadcastStream::new(self.control.bus.subscribe()).filter_map(move |item| match item {
-            Ok(event)
-                if (req.formation.is_empty() || event.formation == req.formation)
-                    && req.group_id.is_none_or(|g| g == event.group_id) =>
-            {
-                Some(Ok(event))
-            }
-            Ok(_) => None,
-            // A lagging watcher skipped events; it polls anyway, so keep
-            // the stream open rather than forcing a reconnect.
-            Err(_lagged) => None,
-        });
+        let stream =
+            BroadcastStream::new(self.control.bus.subscribe()).filter_map(move |item| match item {
+                Ok(event)
+                    if (req.formation.is_empty() || event.formation == req.formation)
+                        && req.group_id.is_none_or(|g| g == event.group_id) =>
+                {
+                    Some(Ok(event))
+                }
+                Ok(_) => None,
+                // A lagging watcher skipped events; it polls anyway, so keep
+                // the stream open rather than forcing a reconnect.
+                Err(_lagged) => None,
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn show_state(&self, req: Request<pb::ShowStateRequest>) -> Result<Response<pb::ShowStateResponse>, Status> {
-        Ok(Response::new(self.control.show_state(&req.into_inner().formation).await?))
+    async fn show_state(
+        &self,
+        req: Request<pb::ShowStateRequest>,
+    ) -> Result<Response<pb::ShowStateResponse>, Status> {
+        Ok(Response::new(
+            self.control.show_state(&req.into_inner().formation).await?,
+        ))
     }
 
-    async fn show_events(&self, req: Request<pb::ShowEventsRequest>) -> Result<Response<pb::ShowEventsResponse>, Status> {
+    async fn show_events(
+        &self,
+        req: Request<pb::ShowEventsRequest>,
+    ) -> Result<Response<pb::ShowEventsResponse>, Status> {
         let req = req.into_inner();
-        Ok(Response::new(self.control.show_events(&req.formation, req.count).await?))
+        Ok(Response::new(
+            self.control.show_events(&req.formation, req.count).await?,
+        ))
     }
 
-    async fn show_uri(&self, req: Request<pb::ShowUriRequest>) -> Result<Response<pb::ShowUriResponse>, Status> {
-        Ok(Response::new(self.control.show_uri(&req.into_inner().formation).await?))
+    async fn show_uri(
+        &self,
+        req: Request<pb::ShowUriRequest>,
+    ) -> Result<Response<pb::ShowUriResponse>, Status> {
+        Ok(Response::new(
+            self.control.show_uri(&req.into_inner().formation).await?,
+        ))
     }
 
-    async fn show_settings(&self, req: Request<pb::ShowSettingsRequest>) -> Result<Response<pb::ShowSettingsResponse>, Status> {
-        Ok(Response::new(self.control.show_settings(&req.into_inner().formation).await?))
+    async fn show_settings(
+        &self,
+        req: Request<pb::ShowSettingsRequest>,
+    ) -> Result<Response<pb::ShowSettingsResponse>, Status> {
+        Ok(Response::new(
+            self.control
+                .show_settings(&req.into_inner().formation)
+                .await?,
+        ))
     }
 
     #[instrument(skip_all, fields(node_id = req.get_ref().node_id))]
-    async fn drop_node(&self, req: Request<pb::DropNodeRequest>) -> Result<Response<pb::DropNodeResponse>, Status> {
+    async fn drop_node(
+        &self,
+        req: Request<pb::DropNodeRequest>,
+    ) -> Result<Response<pb::DropNodeResponse>, Status> {
         let req = req.into_inner();
-        self.control.drop_node(req.node_id, req.force, now()).await?;
+        self.control
+            .drop_node(req.node_id, req.force, now())
+            .await?;
         Ok(Response::new(pb::DropNodeResponse {}))
     }
 }
 
 /// The one place a client is built, so TLS and authentication can be added
 /// in one place later.
-pub async fn connect(uri: &str) -> anyhow::Result<pb::monitor_client::MonitorClient<tonic::transport::Channel>> {
+pub async fn connect(
+    uri: &str,
+) -> anyhow::Result<pb::monitor_client::MonitorClient<tonic::transport::Channel>> {
     use anyhow::Context;
     let endpoint = tonic::transport::Endpoint::from_shared(uri.to_string())
         .with_context(|| format!("{uri:?} is not a monitor URI: expected http://HOST:PORT"))?

@@ -17,7 +17,11 @@ const RPC_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 /// Serves the API on `listener` and runs the prober until `cancel` fires;
 /// then stops accepting RPCs, lets in-flight ones finish (bounded), and
 /// stops the prober. The caller stops the database afterwards.
-pub async fn serve(control: Control, listener: TcpListener, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    control: Control,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let prober_cancel = cancel.child_token();
     tracker.spawn(run_prober(control.clone(), prober_cancel.clone()));
@@ -26,7 +30,10 @@ pub async fn serve(control: Control, listener: TcpListener, cancel: Cancellation
     tracing::info!(%addr, uri = %control.monitor_uri, "monitor serving gRPC");
     let server = tonic::transport::Server::builder()
         .add_service(MonitorServer::new(MonitorService::new(control)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            cancel.clone().cancelled_owned(),
+        );
     let mut server = std::pin::pin!(server);
     let served = tokio::select! {
         r = &mut server => r,

@@ -74,7 +74,9 @@ impl Control {
         GroupTx::begin(&self.store.pool, formation, group_id, now)
             .await?
             .ok_or_else(|| {
-                MonitorError::NotFound(format!("group {group_id} of formation {formation:?} does not exist"))
+                MonitorError::NotFound(format!(
+                    "group {group_id} of formation {formation:?} does not exist"
+                ))
             })
     }
 
@@ -96,8 +98,15 @@ impl Control {
             return Err(unknown_node(node_id));
         };
         if force {
-            tx.event(node_id, format!("node {node_id} {:?} ({}) removed by the operator (forced)", node.name, node.host_port()))
-                .await?;
+            tx.event(
+                node_id,
+                format!(
+                    "node {node_id} {:?} ({}) removed by the operator (forced)",
+                    node.name,
+                    node.host_port()
+                ),
+            )
+            .await?;
             sqlx::query("DELETE FROM node WHERE node_id = $1")
                 .bind(node_id)
                 .execute(tx.conn())
@@ -110,8 +119,15 @@ impl Control {
             n.assigned_state = "dropped".into();
             n.goal_changed_at = now;
             tx.save_node(node_id).await?;
-            tx.event(node_id, format!("node {node_id} {:?} ({}) assigned dropped by the operator", node.name, node.host_port()))
-                .await?;
+            tx.event(
+                node_id,
+                format!(
+                    "node {node_id} {:?} ({}) assigned dropped by the operator",
+                    node.name,
+                    node.host_port()
+                ),
+            )
+            .await?;
         }
         tx.decide(&self.live, &self.fsm).await?;
         self.commit(tx).await

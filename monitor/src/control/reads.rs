@@ -9,7 +9,17 @@ use crate::fsm;
 use crate::store::{group_view, host_port, u64_to_db};
 
 /// An `event` row as selected for `show events`.
-type EventRow = (i64, fsm::Timestamp, String, i32, i64, String, String, String, String);
+type EventRow = (
+    i64,
+    fsm::Timestamp,
+    String,
+    i32,
+    i64,
+    String,
+    String,
+    String,
+    String,
+);
 
 /// Default number of events `show events` returns.
 pub const DEFAULT_EVENT_COUNT: u32 = 10;
@@ -22,7 +32,9 @@ impl Control {
             return Ok(None);
         }
         if !self.store.formation_exists(formation).await? {
-            return Err(MonitorError::NotFound(format!("formation {formation:?} does not exist on this monitor")));
+            return Err(MonitorError::NotFound(format!(
+                "formation {formation:?} does not exist on this monitor"
+            )));
         }
         Ok(Some(formation.to_string()))
     }
@@ -44,7 +56,11 @@ impl Control {
 
     pub async fn show_events(&self, formation: &str, count: u32) -> Result<pb::ShowEventsResponse> {
         let formation = self.check_formation(formation).await?;
-        let count = if count == 0 { DEFAULT_EVENT_COUNT } else { count.min(MAX_EVENT_COUNT) };
+        let count = if count == 0 {
+            DEFAULT_EVENT_COUNT
+        } else {
+            count.min(MAX_EVENT_COUNT)
+        };
         let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT event_id, event_time, formation, group_id, node_id, node_name, reported_state, \
              assigned_state, description FROM event WHERE ($1::text IS NULL OR formation = $1) \
@@ -57,19 +73,31 @@ impl Control {
         .context("read events")?;
         let mut events = rows
             .into_iter()
-            .map(|(event_id, time, formation, group_id, node_id, node_name, reported, assigned, description)| {
-                Ok(pb::Event {
+            .map(
+                |(
                     event_id,
-                    time: time.to_rfc3339(),
+                    time,
                     formation,
                     group_id,
                     node_id,
                     node_name,
-                    reported_state: crate::store::parse_state(&reported)? as i32,
-                    assigned_state: crate::store::parse_state(&assigned)? as i32,
+                    reported,
+                    assigned,
                     description,
-                })
-            })
+                )| {
+                    Ok(pb::Event {
+                        event_id,
+                        time: time.to_rfc3339(),
+                        formation,
+                        group_id,
+                        node_id,
+                        node_name,
+                        reported_state: crate::store::parse_state(&reported)? as i32,
+                        assigned_state: crate::store::parse_state(&assigned)? as i32,
+                        description,
+                    })
+                },
+            )
             .collect::<anyhow::Result<Vec<_>>>()?;
         events.reverse();
         Ok(pb::ShowEventsResponse { events })
@@ -101,7 +129,11 @@ impl Control {
             entries.push(pb::UriEntry {
                 r#type: "formation".into(),
                 name: name.clone(),
-                uri: format!("postgres://{}/{}?target_session_attrs=read-write", hosts.join(","), dbname),
+                uri: format!(
+                    "postgres://{}/{}?target_session_attrs=read-write",
+                    hosts.join(","),
+                    dbname
+                ),
             });
         }
         Ok(pb::ShowUriResponse { entries })
@@ -114,7 +146,12 @@ impl Control {
             if only.as_ref().is_some_and(|o| *o != name) {
                 continue;
             }
-            settings.push(setting("formation", &name, "number_sync_standbys", nss.to_string()));
+            settings.push(setting(
+                "formation",
+                &name,
+                "number_sync_standbys",
+                nss.to_string(),
+            ));
             for (f, group_id) in self.store.groups().await? {
                 if f != name {
                     continue;
@@ -132,8 +169,18 @@ impl Control {
                     ));
                 }
                 for n in &nodes {
-                    settings.push(setting("node", &n.name, "candidate_priority", n.candidate_priority.to_string()));
-                    settings.push(setting("node", &n.name, "replication_quorum", n.replication_quorum.to_string()));
+                    settings.push(setting(
+                        "node",
+                        &n.name,
+                        "candidate_priority",
+                        n.candidate_priority.to_string(),
+                    ));
+                    settings.push(setting(
+                        "node",
+                        &n.name,
+                        "replication_quorum",
+                        n.replication_quorum.to_string(),
+                    ));
                 }
             }
         }

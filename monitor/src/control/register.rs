@@ -18,16 +18,25 @@ fn invalid(msg: impl Into<String>) -> MonitorError {
 /// Checks the request on its own, before touching the store.
 fn validate(req: &pb::RegisterRequest) -> Result<NodeState> {
     if req.formation.is_empty() {
-        return Err(invalid("formation is empty: pass --formation (default \"default\")"));
+        return Err(invalid(
+            "formation is empty: pass --formation (default \"default\")",
+        ));
     }
     if req.host.trim().is_empty() {
-        return Err(invalid("host is empty: pass --hostname with an address other nodes and the monitor can reach"));
+        return Err(invalid(
+            "host is empty: pass --hostname with an address other nodes and the monitor can reach",
+        ));
     }
     if req.port == 0 || req.port > 65535 {
-        return Err(invalid(format!("port {} is out of range 1..65535", req.port)));
+        return Err(invalid(format!(
+            "port {} is out of range 1..65535",
+            req.port
+        )));
     }
     if req.dbname.is_empty() {
-        return Err(invalid("dbname is empty: pass --dbname (default \"postgres\")"));
+        return Err(invalid(
+            "dbname is empty: pass --dbname (default \"postgres\")",
+        ));
     }
     if !(0..=100).contains(&req.candidate_priority) {
         return Err(invalid(format!(
@@ -48,10 +57,20 @@ fn validate(req: &pb::RegisterRequest) -> Result<NodeState> {
 }
 
 impl Control {
-    pub async fn register(&self, req: pb::RegisterRequest, now: Timestamp) -> Result<pb::RegisterResponse> {
+    pub async fn register(
+        &self,
+        req: pb::RegisterRequest,
+        now: Timestamp,
+    ) -> Result<pb::RegisterResponse> {
         let initial = validate(&req)?;
         if !self.store.formation_exists(&req.formation).await? {
-            let known: Vec<String> = self.store.formations().await?.into_iter().map(|f| f.0).collect();
+            let known: Vec<String> = self
+                .store
+                .formations()
+                .await?
+                .into_iter()
+                .map(|f| f.0)
+                .collect();
             return Err(MonitorError::NotFound(format!(
                 "formation {:?} does not exist on this monitor; known formations: {}",
                 req.formation,
@@ -59,12 +78,14 @@ impl Control {
             )));
         }
         let _guard = self.lock_group(&req.formation, GROUP_ID).await;
-        sqlx::query("INSERT INTO node_group (formation, group_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(&req.formation)
-            .bind(GROUP_ID)
-            .execute(&self.store.pool)
-            .await
-            .context("create the group row")?;
+        sqlx::query(
+            "INSERT INTO node_group (formation, group_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&req.formation)
+        .bind(GROUP_ID)
+        .execute(&self.store.pool)
+        .await
+        .context("create the group row")?;
         let mut tx = self.begin(&req.formation, GROUP_ID, now).await?;
         let node_id = self.insert_node(&mut tx, &req, initial, now).await?;
         tx.decide(&self.live, &self.fsm).await?;
@@ -125,7 +146,11 @@ impl Control {
                 )));
             }
         }
-        let live_nodes = tx.nodes.iter().filter(|n| n.assigned_state != "dropped").count();
+        let live_nodes = tx
+            .nodes
+            .iter()
+            .filter(|n| n.assigned_state != "dropped")
+            .count();
         let (reported, assigned) = match (live_nodes, initial) {
             (0, _) if req.candidate_priority == 0 => {
                 return Err(MonitorError::FailedPrecondition(
@@ -149,7 +174,11 @@ impl Control {
             .fetch_one(tx.conn())
             .await
             .context("allocate a node id")?;
-        let name = if req.name.is_empty() { format!("node_{node_id}") } else { req.name.clone() };
+        let name = if req.name.is_empty() {
+            format!("node_{node_id}")
+        } else {
+            req.name.clone()
+        };
         sqlx::query(
             "INSERT INTO node (node_id, formation, group_id, name, host, port, system_identifier, \
              reported_state, assigned_state, candidate_priority, replication_quorum, \
@@ -188,7 +217,12 @@ impl Control {
     }
 
     /// The first node fixes the formation's dbname; later nodes must agree.
-    async fn check_dbname(&self, tx: &mut GroupTx, req: &pb::RegisterRequest, live_nodes: usize) -> Result<()> {
+    async fn check_dbname(
+        &self,
+        tx: &mut GroupTx,
+        req: &pb::RegisterRequest,
+        live_nodes: usize,
+    ) -> Result<()> {
         if live_nodes == 0 {
             sqlx::query("UPDATE formation SET dbname = $2 WHERE name = $1")
                 .bind(&req.formation)
@@ -209,13 +243,15 @@ impl Control {
 
 pub(super) async fn set_group_sysid(tx: &mut GroupTx, sysid: Option<i64>) -> Result<()> {
     let (formation, group_id) = (tx.group.formation.clone(), tx.group.group_id);
-    sqlx::query("UPDATE node_group SET system_identifier = $3 WHERE formation = $1 AND group_id = $2")
-        .bind(formation)
-        .bind(group_id)
-        .bind(sysid)
-        .execute(tx.conn())
-        .await
-        .context("record the group's system identifier")?;
+    sqlx::query(
+        "UPDATE node_group SET system_identifier = $3 WHERE formation = $1 AND group_id = $2",
+    )
+    .bind(formation)
+    .bind(group_id)
+    .bind(sysid)
+    .execute(tx.conn())
+    .await
+    .context("record the group's system identifier")?;
     tx.group.system_identifier = sysid;
     Ok(())
 }

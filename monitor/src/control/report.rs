@@ -21,12 +21,19 @@ struct Significant {
 }
 
 impl Control {
-    pub async fn node_active(&self, req: pb::NodeActiveRequest, now: Timestamp) -> Result<pb::NodeActiveResponse> {
+    pub async fn node_active(
+        &self,
+        req: pb::NodeActiveRequest,
+        now: Timestamp,
+    ) -> Result<pb::NodeActiveResponse> {
         let reported = NodeState::from_wire(req.reported_state).map_err(|e| {
-            MonitorError::InvalidArgument(format!("reported state: {e}; upgrade the keeper or the monitor so they agree"))
+            MonitorError::InvalidArgument(format!(
+                "reported state: {e}; upgrade the keeper or the monitor so they agree"
+            ))
         })?;
-        let tli = i32::try_from(req.timeline)
-            .map_err(|_| MonitorError::InvalidArgument(format!("timeline {} is out of range", req.timeline)))?;
+        let tli = i32::try_from(req.timeline).map_err(|_| {
+            MonitorError::InvalidArgument(format!("timeline {} is out of range", req.timeline))
+        })?;
         let (formation, group_id) = self.group_of(req.node_id).await?;
         let _guard = self.lock_group(&formation, group_id).await;
 
@@ -43,7 +50,10 @@ impl Control {
             .ok_or_else(|| unknown_node(req.node_id))?;
         let report = check_report(&req, reported, tli, row, &group)?;
         let previous = self.live.get(req.node_id);
-        self.live.set(req.node_id, live_report(&req, reported, now, previous.as_ref()));
+        self.live.set(
+            req.node_id,
+            live_report(&req, reported, now, previous.as_ref()),
+        );
 
         let stored = Significant {
             reported: row.reported()?,
@@ -73,13 +83,23 @@ impl Control {
             set_group_sysid(&mut tx, report.system_identifier).await?;
         }
         if old_state != report.reported.name() {
-            tx.event(req.node_id, format!("node {} {name:?} reported {}", req.node_id, report.reported))
-                .await?;
+            tx.event(
+                req.node_id,
+                format!("node {} {name:?} reported {}", req.node_id, report.reported),
+            )
+            .await?;
         }
         if stored.pg_running != report.pg_running {
-            let what = if report.pg_running { "running again" } else { "not running (its keeper could not restart it)" };
-            tx.event(req.node_id, format!("node {} {name:?} reports PostgreSQL {what}", req.node_id))
-                .await?;
+            let what = if report.pg_running {
+                "running again"
+            } else {
+                "not running (its keeper could not restart it)"
+            };
+            tx.event(
+                req.node_id,
+                format!("node {} {name:?} reports PostgreSQL {what}", req.node_id),
+            )
+            .await?;
         }
         tx.decide(&self.live, &self.fsm).await?;
         let view = tx.view(&self.live)?;
@@ -88,9 +108,17 @@ impl Control {
         Ok(reply)
     }
 
-    fn reply(&self, view: &GroupView, nodes: &[NodeRow], group: &GroupRow, node_id: i64) -> pb::NodeActiveResponse {
+    fn reply(
+        &self,
+        view: &GroupView,
+        nodes: &[NodeRow],
+        group: &GroupRow,
+        node_id: i64,
+    ) -> pb::NodeActiveResponse {
         // A node that reported `dropped` has just been removed: tell it so.
-        let assigned = view.node(node_id).map_or(NodeState::Dropped, |n| n.assigned);
+        let assigned = view
+            .node(node_id)
+            .map_or(NodeState::Dropped, |n| n.assigned);
         let other_nodes = view
             .nodes
             .iter()
@@ -152,7 +180,10 @@ fn check_report(
     let mut system_identifier = row.system_identifier;
     if req.system_identifier != 0 {
         let theirs = u64_to_db(req.system_identifier);
-        for (what, known) in [("node", row.system_identifier), ("group", group.system_identifier)] {
+        for (what, known) in [
+            ("node", row.system_identifier),
+            ("group", group.system_identifier),
+        ] {
             if let Some(known) = known.filter(|k| *k != theirs) {
                 return Err(MonitorError::FailedPrecondition(format!(
                     "node {} reports system identifier {}, but its {what} has {}: its PGDATA belongs to \
@@ -183,7 +214,11 @@ fn live_report(
     // The stall clock runs while a writable node reports that no standby
     // streams from it, and restarts from zero as soon as one does.
     let replication_stall_since = if reported.accepts_writes() && req.replication_state.is_empty() {
-        Some(previous.and_then(|p| p.replication_stall_since).unwrap_or(now))
+        Some(
+            previous
+                .and_then(|p| p.replication_stall_since)
+                .unwrap_or(now),
+        )
     } else {
         None
     };

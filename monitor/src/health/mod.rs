@@ -82,7 +82,9 @@ pub async fn probe_node(node_id: i64, host: &str, port: u16, timings: &Timings) 
     ProbeResult {
         node_id,
         health: Health::Bad,
-        detail: format!("{attempts} connection attempts to {host}:{port} failed, the last with: {last}"),
+        detail: format!(
+            "{attempts} connection attempts to {host}:{port} failed, the last with: {last}"
+        ),
     }
 }
 

@@ -50,7 +50,9 @@ async fn handshake(host: &str, port: u16) -> ProbeOutcome {
             Some(_) => ProbeOutcome::Accepting,
             None => ProbeOutcome::NoResponse("malformed error response".into()),
         },
-        other => ProbeOutcome::NoResponse(format!("unexpected answer byte {other:#04x}: not PostgreSQL?")),
+        other => ProbeOutcome::NoResponse(format!(
+            "unexpected answer byte {other:#04x}: not PostgreSQL?"
+        )),
     };
     if outcome == ProbeOutcome::Accepting {
         // Terminate politely so the server logs no "unexpected EOF".
@@ -63,7 +65,11 @@ async fn handshake(host: &str, port: u16) -> ProbeOutcome {
 fn startup_message() -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&196608u32.to_be_bytes()); // 3.0
-    for (k, v) in [("user", "pgpilot_monitor"), ("database", "postgres"), ("application_name", "pgpilot_probe")] {
+    for (k, v) in [
+        ("user", "pgpilot_monitor"),
+        ("database", "postgres"),
+        ("application_name", "pgpilot_probe"),
+    ] {
         body.extend_from_slice(k.as_bytes());
         body.push(0);
         body.extend_from_slice(v.as_bytes());
@@ -107,7 +113,10 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         let outcome = probe("127.0.0.1", port, Duration::from_secs(1)).await;
-        assert!(matches!(outcome, ProbeOutcome::NoResponse(_)), "{outcome:?}");
+        assert!(
+            matches!(outcome, ProbeOutcome::NoResponse(_)),
+            "{outcome:?}"
+        );
     }
 
     #[tokio::test]
@@ -119,6 +128,9 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
         });
         let outcome = probe("127.0.0.1", port, Duration::from_millis(200)).await;
-        assert_eq!(outcome, ProbeOutcome::NoResponse("no answer within 200 ms".into()));
+        assert_eq!(
+            outcome,
+            ProbeOutcome::NoResponse("no answer within 200 ms".into())
+        );
     }
 }

@@ -78,10 +78,10 @@ impl Store {
     /// The (formation, group) a node belongs to, if it exists.
     pub async fn group_of(&self, node_id: i64) -> anyhow::Result<Option<(String, i32)>> {
         sqlx::query_as("SELECT formation, group_id FROM node WHERE node_id = $1")
-                .bind(node_id)
-                .fetch_optional(&self.pool)
-                .await
-                .context("look up the node's group")
+            .bind(node_id)
+            .fetch_optional(&self.pool)
+            .await
+            .context("look up the node's group")
     }
 
     /// The group row (with formation settings) and its nodes, unlocked:
@@ -101,12 +101,10 @@ impl Store {
 
     /// Every (formation, group) that has nodes.
     pub async fn groups(&self) -> anyhow::Result<Vec<(String, i32)>> {
-        sqlx::query_as(
-            "SELECT DISTINCT formation, group_id FROM node ORDER BY formation, group_id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("list groups")
+        sqlx::query_as("SELECT DISTINCT formation, group_id FROM node ORDER BY formation, group_id")
+            .fetch_all(&self.pool)
+            .await
+            .context("list groups")
     }
 
     /// Every node, in formation then id order.
@@ -125,19 +123,17 @@ impl Store {
     /// Whether a formation exists.
     pub async fn formation_exists(&self, name: &str) -> anyhow::Result<bool> {
         sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM formation WHERE name = $1)")
-                .bind(name)
-                .fetch_one(&self.pool)
-                .await
-                .context("look up the formation")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .context("look up the formation")
     }
 
     /// Names of all formations.
     pub async fn formations(&self) -> anyhow::Result<Vec<(String, String, i32)>> {
-        Ok(sqlx::query_as(
-            "SELECT name, dbname, number_sync_standbys FROM formation ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("list formations")
+        sqlx::query_as("SELECT name, dbname, number_sync_standbys FROM formation ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .context("list formations")
     }
 }

@@ -35,7 +35,8 @@ pub struct NodeRow {
     pub registered_at: Timestamp,
 }
 
-pub const NODE_COLUMNS: &str = "node_id, formation, group_id, name, host, port, system_identifier, \
+pub const NODE_COLUMNS: &str =
+    "node_id, formation, group_id, name, host, port, system_identifier, \
      reported_state, assigned_state, pg_running, reported_tli, reported_lsn, replication_state, \
      upstream_silent_ms, candidate_priority, replication_quorum, health, last_report, last_probe, \
      goal_changed_at, replication_stall_since, registered_at";
