@@ -11,16 +11,22 @@
 //! - [`rpc`]: the gRPC service and the one client constructor.
 //! - [`server`]: wiring and ordered shutdown of a running monitor.
 //! - [`config`]: the configuration file and the validated timings.
+//! - [`setup`], [`daemon`], [`private_pg`], [`files`]: `create monitor`,
+//!   `run`, the private PostgreSQL, and pgpilot's own files.
 //! - [`error`]: [`MonitorError`](error::MonitorError), mapped to gRPC codes.
 #![deny(clippy::print_stdout)]
 
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod fsm;
 pub mod health;
 pub mod live;
+pub mod private_pg;
 pub mod rpc;
 pub mod server;
+pub mod setup;
 pub mod store;

@@ -1,0 +1,162 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "pgpilot", version, about = "Automated failover and high availability for PostgreSQL")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PGPILOT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a monitor or a node.
+    #[command(subcommand)]
+    Create(Create),
+    /// Run the monitor (or keeper) service of --pgdata until SIGTERM/SIGINT.
+    Run(RunArgs),
+    /// Show the state of the cluster.
+    #[command(subcommand)]
+    Show(Show),
+    /// Remove things from the cluster.
+    #[command(subcommand)]
+    Drop(Drop),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Create {
+    /// Create a monitor: its private PostgreSQL in --pgdata (or an existing
+    /// database with --database-url) and its schema.
+    Monitor(CreateMonitorArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateMonitorArgs {
+    /// Data directory of the monitor's private PostgreSQL. pgpilot's own
+    /// files go in the sibling directory DIR.pgpilot.
+    #[arg(long, env = "PGDATA")]
+    pub pgdata: PathBuf,
+    /// Address the monitor's gRPC API listens on.
+    #[arg(long, default_value = "0.0.0.0:5430")]
+    pub listen: SocketAddr,
+    /// Host name keepers use to reach the monitor [default: the listen
+    /// address, or this machine's host name when listening on all addresses].
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Use this existing PostgreSQL database instead of a private one.
+    #[arg(long, env = "PGPILOT_MONITOR_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// OS user that runs the private PostgreSQL when pgpilot runs as root
+    /// (created if missing).
+    #[arg(long, default_value = "postgres")]
+    pub pg_user: String,
+    /// Continue as the monitor service once created.
+    #[arg(long)]
+    pub run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Data directory of the monitor or node to run.
+    #[arg(long, env = "PGDATA")]
+    pub pgdata: PathBuf,
+}
+
+/// Which monitor a command talks to.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Monitor URI (http://HOST:PORT), as printed by `pgpilot show uri`.
+    #[arg(long, env = "PGPILOT_MONITOR", conflicts_with = "pgdata")]
+    pub monitor: Option<String>,
+    /// Data directory of the monitor or of any node: its configuration
+    /// names the monitor.
+    #[arg(long)]
+    pub pgdata: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Show {
+    /// Connection strings: the monitor's, and each formation's for applications.
+    Uri {
+        #[command(flatten)]
+        target: Target,
+        /// Only this formation.
+        #[arg(long)]
+        formation: Option<String>,
+    },
+    /// Nodes with their reported and assigned states.
+    State {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        formation: Option<String>,
+    },
+    /// The latest events, oldest first.
+    Events {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        formation: Option<String>,
+        /// How many events.
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+    },
+    /// Formation, primary and node settings.
+    Settings {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        formation: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Drop {
+    /// Remove a node: its keeper stops PostgreSQL and leaves the group.
+    Node {
+        #[command(flatten)]
+        target: Target,
+        /// Id of the node, as in `pgpilot show state`.
+        #[arg(long)]
+        node_id: i64,
+        /// Remove the node at once, without waiting for its keeper.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Logs go to stderr. Services log at info by default; one-shot commands
+/// at warn, so their output stays readable. RUST_LOG overrides both.
+pub fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = match cli.command {
+        Command::Run(_) | Command::Create(_) => "info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("panic: {info}");
+        std::process::exit(101);
+    }));
+}

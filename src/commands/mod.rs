@@ -1,0 +1,107 @@
+//! One module per command family.
+
+mod monitor;
+mod show;
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use pgpilot_monitor::files::monitor_config_path;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, Create, Drop, Target};
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Create(Create::Monitor(args)) => monitor::create(args).await,
+        Command::Run(args) => run(&args.pgdata).await,
+        Command::Show(show) => show::show(show).await,
+        Command::Drop(Drop::Node { target, node_id, force }) => {
+            let mut client = connect(&target).await?;
+            client
+                .drop_node(pgpilot_proto::pb::DropNodeRequest { node_id, force })
+                .await
+                .map_err(status_error)?;
+            println!("node {node_id} {}", if force { "removed" } else { "is being dropped" });
+            Ok(())
+        }
+    }
+}
+
+async fn run(pgdata: &Path) -> anyhow::Result<()> {
+    let abs = std::path::absolute(pgdata)?;
+    if monitor_config_path(&abs).is_file() {
+        return monitor::run(&abs).await;
+    }
+    bail!(
+        "{} has no pgpilot monitor or node: create one with `pgpilot create monitor --pgdata {}`",
+        abs.display(),
+        abs.display()
+    )
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT. Further signals are
+/// logged: shutdown is already under way and must finish in order
+/// (gRPC, then PostgreSQL) so nothing is left running.
+pub fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if token.is_cancelled() {
+                tracing::warn!("already shutting down");
+            } else {
+                tracing::info!("signal received, shutting down");
+                token.cancel();
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The monitor URI a command talks to: --monitor, else the configuration
+/// found through --pgdata.
+pub fn monitor_uri(target: &Target) -> anyhow::Result<String> {
+    if let Some(uri) = &target.monitor {
+        return Ok(uri.clone());
+    }
+    let Some(pgdata) = &target.pgdata else {
+        bail!("say which monitor to ask: pass --monitor URI (or set PGPILOT_MONITOR), or --pgdata DIR of the monitor or of a node");
+    };
+    let abs = std::path::absolute(pgdata)?;
+    let path = monitor_config_path(&abs);
+    if path.is_file() {
+        let config = pgpilot_monitor::config::MonitorConfig::load(&path)?;
+        // From this machine, reach the monitor where it listens.
+        let addr = config.listen;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else if addr.is_ipv6() {
+            format!("[{}]", addr.ip())
+        } else {
+            addr.ip().to_string()
+        };
+        return Ok(format!("http://{host}:{}", addr.port()));
+    }
+    bail!(
+        "{} has no pgpilot monitor or node configuration: pass --monitor URI instead",
+        abs.display()
+    )
+}
+
+pub async fn connect(
+    target: &Target,
+) -> anyhow::Result<pgpilot_proto::pb::monitor_client::MonitorClient<tonic::transport::Channel>> {
+    let uri = monitor_uri(target)?;
+    pgpilot_monitor::rpc::connect(&uri).await
+}
+
+/// A refused request, as the operator should read it.
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("the monitor refused: {}", status.message())
+}

@@ -1,0 +1,134 @@
+//! Bad input gets a clear error and leaves the store unchanged.
+
+use pgpilot_proto::pb;
+use pgpilot_proto::NodeState;
+use tonic::Code;
+
+use crate::keeper::{bootstrap, event_descriptions, register_request, Report};
+use crate::support::{path_str, pgpilot, MonitorProc, NodePg, TestDir};
+
+/// Everything an operator can see: every node's full JSON and every event.
+fn snapshot(uri: &str) -> (serde_json::Value, Vec<String>) {
+    let out = crate::support::pgpilot_ok(&["show", "state", "--monitor", uri, "--json"]);
+    let mut nodes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Heartbeat fields move with time, not with the refused request.
+    for n in nodes.as_array_mut().unwrap() {
+        n.as_object_mut().unwrap().remove("last_report");
+        n.as_object_mut().unwrap().remove("health");
+        n.as_object_mut().unwrap().remove("connection");
+    }
+    (nodes, event_descriptions(uri))
+}
+
+fn assert_refused(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
+    let status = result.expect_err("the monitor accepted bad input");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(needle),
+        "error {:?} does not mention {needle:?}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_change_nothing() {
+    let dir = TestDir::new("badinput");
+    let monitor = MonitorProc::start(&dir).await;
+    let a_pg = NodePg::create(&dir, "a").await;
+    let b_pg = NodePg::create(&dir, "b").await;
+    let mut c = monitor.client().await;
+    let uri = monitor.uri.as_str();
+    let sysid = a_pg.system_identifier().await;
+    let (a_report, b_report) = bootstrap(&mut c, a_pg.port, b_pg.port, sysid).await;
+    let before = snapshot(uri);
+
+    // Unknown node id.
+    let mut r = Report::new(999, NodeState::Secondary);
+    assert_refused(c.node_active(r.request()).await, Code::NotFound, "node 999 is not registered");
+    // A state the node cannot be in: a secondary claiming to be primary.
+    r = b_report.clone();
+    r.state = NodeState::Primary;
+    assert_refused(c.node_active(r.request()).await, Code::FailedPrecondition, "reported primary");
+    // A state number that does not exist.
+    let mut req = b_report.request();
+    req.reported_state = 99;
+    assert_refused(c.node_active(req).await, Code::InvalidArgument, "unknown node state");
+    // A generation from the future.
+    r = b_report.clone();
+    r.generation_seen = 7;
+    assert_refused(c.node_active(r.request()).await, Code::FailedPrecondition, "generation 7");
+    // A PGDATA of another cluster.
+    r = a_report.clone();
+    r.system_identifier = sysid ^ 1;
+    assert_refused(c.node_active(r.request()).await, Code::FailedPrecondition, "system identifier");
+    // Duplicate name.
+    let mut reg = register_request("a", 1);
+    assert_refused(c.register(reg.clone()).await, Code::AlreadyExists, "already has a node named \"a\"");
+    // Duplicate host:port.
+    reg = register_request("c", a_pg.port);
+    assert_refused(c.register(reg.clone()).await, Code::AlreadyExists, "already registered as node");
+    // A different database cluster joining the group.
+    reg = register_request("c", 2);
+    reg.system_identifier = sysid ^ 1;
+    assert_refused(c.register(reg.clone()).await, Code::FailedPrecondition, "different database cluster");
+    // Unknown formation.
+    reg = register_request("c", 2);
+    reg.formation = "nope".into();
+    assert_refused(c.register(reg.clone()).await, Code::NotFound, "formation \"nope\" does not exist");
+    // Nonsense fields.
+    reg = register_request("c", 2);
+    reg.candidate_priority = 101;
+    assert_refused(c.register(reg.clone()).await, Code::InvalidArgument, "candidate priority 101");
+    reg = register_request("c", 0);
+    assert_refused(c.register(reg.clone()).await, Code::InvalidArgument, "port 0");
+    reg = register_request("c", 2);
+    reg.initial_state = NodeState::Primary as i32;
+    assert_refused(c.register(reg.clone()).await, Code::InvalidArgument, "initial state");
+    reg = register_request("c", 2);
+    reg.dbname = "other".into();
+    assert_refused(c.register(reg.clone()).await, Code::FailedPrecondition, "serves database \"postgres\"");
+    // Reads of an unknown formation.
+    assert_refused(
+        c.show_state(pb::ShowStateRequest { formation: "nope".into() }).await,
+        Code::NotFound,
+        "does not exist",
+    );
+
+    assert_eq!(snapshot(uri), before, "a refused request changed the store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_monitor_refuses_foreign_dirs_and_is_idempotent() {
+    let dir = TestDir::new("createmon");
+    // A directory with someone else's file.
+    let foreign = dir.join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("important.txt"), "keep me").unwrap();
+    let out = pgpilot(&["create", "monitor", "--pgdata", path_str(&foreign), "--listen", "127.0.0.1:1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not empty and is not a pgpilot monitor"), "{err}");
+    assert_eq!(std::fs::read_to_string(foreign.join("important.txt")).unwrap(), "keep me");
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 1);
+
+    // A running monitor's DIR: a second create says so and changes nothing.
+    let monitor = MonitorProc::start(&dir).await;
+    let config = std::fs::read(monitor.pgdata.with_file_name("monitor.pgpilot").join("monitor.toml")).unwrap();
+    let out = crate::support::pgpilot_ok(&[
+        "create", "monitor", "--pgdata", path_str(&monitor.pgdata), "--listen", "127.0.0.1:1",
+    ]);
+    assert!(out.contains("already exists; nothing changed"), "{out}");
+    let after = std::fs::read(monitor.pgdata.with_file_name("monitor.pgpilot").join("monitor.toml")).unwrap();
+    assert_eq!(config, after);
+
+    // The show commands find the monitor through its --pgdata too.
+    let out = crate::support::pgpilot_ok(&["show", "uri", "--pgdata", path_str(&monitor.pgdata), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["type"], "monitor");
+    assert_eq!(v[0]["uri"], monitor.uri.as_str());
+
+    // No target at all: a clear error.
+    let out = pgpilot(&["show", "state"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--monitor"));
+}

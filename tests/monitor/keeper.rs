@@ -1,0 +1,152 @@
+//! A keeper driven by hand: registration and NodeActive reports.
+
+use pgpilot_proto::pb::{self, monitor_client::MonitorClient};
+use pgpilot_proto::NodeState;
+use tonic::transport::Channel;
+
+/// What one report says; tests change the fields they care about.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub node_id: i64,
+    pub state: NodeState,
+    pub generation_seen: i64,
+    pub pg_running: bool,
+    pub tli: u32,
+    pub lsn: u64,
+    pub replication_state: String,
+    pub upstream_silent_ms: Option<u64>,
+    pub system_identifier: u64,
+}
+
+impl Report {
+    pub fn new(node_id: i64, state: NodeState) -> Report {
+        Report {
+            node_id,
+            state,
+            generation_seen: 1,
+            pg_running: true,
+            tli: 1,
+            lsn: 0x300_0000,
+            replication_state: String::new(),
+            upstream_silent_ms: None,
+            system_identifier: 0,
+        }
+    }
+
+    pub fn request(&self) -> pb::NodeActiveRequest {
+        pb::NodeActiveRequest {
+            node_id: self.node_id,
+            reported_state: self.state as i32,
+            generation_seen: self.generation_seen,
+            pg_running: self.pg_running,
+            timeline: self.tli,
+            lsn: self.lsn,
+            replication_state: self.replication_state.clone(),
+            wal_receiver: Some(pb::WalReceiver {
+                streaming: self.upstream_silent_ms.is_some_and(|ms| ms < 1000),
+                upstream_silent_ms: self.upstream_silent_ms,
+            }),
+            system_identifier: self.system_identifier,
+        }
+    }
+
+    /// Sends the report; returns the assigned state and the whole reply.
+    pub async fn send(&self, client: &mut MonitorClient<Channel>) -> (NodeState, pb::NodeActiveResponse) {
+        let reply = client
+            .node_active(self.request())
+            .await
+            .unwrap_or_else(|e| panic!("report {self:?} refused: {e}"))
+            .into_inner();
+        (NodeState::from_wire(reply.assigned_state).unwrap(), reply)
+    }
+}
+
+pub fn register_request(name: &str, port: u16) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        formation: "default".into(),
+        name: name.into(),
+        host: "127.0.0.1".into(),
+        port: u32::from(port),
+        dbname: "postgres".into(),
+        system_identifier: 0,
+        candidate_priority: 50,
+        replication_quorum: true,
+        initial_state: NodeState::Init as i32,
+    }
+}
+
+pub async fn register(client: &mut MonitorClient<Channel>, name: &str, port: u16) -> pb::RegisterResponse {
+    client
+        .register(register_request(name, port))
+        .await
+        .unwrap_or_else(|e| panic!("register {name} refused: {e}"))
+        .into_inner()
+}
+
+/// `pgpilot show state --json` as (name, reported, assigned) triples.
+pub fn show_state(monitor_uri: &str) -> Vec<(String, String, String)> {
+    let out = crate::support::pgpilot_ok(&["show", "state", "--monitor", monitor_uri, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["reported_state"].as_str().unwrap().to_string(),
+                n["assigned_state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every event description the monitor has, oldest first.
+pub fn event_descriptions(monitor_uri: &str) -> Vec<String> {
+    let out = crate::support::pgpilot_ok(&["show", "events", "--monitor", monitor_uri, "--count", "1000", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["description"].as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn triple(name: &str, reported: &str, assigned: &str) -> (String, String, String) {
+    (name.into(), reported.into(), assigned.into())
+}
+
+/// Registers A and B and drives them to primary / secondary.
+/// Returns the two keepers' reports in their steady state.
+pub async fn bootstrap(c: &mut MonitorClient<Channel>, a_port: u16, b_port: u16, sysid: u64) -> (Report, Report) {
+    let a = register(c, "a", a_port).await.node_id;
+    let mut ar = Report::new(a, NodeState::Single);
+    ar.system_identifier = sysid;
+    ar.send(c).await;
+    let b = register(c, "b", b_port).await.node_id;
+    let mut br = Report::new(b, NodeState::WaitStandby);
+    ar.state = NodeState::WaitPrimary;
+    ar.send(c).await;
+    assert_eq!(br.send(c).await.0, NodeState::Catchingup);
+    br.state = NodeState::Catchingup;
+    br.upstream_silent_ms = Some(0);
+    br.system_identifier = sysid;
+    assert_eq!(br.send(c).await.0, NodeState::Secondary);
+    br.state = NodeState::Secondary;
+    br.send(c).await;
+    assert_eq!(ar.send(c).await.0, NodeState::Primary);
+    ar.state = NodeState::Primary;
+    ar.replication_state = "quorum".into();
+    ar.send(c).await;
+    (ar, br)
+}
+
+/// Every event as (node id, assigned state), oldest first.
+pub fn event_goals(monitor_uri: &str) -> Vec<(i64, String)> {
+    let out = crate::support::pgpilot_ok(&["show", "events", "--monitor", monitor_uri, "--count", "10000", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["node_id"].as_i64().unwrap(), e["assigned_state"].as_str().unwrap().to_string()))
+        .collect()
+}

@@ -1,0 +1,235 @@
+//! Test fixtures shared by every integration test: real PostgreSQL
+//! processes, a real monitor process, unique ports and directories.
+//!
+//! Every test gets its own directory under /tmp (short, so Unix socket
+//! paths fit, and traversable by the unprivileged OS user PostgreSQL runs
+//! as when the tests run as root) and its own ports. Directories are kept
+//! when a test fails, for the post-mortem, and removed when it passes.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pgpilot_pgproc::{self as pgproc, OsUser, PgBin, PostgresHandle, ShutdownMode, StartOptions};
+use pgpilot_proto::pb::monitor_client::MonitorClient;
+use tonic::transport::Channel;
+
+/// The pgpilot binary under test.
+pub fn pgpilot_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pgpilot")
+}
+
+/// A port nobody listens on right now. Parallel tests may race for it;
+/// binding a fresh ephemeral port makes a collision very unlikely.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A per-test directory, removed on success and kept on failure.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pgpilot-{name}-"))
+            .tempdir_in("/tmp")
+            .unwrap()
+            .keep();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TestDir { path: dir }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed: its files are kept in {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Runs `pgpilot ARGS` to completion.
+pub fn pgpilot(args: &[&str]) -> Output {
+    Command::new(pgpilot_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pgpilot")
+}
+
+/// Runs `pgpilot ARGS`, asserts success, returns stdout.
+pub fn pgpilot_ok(args: &[&str]) -> String {
+    let out = pgpilot(args);
+    assert!(
+        out.status.success(),
+        "pgpilot {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A monitor process: `pgpilot create monitor --run` in a test directory.
+pub struct MonitorProc {
+    pub child: Child,
+    pub port: u16,
+    pub pgdata: PathBuf,
+    pub uri: String,
+    log: PathBuf,
+}
+
+impl MonitorProc {
+    pub async fn start(dir: &TestDir) -> MonitorProc {
+        let pgdata = dir.join("monitor");
+        let port = free_port();
+        let log = dir.join("monitor.log");
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(pgpilot_bin())
+            .args(["create", "monitor", "--pgdata", pgdata.to_str().unwrap(), "--listen", &listen, "--run"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("monitor.err")).unwrap())
+            .spawn()
+            .expect("spawn the monitor");
+        let mut m = MonitorProc { child, port, pgdata, uri: format!("http://127.0.0.1:{port}"), log };
+        m.wait_ready().await;
+        m
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("monitor exited early with {status}: {}", self.stderr());
+            }
+            if pgpilot_monitor::rpc::connect(&self.uri).await.is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "monitor not ready in 90 s: {}", self.stderr());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.with_file_name("monitor.err")).unwrap_or_default()
+    }
+
+    pub async fn client(&self) -> MonitorClient<Channel> {
+        pgpilot_monitor::rpc::connect(&self.uri).await.unwrap()
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("monitor did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for MonitorProc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
+/// A plain real PostgreSQL listening on 127.0.0.1, standing in for a data
+/// node's Postgres where a test drives the keeper protocol by hand.
+pub struct NodePg {
+    pub bin: PgBin,
+    pub runner: Option<OsUser>,
+    pub pgdata: PathBuf,
+    pub port: u16,
+    pub handle: Option<PostgresHandle>,
+    socket_dir: PathBuf,
+}
+
+impl NodePg {
+    pub async fn create(dir: &TestDir, name: &str) -> NodePg {
+        let bin = PgBin::discover().expect("PostgreSQL binaries");
+        let runner = pgproc::postgres_runner(None).unwrap();
+        let pgdata = dir.join(name);
+        let opts = pgproc::InitdbOptions {
+            superuser: "postgres".into(),
+            auth_local: "trust".into(),
+            auth_host: "scram-sha-256".into(),
+            data_checksums: false,
+            no_sync: true,
+        };
+        pgproc::initdb(&bin, &runner, &pgdata, &opts).await.unwrap();
+        let socket_dir = dir.join(&format!("{name}.sock"));
+        std::fs::create_dir_all(&socket_dir).unwrap();
+        pgproc::chown_dir(&runner, &socket_dir, false).unwrap();
+        let mut node = NodePg { bin, runner, pgdata, port: free_port(), handle: None, socket_dir };
+        node.start().await;
+        node
+    }
+
+    pub async fn start(&mut self) {
+        let opts = StartOptions {
+            port: self.port,
+            socket_dir: self.socket_dir.clone(),
+            listen_addresses: "127.0.0.1".into(),
+            settings: vec![("fsync".into(), "off".into())],
+            tag: self.pgdata.file_name().unwrap().to_string_lossy().into_owned(),
+            ready_timeout: Duration::from_secs(60),
+        };
+        self.handle = Some(PostgresHandle::start(&self.bin, &self.runner, &self.pgdata, &opts).await.unwrap());
+    }
+
+    /// Immediate shutdown (SIGQUIT): Postgres stops at once, without a
+    /// checkpoint, as in a crash, and its port closes.
+    pub async fn crash(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.stop(ShutdownMode::Immediate, Duration::from_secs(10)).await.unwrap();
+        }
+    }
+
+    pub async fn system_identifier(&self) -> u64 {
+        pgproc::controldata(&self.bin, &self.runner, &self.pgdata).await.unwrap().system_identifier
+    }
+}
+
+/// Polls `check` until it returns Some, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
