@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "pgpilot", version, about = "Automated failover and high availability for PostgreSQL")]
+#[command(
+    name = "pgpilot",
+    version,
+    about = "Automated failover and high availability for PostgreSQL"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PGPILOT_LOG_FORMAT")]
@@ -34,6 +38,18 @@ pub enum Command {
     /// Remove things from the cluster.
     #[command(subcommand)]
     Drop(Drop),
+    /// Run a local demo on loopback in a temporary directory until Ctrl-C.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Directory for the demo's files [default: a new directory under /tmp].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the demo's files after it stops.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,11 +162,13 @@ pub enum Drop {
 pub fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let default = match cli.command {
-        Command::Run(_) | Command::Create(_) => "info",
+        Command::Run(_) | Command::Create(_) | Command::Demo(_) => "info",
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -49,20 +49,40 @@ pub async fn run_monitor(config: MonitorConfig, cancel: CancellationToken) -> an
         None => {
             let bin = PgBin::discover()?;
             let pg = private_pg::start(&bin, &config).await?;
-            let task = tokio::spawn(supervise(bin, config.clone(), pg, pg_cancel.clone(), cancel.clone()));
-            (Some(task), private_pg::connect_options(&config.pgdata, private_pg::DATABASE))
+            let task = tokio::spawn(supervise(
+                bin,
+                config.clone(),
+                pg,
+                pg_cancel.clone(),
+                cancel.clone(),
+            ));
+            (
+                Some(task),
+                private_pg::connect_options(&config.pgdata, private_pg::DATABASE),
+            )
         }
     };
     let result = async {
         let store = Store::open(options, Duration::from_secs(30)).await?;
-        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
-            format!(
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| {
+                format!(
                 "listen on {}: is another monitor running? choose another address with --listen",
                 config.listen
             )
-        })?;
-        write_durably(&pid_path(&config.pgdata), std::process::id().to_string().as_bytes(), 0o644)?;
-        let control = Control::new(store.clone(), config.timings.clone(), config.monitor_uri(), chrono::Utc::now());
+            })?;
+        write_durably(
+            &pid_path(&config.pgdata),
+            std::process::id().to_string().as_bytes(),
+            0o644,
+        )?;
+        let control = Control::new(
+            store.clone(),
+            config.timings.clone(),
+            config.monitor_uri(),
+            chrono::Utc::now(),
+        );
         let served = serve(control, listener, cancel.clone()).await;
         store.pool.close().await;
         served

@@ -49,7 +49,9 @@ pub fn write_durably(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<
         .with_context(|| format!("{} has no parent directory", path.display()))?;
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -63,7 +65,8 @@ pub fn write_durably(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<
     file.sync_all()
         .with_context(|| format!("fsync {}", tmp.display()))?;
     drop(file);
-    std::fs::rename(&tmp, path).with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("fsync directory {}", dir.display()))?;
@@ -76,8 +79,14 @@ mod tests {
 
     #[test]
     fn state_dir_is_a_sibling() {
-        assert_eq!(state_dir(Path::new("/var/lib/pg/main")), Path::new("/var/lib/pg/main.pgpilot"));
-        assert_eq!(state_dir(Path::new("rel/dir/")), Path::new("rel/dir.pgpilot"));
+        assert_eq!(
+            state_dir(Path::new("/var/lib/pg/main")),
+            Path::new("/var/lib/pg/main.pgpilot")
+        );
+        assert_eq!(
+            state_dir(Path::new("rel/dir/")),
+            Path::new("rel/dir.pgpilot")
+        );
     }
 
     #[test]
@@ -90,6 +99,9 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temp file left behind");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

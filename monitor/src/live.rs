@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use pgpilot_proto::Lsn;
 
-use crate::fsm::{NodeView, Timestamp};
+use crate::fsm::{Health, NodeView, Timestamp};
 
 /// The volatile part of one keeper's last report.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +35,9 @@ pub struct LiveReport {
 pub struct Live {
     started_at: Timestamp,
     reports: Arc<Mutex<HashMap<i64, LiveReport>>>,
+    /// The health last written to the store per node, so that an unchanged
+    /// probe result costs no query at all.
+    health: Arc<Mutex<HashMap<i64, Health>>>,
 }
 
 impl Live {
@@ -42,6 +45,7 @@ impl Live {
         Live {
             started_at,
             reports: Arc::default(),
+            health: Arc::default(),
         }
     }
 
@@ -55,6 +59,17 @@ impl Live {
 
     pub fn forget(&self, node_id: i64) {
         self.lock().remove(&node_id);
+        lock(&self.health).remove(&node_id);
+    }
+
+    /// The health last stored for a node, if this process knows it.
+    pub fn known_health(&self, node_id: i64) -> Option<Health> {
+        lock(&self.health).get(&node_id).copied()
+    }
+
+    /// Remembers the health the store now holds for a node.
+    pub fn set_known_health(&self, node_id: i64, health: Health) {
+        lock(&self.health).insert(node_id, health);
     }
 
     /// The node as the FSM must see it: stored fields, then the live ones.
@@ -77,8 +92,12 @@ impl Live {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, LiveReport>> {
-        // A panic while holding this lock cannot leave the map inconsistent
-        // (single inserts and removes), so a poisoned lock is still usable.
-        self.reports.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.reports)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave a map inconsistent
+    // (single inserts and removes), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -65,7 +65,8 @@ pub async fn initdb(bin: &PgBin, runner: &Option<OsUser>, pgdata: &Path) -> anyh
 pub async fn start(bin: &PgBin, config: &MonitorConfig) -> anyhow::Result<PrivatePg> {
     let runner = pgproc::postgres_runner(Some(&config.pg_user))?;
     let socket_dir = socket_dir(&config.pgdata);
-    std::fs::create_dir_all(&socket_dir).with_context(|| format!("create {}", socket_dir.display()))?;
+    std::fs::create_dir_all(&socket_dir)
+        .with_context(|| format!("create {}", socket_dir.display()))?;
     set_mode(&socket_dir, 0o700)?;
     pgproc::chown_dir(&runner, &socket_dir, false)?;
     let opts = StartOptions {
@@ -81,7 +82,12 @@ pub async fn start(bin: &PgBin, config: &MonitorConfig) -> anyhow::Result<Privat
     };
     let handle = PostgresHandle::start(bin, &runner, &config.pgdata, &opts)
         .await
-        .with_context(|| format!("start the monitor's PostgreSQL in {}", config.pgdata.display()))?;
+        .with_context(|| {
+            format!(
+                "start the monitor's PostgreSQL in {}",
+                config.pgdata.display()
+            )
+        })?;
     Ok(PrivatePg { handle, runner })
 }
 
@@ -101,10 +107,11 @@ pub async fn ensure_database(pgdata: &Path) -> anyhow::Result<()> {
         .connect()
         .await
         .context("connect to the monitor's PostgreSQL")?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(DATABASE)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(DATABASE)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         sqlx::query(&format!("CREATE DATABASE {DATABASE}"))
             .execute(&mut conn)

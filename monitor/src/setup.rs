@@ -15,7 +15,9 @@ use anyhow::{bail, Context};
 use pgpilot_pgproc::{self as pgproc, PgBin};
 
 use crate::config::{MonitorConfig, Timings};
-use crate::files::{initdb_marker, monitor_config_path, monitor_created_marker, state_dir, write_durably};
+use crate::files::{
+    initdb_marker, monitor_config_path, monitor_created_marker, state_dir, write_durably,
+};
 use crate::private_pg;
 use crate::store::Store;
 
@@ -67,9 +69,14 @@ pub async fn create_monitor(req: &CreateMonitor) -> anyhow::Result<(Created, Mon
 
     match &config.database_url {
         Some(url) => {
-            std::fs::create_dir_all(&pgdata).with_context(|| format!("create {}", pgdata.display()))?;
+            std::fs::create_dir_all(&pgdata)
+                .with_context(|| format!("create {}", pgdata.display()))?;
             let options = url.parse().context("parse --database-url")?;
-            Store::open(options, Duration::from_secs(10)).await?.pool.close().await;
+            Store::open(options, Duration::from_secs(10))
+                .await?
+                .pool
+                .close()
+                .await;
         }
         None => create_private(&config).await?,
     }
@@ -94,7 +101,11 @@ async fn create_private(config: &MonitorConfig) -> anyhow::Result<()> {
     let result = async {
         private_pg::ensure_database(pgdata).await?;
         let options = private_pg::connect_options(pgdata, private_pg::DATABASE);
-        Store::open(options, Duration::from_secs(10)).await?.pool.close().await;
+        Store::open(options, Duration::from_secs(10))
+            .await?
+            .pool
+            .close()
+            .await;
         anyhow::Ok(())
     }
     .await;

@@ -1,5 +1,6 @@
 //! One module per command family.
 
+mod demo;
 mod monitor;
 mod show;
 
@@ -15,14 +16,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Create(Create::Monitor(args)) => monitor::create(args).await,
         Command::Run(args) => run(&args.pgdata).await,
+        Command::Demo(args) => demo::demo(args).await,
         Command::Show(show) => show::show(show).await,
-        Command::Drop(Drop::Node { target, node_id, force }) => {
+        Command::Drop(Drop::Node {
+            target,
+            node_id,
+            force,
+        }) => {
             let mut client = connect(&target).await?;
             client
                 .drop_node(pgpilot_proto::pb::DropNodeRequest { node_id, force })
                 .await
                 .map_err(status_error)?;
-            println!("node {node_id} {}", if force { "removed" } else { "is being dropped" });
+            println!(
+                "node {node_id} {}",
+                if force { "removed" } else { "is being dropped" }
+            );
             Ok(())
         }
     }

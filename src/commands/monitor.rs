@@ -20,7 +20,11 @@ pub async fn create(args: CreateMonitorArgs) -> anyhow::Result<()> {
     };
     let (created, config) = create_monitor(&req).await?;
     match created {
-        Created::New => println!("created monitor in {}; keepers use {}", config.pgdata.display(), config.monitor_uri()),
+        Created::New => println!(
+            "created monitor in {}; keepers use {}",
+            config.pgdata.display(),
+            config.monitor_uri()
+        ),
         Created::AlreadyDone => println!(
             "monitor in {} already exists; nothing changed (keepers use {})",
             config.pgdata.display(),

@@ -16,7 +16,9 @@ pub async fn show(cmd: Show) -> anyhow::Result<()> {
         Show::Uri { target, formation } => {
             let mut client = connect(&target).await?;
             let reply = client
-                .show_uri(pb::ShowUriRequest { formation: formation.unwrap_or_default() })
+                .show_uri(pb::ShowUriRequest {
+                    formation: formation.unwrap_or_default(),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -28,15 +30,20 @@ pub async fn show(cmd: Show) -> anyhow::Result<()> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                let rows: Vec<Vec<String>> =
-                    reply.entries.into_iter().map(|e| vec![e.r#type, e.name, e.uri]).collect();
+                let rows: Vec<Vec<String>> = reply
+                    .entries
+                    .into_iter()
+                    .map(|e| vec![e.r#type, e.name, e.uri])
+                    .collect();
                 print!("{}", table(&["Type", "Name", "Connection String"], &rows));
             }
         }
         Show::State { target, formation } => {
             let mut client = connect(&target).await?;
             let reply = client
-                .show_state(pb::ShowStateRequest { formation: formation.unwrap_or_default() })
+                .show_state(pb::ShowStateRequest {
+                    formation: formation.unwrap_or_default(),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -48,16 +55,31 @@ pub async fn show(cmd: Show) -> anyhow::Result<()> {
                 print!(
                     "{}",
                     table(
-                        &["Name", "Node", "Host:Port", "TLI: LSN", "Connection", "Reported State", "Assigned State"],
+                        &[
+                            "Name",
+                            "Node",
+                            "Host:Port",
+                            "TLI: LSN",
+                            "Connection",
+                            "Reported State",
+                            "Assigned State"
+                        ],
                         &rows
                     )
                 );
             }
         }
-        Show::Events { target, formation, count } => {
+        Show::Events {
+            target,
+            formation,
+            count,
+        } => {
             let mut client = connect(&target).await?;
             let reply = client
-                .show_events(pb::ShowEventsRequest { formation: formation.unwrap_or_default(), count })
+                .show_events(pb::ShowEventsRequest {
+                    formation: formation.unwrap_or_default(),
+                    count,
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -78,13 +100,27 @@ pub async fn show(cmd: Show) -> anyhow::Result<()> {
                         ]
                     })
                     .collect();
-                print!("{}", table(&["Event Time", "Node", "Current State", "Assigned State", "Comment"], &rows));
+                print!(
+                    "{}",
+                    table(
+                        &[
+                            "Event Time",
+                            "Node",
+                            "Current State",
+                            "Assigned State",
+                            "Comment"
+                        ],
+                        &rows
+                    )
+                );
             }
         }
         Show::Settings { target, formation } => {
             let mut client = connect(&target).await?;
             let reply = client
-                .show_settings(pb::ShowSettingsRequest { formation: formation.unwrap_or_default() })
+                .show_settings(pb::ShowSettingsRequest {
+                    formation: formation.unwrap_or_default(),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -96,8 +132,11 @@ pub async fn show(cmd: Show) -> anyhow::Result<()> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                let rows: Vec<Vec<String>> =
-                    reply.settings.into_iter().map(|s| vec![s.context, s.name, s.setting, s.value]).collect();
+                let rows: Vec<Vec<String>> = reply
+                    .settings
+                    .into_iter()
+                    .map(|s| vec![s.context, s.name, s.setting, s.value])
+                    .collect();
                 print!("{}", table(&["Context", "Name", "Setting", "Value"], &rows));
             }
         }
@@ -106,7 +145,8 @@ pub async fn show(cmd: Show) -> anyhow::Result<()> {
 }
 
 fn connection(n: &pb::NodeStatus) -> String {
-    let conn = NodeState::from_wire(n.reported_state).map_or("none".to_string(), |s| s.connection().to_string());
+    let conn = NodeState::from_wire(n.reported_state)
+        .map_or("none".to_string(), |s| s.connection().to_string());
     match n.health.as_str() {
         "bad" => format!("{conn} !"),
         "unknown" => format!("{conn} ?"),

@@ -44,52 +44,107 @@ async fn refused_requests_change_nothing() {
 
     // Unknown node id.
     let mut r = Report::new(999, NodeState::Secondary);
-    assert_refused(c.node_active(r.request()).await, Code::NotFound, "node 999 is not registered");
+    assert_refused(
+        c.node_active(r.request()).await,
+        Code::NotFound,
+        "node 999 is not registered",
+    );
     // A state the node cannot be in: a secondary claiming to be primary.
     r = b_report.clone();
     r.state = NodeState::Primary;
-    assert_refused(c.node_active(r.request()).await, Code::FailedPrecondition, "reported primary");
+    assert_refused(
+        c.node_active(r.request()).await,
+        Code::FailedPrecondition,
+        "reported primary",
+    );
     // A state number that does not exist.
     let mut req = b_report.request();
     req.reported_state = 99;
-    assert_refused(c.node_active(req).await, Code::InvalidArgument, "unknown node state");
+    assert_refused(
+        c.node_active(req).await,
+        Code::InvalidArgument,
+        "unknown node state",
+    );
     // A generation from the future.
     r = b_report.clone();
     r.generation_seen = 7;
-    assert_refused(c.node_active(r.request()).await, Code::FailedPrecondition, "generation 7");
+    assert_refused(
+        c.node_active(r.request()).await,
+        Code::FailedPrecondition,
+        "generation 7",
+    );
     // A PGDATA of another cluster.
     r = a_report.clone();
     r.system_identifier = sysid ^ 1;
-    assert_refused(c.node_active(r.request()).await, Code::FailedPrecondition, "system identifier");
+    assert_refused(
+        c.node_active(r.request()).await,
+        Code::FailedPrecondition,
+        "system identifier",
+    );
     // Duplicate name.
     let mut reg = register_request("a", 1);
-    assert_refused(c.register(reg.clone()).await, Code::AlreadyExists, "already has a node named \"a\"");
+    assert_refused(
+        c.register(reg.clone()).await,
+        Code::AlreadyExists,
+        "already has a node named \"a\"",
+    );
     // Duplicate host:port.
     reg = register_request("c", a_pg.port);
-    assert_refused(c.register(reg.clone()).await, Code::AlreadyExists, "already registered as node");
+    assert_refused(
+        c.register(reg.clone()).await,
+        Code::AlreadyExists,
+        "already registered as node",
+    );
     // A different database cluster joining the group.
     reg = register_request("c", 2);
     reg.system_identifier = sysid ^ 1;
-    assert_refused(c.register(reg.clone()).await, Code::FailedPrecondition, "different database cluster");
+    assert_refused(
+        c.register(reg.clone()).await,
+        Code::FailedPrecondition,
+        "different database cluster",
+    );
     // Unknown formation.
     reg = register_request("c", 2);
     reg.formation = "nope".into();
-    assert_refused(c.register(reg.clone()).await, Code::NotFound, "formation \"nope\" does not exist");
+    assert_refused(
+        c.register(reg.clone()).await,
+        Code::NotFound,
+        "formation \"nope\" does not exist",
+    );
     // Nonsense fields.
     reg = register_request("c", 2);
     reg.candidate_priority = 101;
-    assert_refused(c.register(reg.clone()).await, Code::InvalidArgument, "candidate priority 101");
+    assert_refused(
+        c.register(reg.clone()).await,
+        Code::InvalidArgument,
+        "candidate priority 101",
+    );
     reg = register_request("c", 0);
-    assert_refused(c.register(reg.clone()).await, Code::InvalidArgument, "port 0");
+    assert_refused(
+        c.register(reg.clone()).await,
+        Code::InvalidArgument,
+        "port 0",
+    );
     reg = register_request("c", 2);
     reg.initial_state = NodeState::Primary as i32;
-    assert_refused(c.register(reg.clone()).await, Code::InvalidArgument, "initial state");
+    assert_refused(
+        c.register(reg.clone()).await,
+        Code::InvalidArgument,
+        "initial state",
+    );
     reg = register_request("c", 2);
     reg.dbname = "other".into();
-    assert_refused(c.register(reg.clone()).await, Code::FailedPrecondition, "serves database \"postgres\"");
+    assert_refused(
+        c.register(reg.clone()).await,
+        Code::FailedPrecondition,
+        "serves database \"postgres\"",
+    );
     // Reads of an unknown formation.
     assert_refused(
-        c.show_state(pb::ShowStateRequest { formation: "nope".into() }).await,
+        c.show_state(pb::ShowStateRequest {
+            formation: "nope".into(),
+        })
+        .await,
         Code::NotFound,
         "does not exist",
     );
@@ -104,25 +159,61 @@ async fn create_monitor_refuses_foreign_dirs_and_is_idempotent() {
     let foreign = dir.join("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
     std::fs::write(foreign.join("important.txt"), "keep me").unwrap();
-    let out = pgpilot(&["create", "monitor", "--pgdata", path_str(&foreign), "--listen", "127.0.0.1:1"]);
+    let out = pgpilot(&[
+        "create",
+        "monitor",
+        "--pgdata",
+        path_str(&foreign),
+        "--listen",
+        "127.0.0.1:1",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is not empty and is not a pgpilot monitor"), "{err}");
-    assert_eq!(std::fs::read_to_string(foreign.join("important.txt")).unwrap(), "keep me");
+    assert!(
+        err.contains("is not empty and is not a pgpilot monitor"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("important.txt")).unwrap(),
+        "keep me"
+    );
     assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 1);
 
     // A running monitor's DIR: a second create says so and changes nothing.
     let monitor = MonitorProc::start(&dir).await;
-    let config = std::fs::read(monitor.pgdata.with_file_name("monitor.pgpilot").join("monitor.toml")).unwrap();
+    let config = std::fs::read(
+        monitor
+            .pgdata
+            .with_file_name("monitor.pgpilot")
+            .join("monitor.toml"),
+    )
+    .unwrap();
     let out = crate::support::pgpilot_ok(&[
-        "create", "monitor", "--pgdata", path_str(&monitor.pgdata), "--listen", "127.0.0.1:1",
+        "create",
+        "monitor",
+        "--pgdata",
+        path_str(&monitor.pgdata),
+        "--listen",
+        "127.0.0.1:1",
     ]);
     assert!(out.contains("already exists; nothing changed"), "{out}");
-    let after = std::fs::read(monitor.pgdata.with_file_name("monitor.pgpilot").join("monitor.toml")).unwrap();
+    let after = std::fs::read(
+        monitor
+            .pgdata
+            .with_file_name("monitor.pgpilot")
+            .join("monitor.toml"),
+    )
+    .unwrap();
     assert_eq!(config, after);
 
     // The show commands find the monitor through its --pgdata too.
-    let out = crate::support::pgpilot_ok(&["show", "uri", "--pgdata", path_str(&monitor.pgdata), "--json"]);
+    let out = crate::support::pgpilot_ok(&[
+        "show",
+        "uri",
+        "--pgdata",
+        path_str(&monitor.pgdata),
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[0]["type"], "monitor");
     assert_eq!(v[0]["uri"], monitor.uri.as_str());
@@ -131,4 +222,43 @@ async fn create_monitor_refuses_foreign_dirs_and_is_idempotent() {
     let out = pgpilot(&["show", "state"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--monitor"));
+
+    // SIGTERM: a clean exit, and the private PostgreSQL is stopped too.
+    let mut monitor = monitor;
+    let status = monitor.stop();
+    assert!(
+        status.success(),
+        "monitor exited with {status}: {}",
+        monitor.stderr()
+    );
+    assert!(
+        !monitor.pgdata.join("postmaster.pid").exists(),
+        "the monitor's PostgreSQL is still running"
+    );
+    // And it starts again from its directory alone.
+    let port = monitor.port;
+    let mut again = std::process::Command::new(crate::support::pgpilot_bin())
+        .args(["run", "--pgdata", path_str(&monitor.pgdata)])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let uri = format!("http://127.0.0.1:{port}");
+    let state = crate::support::eventually(
+        "restarted monitor answers",
+        std::time::Duration::from_secs(60),
+        || {
+            let uri = uri.clone();
+            async move { pgpilot_monitor::rpc::connect(&uri).await.ok() }
+        },
+    )
+    .await;
+    drop(state);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(again.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(crate::support::wait_child(&mut again, std::time::Duration::from_secs(60)).success());
 }

@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 
 use pgpilot_proto::NodeState;
 
-use crate::keeper::{bootstrap, event_goals, Report};
+use crate::keeper::{bootstrap, event_goals};
 use crate::support::{MonitorProc, NodePg, TestDir};
 
 /// A tiny deterministic generator; the seed is printed on failure.
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn chance(&mut self, percent: u64) -> bool {
@@ -64,7 +67,9 @@ async fn concurrent_reports_never_make_two_writable_nodes() {
                     }
                     // Racing tasks report states that another task already
                     // moved past: refusing those is correct.
-                    Err(status) => assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}"),
+                    Err(status) => {
+                        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}")
+                    }
                 }
             }
         }));
@@ -75,15 +80,24 @@ async fn concurrent_reports_never_make_two_writable_nodes() {
 
     let mut goals: HashMap<i64, String> = HashMap::new();
     let history = event_goals(&monitor.uri);
-    assert!(history.len() > 10, "too few events to mean anything: {history:?}");
+    assert!(
+        history.len() > 10,
+        "too few events to mean anything: {history:?}"
+    );
     for (step, (node, goal)) in history.iter().enumerate() {
         goals.insert(*node, goal.clone());
         let writable: Vec<_> = goals
             .iter()
             .filter(|(_, g)| g.parse::<NodeState>().is_ok_and(|s| s.accepts_writes()))
             .collect();
-        assert!(writable.len() <= 1, "two writable goals after event {step}: {writable:?}\n{history:#?}");
+        assert!(
+            writable.len() <= 1,
+            "two writable goals after event {step}: {writable:?}\n{history:#?}"
+        );
     }
     // The race ended in a failover: B took over.
-    assert!(history.iter().any(|(_, g)| g == "prepare_promotion"), "{history:#?}");
+    assert!(
+        history.iter().any(|(_, g)| g == "prepare_promotion"),
+        "{history:#?}"
+    );
 }

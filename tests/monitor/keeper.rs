@@ -51,7 +51,10 @@ impl Report {
     }
 
     /// Sends the report; returns the assigned state and the whole reply.
-    pub async fn send(&self, client: &mut MonitorClient<Channel>) -> (NodeState, pb::NodeActiveResponse) {
+    pub async fn send(
+        &self,
+        client: &mut MonitorClient<Channel>,
+    ) -> (NodeState, pb::NodeActiveResponse) {
         let reply = client
             .node_active(self.request())
             .await
@@ -75,7 +78,11 @@ pub fn register_request(name: &str, port: u16) -> pb::RegisterRequest {
     }
 }
 
-pub async fn register(client: &mut MonitorClient<Channel>, name: &str, port: u16) -> pb::RegisterResponse {
+pub async fn register(
+    client: &mut MonitorClient<Channel>,
+    name: &str,
+    port: u16,
+) -> pb::RegisterResponse {
     client
         .register(register_request(name, port))
         .await
@@ -102,7 +109,15 @@ pub fn show_state(monitor_uri: &str) -> Vec<(String, String, String)> {
 
 /// Every event description the monitor has, oldest first.
 pub fn event_descriptions(monitor_uri: &str) -> Vec<String> {
-    let out = crate::support::pgpilot_ok(&["show", "events", "--monitor", monitor_uri, "--count", "1000", "--json"]);
+    let out = crate::support::pgpilot_ok(&[
+        "show",
+        "events",
+        "--monitor",
+        monitor_uri,
+        "--count",
+        "1000",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v.as_array()
         .unwrap()
@@ -117,7 +132,12 @@ pub fn triple(name: &str, reported: &str, assigned: &str) -> (String, String, St
 
 /// Registers A and B and drives them to primary / secondary.
 /// Returns the two keepers' reports in their steady state.
-pub async fn bootstrap(c: &mut MonitorClient<Channel>, a_port: u16, b_port: u16, sysid: u64) -> (Report, Report) {
+pub async fn bootstrap(
+    c: &mut MonitorClient<Channel>,
+    a_port: u16,
+    b_port: u16,
+    sysid: u64,
+) -> (Report, Report) {
     let a = register(c, "a", a_port).await.node_id;
     let mut ar = Report::new(a, NodeState::Single);
     ar.system_identifier = sysid;
@@ -142,11 +162,24 @@ pub async fn bootstrap(c: &mut MonitorClient<Channel>, a_port: u16, b_port: u16,
 
 /// Every event as (node id, assigned state), oldest first.
 pub fn event_goals(monitor_uri: &str) -> Vec<(i64, String)> {
-    let out = crate::support::pgpilot_ok(&["show", "events", "--monitor", monitor_uri, "--count", "10000", "--json"]);
+    let out = crate::support::pgpilot_ok(&[
+        "show",
+        "events",
+        "--monitor",
+        monitor_uri,
+        "--count",
+        "10000",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v.as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["node_id"].as_i64().unwrap(), e["assigned_state"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["node_id"].as_i64().unwrap(),
+                e["assigned_state"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }

@@ -30,9 +30,31 @@ async fn bootstrap_failover_and_rejoin() {
     assert_eq!(reply.synchronous_standby_names, "");
     assert_eq!(show_state(uri), vec![triple("a", "single", "single")]);
 
+    // Watch pushes committed events: open it before B registers.
+    let mut watch = c
+        .watch(pgpilot_proto::pb::WatchRequest {
+            formation: "default".into(),
+            group_id: Some(0),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
     // B joins: it waits for A, which prepares for a standby.
     let rb = register(&mut c, "b", b_pg.port).await;
-    assert_eq!(NodeState::from_wire(rb.assigned_state).unwrap(), WaitStandby);
+    let pushed = tokio::time::timeout(DEADLINE, watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        pushed.description.contains("registered node") && pushed.node_name == "b",
+        "{pushed:?}"
+    );
+    assert_eq!(
+        NodeState::from_wire(rb.assigned_state).unwrap(),
+        WaitStandby
+    );
     let b = rb.node_id;
     let mut b_report = Report::new(b, WaitStandby);
     assert_eq!(a_report.send(&mut c).await.0, WaitPrimary);
@@ -49,16 +71,27 @@ async fn bootstrap_failover_and_rejoin() {
     // A caught-up standby: synchronous replication on.
     let (goal, reply) = a_report.send(&mut c).await;
     assert_eq!(goal, Primary);
-    assert_eq!(reply.synchronous_standby_names, format!("ANY 1 (pgpilot_node_{b})"));
+    assert_eq!(
+        reply.synchronous_standby_names,
+        format!("ANY 1 (pgpilot_node_{b})")
+    );
     a_report.state = Primary;
     a_report.replication_state = "quorum".into();
     a_report.send(&mut c).await;
     assert_eq!(
         show_state(uri),
-        vec![triple("a", "primary", "primary"), triple("b", "secondary", "secondary")]
+        vec![
+            triple("a", "primary", "primary"),
+            triple("b", "secondary", "secondary")
+        ]
     );
     let events = event_descriptions(uri);
-    assert!(events.iter().any(|e| e.contains("registered node") && e.contains("\"b\"")), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("registered node") && e.contains("\"b\"")),
+        "{events:#?}"
+    );
 
     // --- Failover: A's Postgres and keeper die. Only when the monitor's
     // probes fail *and* B has lost replication does B get promoted.
@@ -78,7 +111,9 @@ async fn bootstrap_failover_and_rejoin() {
     assert_eq!(goal, PreparePromotion);
     let events = event_descriptions(uri);
     assert!(
-        events.iter().any(|e| e.contains("prepare_promotion") && e.contains("replication")),
+        events
+            .iter()
+            .any(|e| e.contains("prepare_promotion") && e.contains("replication")),
         "no event explains the promotion: {events:#?}"
     );
     b_report.upstream_silent_ms = Some(crashed.elapsed().as_millis() as u64);
@@ -103,7 +138,11 @@ async fn bootstrap_failover_and_rejoin() {
     b_report.upstream_silent_ms = None;
     b_report.send(&mut c).await;
     let state = show_state(uri);
-    assert_eq!(state[1], triple("b", "wait_primary", "wait_primary"), "{state:?}");
+    assert_eq!(
+        state[1],
+        triple("b", "wait_primary", "wait_primary"),
+        "{state:?}"
+    );
     assert_eq!(state[0].2, "demoted", "{state:?}");
 
     // --- Rejoin: A comes back, learns it was demoted, rewinds, follows B.
@@ -149,13 +188,22 @@ async fn bootstrap_failover_and_rejoin() {
     b_report.replication_state = "quorum".into();
     let (goal, reply) = b_report.send(&mut c).await;
     assert_eq!(goal, Primary);
-    assert_eq!(reply.synchronous_standby_names, format!("ANY 1 (pgpilot_node_{a})"));
+    assert_eq!(
+        reply.synchronous_standby_names,
+        format!("ANY 1 (pgpilot_node_{a})")
+    );
     b_report.state = Primary;
     b_report.send(&mut c).await;
     assert_eq!(
         show_state(uri),
-        vec![triple("a", "secondary", "secondary"), triple("b", "primary", "primary")]
+        vec![
+            triple("a", "secondary", "secondary"),
+            triple("b", "primary", "primary")
+        ]
     );
     let text = crate::support::pgpilot_ok(&["show", "events", "--monitor", uri, "--count", "5"]);
-    assert!(text.contains("Assigned State") && text.contains("primary"), "{text}");
+    assert!(
+        text.contains("Assigned State") && text.contains("primary"),
+        "{text}"
+    );
 }

@@ -24,7 +24,11 @@ pub fn pgpilot_bin() -> &'static str {
 /// A port nobody listens on right now. Parallel tests may race for it;
 /// binding a fresh ephemeral port makes a collision very unlikely.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A per-test directory, removed on success and kept on failure.
@@ -97,14 +101,28 @@ impl MonitorProc {
         let log = dir.join("monitor.log");
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(pgpilot_bin())
-            .args(["create", "monitor", "--pgdata", pgdata.to_str().unwrap(), "--listen", &listen, "--run"])
+            .args([
+                "create",
+                "monitor",
+                "--pgdata",
+                pgdata.to_str().unwrap(),
+                "--listen",
+                &listen,
+                "--run",
+            ])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(dir.join("monitor.err")).unwrap())
             .spawn()
             .expect("spawn the monitor");
-        let mut m = MonitorProc { child, port, pgdata, uri: format!("http://127.0.0.1:{port}"), log };
+        let mut m = MonitorProc {
+            child,
+            port,
+            pgdata,
+            uri: format!("http://127.0.0.1:{port}"),
+            log,
+        };
         m.wait_ready().await;
         m
     }
@@ -118,7 +136,11 @@ impl MonitorProc {
             if pgpilot_monitor::rpc::connect(&self.uri).await.is_ok() {
                 return;
             }
-            assert!(Instant::now() < deadline, "monitor not ready in 90 s: {}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "monitor not ready in 90 s: {}",
+                self.stderr()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -135,17 +157,7 @@ impl MonitorProc {
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("monitor did not stop within 60 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_child(&mut self.child, Duration::from_secs(60))
     }
 }
 
@@ -184,7 +196,14 @@ impl NodePg {
         let socket_dir = dir.join(&format!("{name}.sock"));
         std::fs::create_dir_all(&socket_dir).unwrap();
         pgproc::chown_dir(&runner, &socket_dir, false).unwrap();
-        let mut node = NodePg { bin, runner, pgdata, port: free_port(), handle: None, socket_dir };
+        let mut node = NodePg {
+            bin,
+            runner,
+            pgdata,
+            port: free_port(),
+            handle: None,
+            socket_dir,
+        };
         node.start().await;
         node
     }
@@ -195,22 +214,52 @@ impl NodePg {
             socket_dir: self.socket_dir.clone(),
             listen_addresses: "127.0.0.1".into(),
             settings: vec![("fsync".into(), "off".into())],
-            tag: self.pgdata.file_name().unwrap().to_string_lossy().into_owned(),
+            tag: self
+                .pgdata
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
             ready_timeout: Duration::from_secs(60),
         };
-        self.handle = Some(PostgresHandle::start(&self.bin, &self.runner, &self.pgdata, &opts).await.unwrap());
+        self.handle = Some(
+            PostgresHandle::start(&self.bin, &self.runner, &self.pgdata, &opts)
+                .await
+                .unwrap(),
+        );
     }
 
     /// Immediate shutdown (SIGQUIT): Postgres stops at once, without a
     /// checkpoint, as in a crash, and its port closes.
     pub async fn crash(&mut self) {
         if let Some(h) = self.handle.take() {
-            h.stop(ShutdownMode::Immediate, Duration::from_secs(10)).await.unwrap();
+            h.stop(ShutdownMode::Immediate, Duration::from_secs(10))
+                .await
+                .unwrap();
         }
     }
 
     pub async fn system_identifier(&self) -> u64 {
-        pgproc::controldata(&self.bin, &self.runner, &self.pgdata).await.unwrap().system_identifier
+        pgproc::controldata(&self.bin, &self.runner, &self.pgdata)
+            .await
+            .unwrap()
+            .system_identifier
+    }
+}
+
+/// Waits for a child to exit, killing it and failing after `timeout`.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {timeout:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -225,7 +274,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

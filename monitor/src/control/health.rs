@@ -19,6 +19,9 @@ impl Control {
     /// an event) and re-runs the group's FSM: an unchanged result costs no
     /// write transaction.
     pub async fn record_probe(&self, result: ProbeResult, now: Timestamp) -> Result<()> {
+        if self.live.known_health(result.node_id) == Some(result.health) {
+            return Ok(());
+        }
         let Some((formation, group_id)) = self.store.group_of(result.node_id).await? else {
             return Ok(()); // dropped while being probed
         };
@@ -30,6 +33,7 @@ impl Control {
             return Ok(());
         };
         if row.health == result.health.name() {
+            self.live.set_known_health(result.node_id, result.health);
             return Ok(());
         }
         let mut tx = self.begin(&formation, group_id, now).await?;
@@ -52,7 +56,9 @@ impl Control {
         )
         .await?;
         tx.decide(&self.live, &self.fsm).await?;
-        self.commit(tx).await
+        self.commit(tx).await?;
+        self.live.set_known_health(result.node_id, result.health);
+        Ok(())
     }
 
     /// Re-runs a group's FSM for the rules that fire on time alone (lease
