@@ -1,1 +1,45 @@
-//! placeholder
+//! Running PostgreSQL server programs: finding the binaries, the OS user
+//! they run as, initdb and pg_controldata, and a supervised postmaster.
+//!
+//! - [`bin`]: [`PgBin`], the directory of the server binaries.
+//! - [`user`]: [`OsUser`]; PostgreSQL refuses to run as root, so when
+//!   pgpilot runs as root every PostgreSQL program runs as an unprivileged
+//!   user (created if missing).
+//! - [`command`]: [`PgCommand`], the one way to run a PostgreSQL program to
+//!   completion: explicit environment, always checks the exit status.
+//! - [`cluster`]: initdb, pg_controldata, "is this a PGDATA".
+//! - [`server`]: [`PostgresHandle`], a postmaster as a supervised child
+//!   with its log lines forwarded to tracing.
+
+pub mod bin;
+pub mod cluster;
+pub mod command;
+pub mod server;
+pub mod user;
+
+pub use bin::PgBin;
+pub use cluster::{controldata, initdb, is_pgdata, ControlData, InitdbOptions};
+pub use command::PgCommand;
+pub use server::{socket_dir_for, PostgresHandle, ShutdownMode, StartOptions};
+pub use user::{chown_dir, postgres_runner, OsUser};
+
+/// Errors a caller branches on; everything else is [`Error::Other`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No PostgreSQL server binaries were found.
+    #[error("PostgreSQL server binaries not found: {0}")]
+    BinariesNotFound(String),
+    /// initdb was pointed at a directory that holds something.
+    #[error("{0} is not empty: initdb needs an empty or missing directory")]
+    NotEmpty(String),
+    /// The postmaster did not come up; the tail of its log says why.
+    #[error("PostgreSQL did not start: {reason}\n{}", log_tail.join("\n"))]
+    StartFailed {
+        reason: String,
+        log_tail: Vec<String>,
+    },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
