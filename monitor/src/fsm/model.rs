@@ -85,7 +85,11 @@ pub enum Action {
     /// assignments of the promotion it fences.
     BumpGeneration { reason: String },
     /// Set a node's goal; `reason` becomes the event's description.
-    AssignGoal { node_id: i64, goal: NodeState, reason: String },
+    AssignGoal {
+        node_id: i64,
+        goal: NodeState,
+        reason: String,
+    },
     /// Delete the node's row: its keeper reported `dropped`.
     RemoveNode { node_id: i64, reason: String },
 }
