@@ -36,6 +36,8 @@ mod builders;
 mod reach_test;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_failover;
 
 pub use health::{is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent, lease_expired};
 pub use model::*;
