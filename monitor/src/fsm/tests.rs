@@ -327,3 +327,49 @@ fn alone_and_drop_rules() {
     ];
     cases.iter().for_each(check);
 }
+
+#[test]
+fn synchronous_standby_names_cases() {
+    let ssn = |nodes: Vec<NodeView>, nss: i32| {
+        let mut g = group(nodes);
+        g.number_sync_standbys = nss;
+        synchronous_standby_names(&g)
+    };
+    assert_eq!(
+        ssn(vec![node(1, Primary), node(2, Secondary)], 0),
+        "ANY 1 (pgpilot_node_2)"
+    );
+    assert_eq!(ssn(vec![node(1, WaitPrimary), node(2, Catchingup)], 1), "");
+    assert_eq!(ssn(vec![node(1, Single)], 1), "");
+    assert_eq!(
+        ssn(vec![node(1, Primary), node(2, Secondary).quorum(false)], 1),
+        ""
+    );
+    assert_eq!(
+        ssn(vec![node(1, Primary).goal(Draining), node(2, Secondary)], 1),
+        ""
+    );
+    let three = || {
+        vec![
+            node(4, Secondary).prio(50),
+            node(1, Primary),
+            node(2, Secondary).prio(0),
+            node(3, Catchingup).prio(90),
+            node(5, Secondary).prio(50),
+            node(6, Secondary).goal(Dropped),
+        ]
+    };
+    assert_eq!(
+        ssn(three(), 1),
+        "ANY 1 (pgpilot_node_3, pgpilot_node_4, pgpilot_node_5, pgpilot_node_2)"
+    );
+    assert_eq!(
+        ssn(three(), 2),
+        "ANY 2 (pgpilot_node_3, pgpilot_node_4, pgpilot_node_5, pgpilot_node_2)"
+    );
+    // apply_settings is a primary with replication on.
+    assert_eq!(
+        ssn(vec![node(1, ApplySettings), node(2, Secondary)], 1),
+        "ANY 1 (pgpilot_node_2)"
+    );
+}
