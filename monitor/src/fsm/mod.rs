@@ -33,6 +33,8 @@ mod steady;
 #[cfg(test)]
 mod builders;
 #[cfg(test)]
+mod reach_model;
+#[cfg(test)]
 mod reach_test;
 #[cfg(test)]
 mod tests;

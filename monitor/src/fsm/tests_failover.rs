@@ -23,7 +23,7 @@ fn sec(id: i64, up: f64) -> crate::fsm::NodeView {
 
 #[test]
 fn failover_rules() {
-    let cases = vec![
+    let cases = [
         case(
             "two witnesses: failover",
             vec![dead(), sec(2, 3.0)],
@@ -105,7 +105,7 @@ fn failover_rules() {
 fn promotion_and_lease_gate() {
     let old = || node(1, Primary).goal(DemoteTimeout).bad();
     let cand = || node(2, StopReplication).silent_since(Some(at(10.0)));
-    let cases = vec![
+    let cases = [
         case(
             "prepare_promotion reached -> stop_replication, old primary demote_timeout",
             vec![node(1, Primary).goal(Draining).bad(), node(2, PreparePromotion).silent_since(Some(t()))],
@@ -182,7 +182,7 @@ fn promotion_and_lease_gate() {
 
 #[test]
 fn sync_off_rules_and_their_guards() {
-    let cases = vec![
+    let cases = [
         case(
             "standby lost: catchingup and wait_primary",
             vec![
