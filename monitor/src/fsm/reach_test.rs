@@ -43,6 +43,21 @@ fn settle(sim: &mut Sim, cfg: &FsmConfig, seen: &mut Seen, trace: &[Ev]) {
                 if n.reported != *goal {
                     seen.edges.insert((n.reported, *goal));
                 }
+                // The lease gate: a promoted node becomes writable only
+                // when no other node can still acknowledge writes.
+                if n.reported == NodeState::StopReplication && goal.accepts_writes() {
+                    let open: Vec<i64> = work
+                        .nodes
+                        .iter()
+                        .filter(|o| o.id != n.id && !is_fenced(o, sim.now, cfg))
+                        .map(|o| o.id)
+                        .collect();
+                    assert!(
+                        open.is_empty(),
+                        "node {} writable while {open:?} may write, after {trace:?}",
+                        n.id
+                    );
+                }
             }
             apply(&mut work, std::slice::from_ref(a), sim.now);
         }
