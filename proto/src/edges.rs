@@ -41,8 +41,9 @@ pub enum KeeperAction {
     /// Rewind (pg_rewind, falling back to pg_basebackup) an old primary to
     /// follow the new one, then start streaming.
     Rejoin,
-    /// Start a fenced primary again and re-apply synchronous replication:
-    /// the monitor did not fail over.
+    /// Start a stopped (fenced or demoted) primary again and apply the
+    /// monitor's synchronous_standby_names: the monitor did not fail over,
+    /// or the node is the only one left.
     RestartAsPrimary,
     /// Stop Postgres and leave the group; the keeper exits after reporting.
     Drop,
@@ -59,7 +60,6 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (WaitPrimary, Primary, KeeperAction::EnableSyncRep),
     (Primary, WaitPrimary, KeeperAction::DisableSyncRep),
     (Primary, ApplySettings, KeeperAction::Noop),
-    (WaitPrimary, ApplySettings, KeeperAction::Noop),
     (ApplySettings, Primary, KeeperAction::EnableSyncRep),
     (ApplySettings, WaitPrimary, KeeperAction::DisableSyncRep),
     // Standby side steady state.
@@ -83,6 +83,33 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (DemoteTimeout, Primary, KeeperAction::RestartAsPrimary),
     // Rejoin.
     (Demoted, Catchingup, KeeperAction::Rejoin),
+    // A keeper that fenced itself (lease expired, reports demote_timeout
+    // while its goal is unchanged) comes back to its goal.
+    (DemoteTimeout, WaitPrimary, KeeperAction::RestartAsPrimary),
+    (DemoteTimeout, ApplySettings, KeeperAction::RestartAsPrimary),
+    // The only node left in the group (the others were dropped).
+    (WaitPrimary, Single, KeeperAction::Noop),
+    (Primary, Single, KeeperAction::DisableSyncRep),
+    (Draining, Single, KeeperAction::RestartAsPrimary),
+    (DemoteTimeout, Single, KeeperAction::RestartAsPrimary),
+    (Demoted, Single, KeeperAction::RestartAsPrimary),
+    (Catchingup, Single, KeeperAction::PromoteToSingle),
+    (Secondary, Single, KeeperAction::PromoteToSingle),
+    // Operator drop: the store assigns dropped from whatever state the
+    // node is in.
+    (Init, Dropped, KeeperAction::Drop),
+    (Single, Dropped, KeeperAction::Drop),
+    (WaitPrimary, Dropped, KeeperAction::Drop),
+    (Primary, Dropped, KeeperAction::Drop),
+    (ApplySettings, Dropped, KeeperAction::Drop),
+    (Draining, Dropped, KeeperAction::Drop),
+    (DemoteTimeout, Dropped, KeeperAction::Drop),
+    (Demoted, Dropped, KeeperAction::Drop),
+    (WaitStandby, Dropped, KeeperAction::Drop),
+    (Catchingup, Dropped, KeeperAction::Drop),
+    (Secondary, Dropped, KeeperAction::Drop),
+    (PreparePromotion, Dropped, KeeperAction::Drop),
+    (StopReplication, Dropped, KeeperAction::Drop),
 ];
 
 /// The keeper action for an edge, or `None` when the monitor never assigns it.

@@ -1,0 +1,376 @@
+//! Table-driven tests of every rule (the acceptance criteria of decide).
+
+use pgpilot_proto::NodeState::{self, *};
+
+use super::builders::*;
+use super::*;
+
+/// What one decide call must return, in order.
+#[derive(Debug, PartialEq)]
+pub(super) enum Want {
+    Bump,
+    Goal(i64, NodeState),
+    Remove(i64),
+}
+use Want::{Bump, Goal, Remove};
+
+pub(super) struct Case {
+    name: &'static str,
+    group: GroupView,
+    now: Timestamp,
+    want: Vec<Want>,
+    /// Substring of the concatenated reasons.
+    reason: &'static str,
+}
+
+/// Runs decide, checks the exact actions, the reason, and the fixpoint
+/// property: the view with the actions applied decides nothing more.
+pub(super) fn check(c: &Case) {
+    let cfg = FsmConfig::default();
+    let actions = decide(&c.group, c.now, &cfg);
+    let got: Vec<Want> = actions
+        .iter()
+        .map(|a| match a {
+            Action::BumpGeneration { .. } => Bump,
+            Action::AssignGoal { node_id, goal, .. } => Goal(*node_id, *goal),
+            Action::RemoveNode { node_id, .. } => Remove(*node_id),
+        })
+        .collect();
+    assert_eq!(got, c.want, "case {:?}: {actions:#?}", c.name);
+    let reasons: Vec<&str> = actions
+        .iter()
+        .map(|a| match a {
+            Action::BumpGeneration { reason }
+            | Action::AssignGoal { reason, .. }
+            | Action::RemoveNode { reason, .. } => reason.as_str(),
+        })
+        .collect();
+    let reasons = reasons.join(" | ");
+    assert!(
+        reasons.contains(c.reason),
+        "case {:?}: reason {reasons:?} lacks {:?}",
+        c.name,
+        c.reason
+    );
+    // Applied in order, every assignment changes a goal.
+    let mut after = c.group.clone();
+    for a in &actions {
+        if let Action::AssignGoal { node_id, goal, .. } = a {
+            let before = after.node(*node_id).expect("node exists");
+            assert_ne!(
+                before.assigned, *goal,
+                "case {:?}: no-op assignment",
+                c.name
+            );
+        }
+        apply(&mut after, std::slice::from_ref(a), c.now);
+    }
+    let again = decide(&after, c.now, &cfg);
+    assert!(
+        again.is_empty(),
+        "case {:?}: not a fixpoint, then {again:#?}",
+        c.name
+    );
+}
+
+pub(super) fn case(
+    name: &'static str,
+    nodes: Vec<NodeView>,
+    now: Timestamp,
+    want: Vec<Want>,
+    reason: &'static str,
+) -> Case {
+    Case {
+        name,
+        group: group(nodes),
+        now,
+        want,
+        reason,
+    }
+}
+
+#[test]
+fn bootstrap_rules() {
+    let cases = [
+        case(
+            "single alone stays",
+            vec![node(1, Single)],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
+            "single + wait_standby -> wait_primary",
+            vec![node(1, Single), node(2, Init).goal(WaitStandby)],
+            t0(),
+            vec![Goal(1, WaitPrimary)],
+            "node 2 joins",
+        ),
+        case(
+            "wait_standby waits while the primary is not ready",
+            vec![node(1, Single).goal(WaitPrimary), node(2, WaitStandby)],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
+            "wait_standby + wait_primary -> catchingup",
+            vec![node(1, WaitPrimary), node(2, WaitStandby)],
+            t0(),
+            vec![Goal(2, Catchingup)],
+            "ready for it",
+        ),
+        case(
+            "wait_standby + primary -> catchingup and apply_settings",
+            vec![node(1, Primary), node(2, Secondary), node(3, WaitStandby)],
+            t0(),
+            vec![Goal(3, Catchingup), Goal(1, ApplySettings)],
+            "quorum standby node 3 joins",
+        ),
+        case(
+            "non-quorum joiner: no apply_settings",
+            vec![
+                node(1, Primary),
+                node(2, Secondary),
+                node(3, WaitStandby).quorum(false),
+            ],
+            t0(),
+            vec![Goal(3, Catchingup)],
+            "",
+        ),
+        case(
+            "apply_settings reached with a healthy secondary -> primary",
+            vec![
+                node(1, ApplySettings),
+                node(2, Secondary),
+                node(3, Catchingup),
+            ],
+            t0(),
+            vec![Goal(1, Primary)],
+            "settings applied",
+        ),
+        case(
+            "apply_settings reached without a secondary -> wait_primary",
+            vec![
+                node(1, ApplySettings),
+                node(2, Catchingup),
+                node(3, Catchingup).lsn_mb(1),
+            ],
+            t0(),
+            vec![Goal(1, WaitPrimary)],
+            "no healthy quorum secondary",
+        ),
+        case(
+            "catchingup close and on the same timeline -> secondary, primary on",
+            vec![node(1, WaitPrimary), node(2, Catchingup).lsn_mb(90)],
+            t0(),
+            vec![Goal(2, Secondary)],
+            "10485760 bytes behind",
+        ),
+        case(
+            "secondary reached -> wait_primary becomes primary",
+            vec![node(1, WaitPrimary), node(2, Secondary)],
+            t0(),
+            vec![Goal(1, Primary)],
+            "quorum secondary is caught up",
+        ),
+        case(
+            "catchingup too far behind stays",
+            vec![node(1, WaitPrimary), node(2, Catchingup).lsn_mb(50)],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
+            "catchingup on another timeline stays",
+            vec![node(1, WaitPrimary).tli(2), node(2, Catchingup)],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
+            "catchingup not streaming stays",
+            vec![node(1, WaitPrimary), node(2, Catchingup).upstream(5.0)],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
+            "catchingup while the primary is stalled stays",
+            vec![
+                node(1, WaitPrimary).stall_since(at(-11.0)),
+                node(2, Catchingup),
+            ],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
+            "unhealthy catchingup stays",
+            vec![node(1, WaitPrimary), node(2, Catchingup).pg_down()],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
+            "secondary with quorum false: primary stays wait_primary",
+            vec![node(1, WaitPrimary), node(2, Secondary).quorum(false)],
+            t0(),
+            vec![],
+            "",
+        ),
+    ];
+    cases.iter().for_each(check);
+}
+
+#[test]
+fn alone_and_drop_rules() {
+    let cases = [
+        case(
+            "primary alone -> single",
+            vec![node(1, Primary), node(2, Secondary).goal(Dropped)],
+            t0(),
+            vec![Goal(1, Single)],
+            "only node left",
+        ),
+        case(
+            "wait_primary alone -> single",
+            vec![node(1, WaitPrimary)],
+            t0(),
+            vec![Goal(1, Single)],
+            "only node left",
+        ),
+        case(
+            "apply_settings alone -> single",
+            vec![node(1, ApplySettings)],
+            t0(),
+            vec![Goal(1, Single)],
+            "",
+        ),
+        case(
+            "wait_standby alone stays",
+            vec![node(2, WaitStandby)],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
+            "standby whose primary was dropped and stopped -> single",
+            vec![node(1, DemoteTimeout).goal(Dropped), node(2, Secondary)],
+            t0(),
+            vec![Goal(2, Single)],
+            "node 2 assigned single",
+        ),
+        case(
+            "standby alone waits while the dropped primary may still write",
+            vec![node(1, Primary).goal(Dropped), node(2, Catchingup)],
+            at(1.0),
+            vec![],
+            "",
+        ),
+        case(
+            "standby alone once the dropped primary's lease expired -> single",
+            vec![
+                node(1, Primary).goal(Dropped),
+                node(2, Catchingup).silent_since(Some(at(4.0))),
+            ],
+            at(4.1),
+            vec![Goal(2, Single)],
+            "",
+        ),
+        case(
+            "standby that never copied the data waits again",
+            vec![node(2, WaitStandby).goal(Catchingup)],
+            t0(),
+            vec![Goal(2, WaitStandby)],
+            "before it copied",
+        ),
+        case(
+            "reported dropped -> removed, then the primary is alone",
+            vec![node(1, Primary), node(2, Dropped)],
+            t0(),
+            vec![Remove(2), Goal(1, Single)],
+            "node 2 reported dropped",
+        ),
+        case(
+            "dropping a sync standby of a 3-node primary -> apply_settings",
+            vec![
+                node(1, Primary).changed_at(at(-5.0)),
+                node(2, Secondary),
+                node(3, Secondary).goal(Dropped),
+            ],
+            t0(),
+            vec![Goal(1, ApplySettings)],
+            "quorum standby node 3 dropped",
+        ),
+        case(
+            "drop older than the primary's last goal change: settings already applied",
+            vec![
+                node(1, Primary).changed_at(at(1.0)),
+                node(2, Secondary),
+                node(3, Secondary).goal(Dropped),
+            ],
+            at(1.0),
+            vec![],
+            "",
+        ),
+        case(
+            "dropping the only sync secondary of 3 -> wait_primary",
+            vec![
+                node(1, Primary).changed_at(at(-5.0)),
+                node(2, Catchingup),
+                node(3, Secondary).goal(Dropped),
+            ],
+            t0(),
+            vec![Goal(1, WaitPrimary)],
+            "no quorum secondary left",
+        ),
+    ];
+    cases.iter().for_each(check);
+}
+
+#[test]
+fn synchronous_standby_names_cases() {
+    let ssn = |nodes: Vec<NodeView>, nss: i32| {
+        let mut g = group(nodes);
+        g.number_sync_standbys = nss;
+        synchronous_standby_names(&g)
+    };
+    assert_eq!(
+        ssn(vec![node(1, Primary), node(2, Secondary)], 0),
+        "ANY 1 (pgpilot_node_2)"
+    );
+    assert_eq!(ssn(vec![node(1, WaitPrimary), node(2, Catchingup)], 1), "");
+    assert_eq!(ssn(vec![node(1, Single)], 1), "");
+    assert_eq!(
+        ssn(vec![node(1, Primary), node(2, Secondary).quorum(false)], 1),
+        ""
+    );
+    assert_eq!(
+        ssn(vec![node(1, Primary).goal(Draining), node(2, Secondary)], 1),
+        ""
+    );
+    let three = || {
+        vec![
+            node(4, Secondary).prio(50),
+            node(1, Primary),
+            node(2, Secondary).prio(0),
+            node(3, Catchingup).prio(90),
+            node(5, Secondary).prio(50),
+            node(6, Secondary).goal(Dropped),
+        ]
+    };
+    assert_eq!(
+        ssn(three(), 1),
+        "ANY 1 (pgpilot_node_3, pgpilot_node_4, pgpilot_node_5, pgpilot_node_2)"
+    );
+    assert_eq!(
+        ssn(three(), 2),
+        "ANY 2 (pgpilot_node_3, pgpilot_node_4, pgpilot_node_5, pgpilot_node_2)"
+    );
+    // apply_settings is a primary with replication on.
+    assert_eq!(
+        ssn(vec![node(1, ApplySettings), node(2, Secondary)], 1),
+        "ANY 1 (pgpilot_node_2)"
+    );
+}

@@ -1,0 +1,257 @@
+//! Table tests of failover, the lease gate, rejoin and the rules that must
+//! not turn synchronous replication off during a failover.
+
+use pgpilot_proto::NodeState::*;
+
+use super::builders::*;
+use super::tests::{case, check, Want::*};
+
+/// now for the failover cases: the primary's keeper last reported at t0.
+fn t() -> crate::fsm::Timestamp {
+    at(3.2)
+}
+
+/// The dead primary: silent since t0, probes failing.
+fn dead() -> crate::fsm::NodeView {
+    node(1, Primary).bad()
+}
+
+/// A healthy secondary that reported at `t()`, its WAL receiver silent `up` s.
+fn sec(id: i64, up: f64) -> crate::fsm::NodeView {
+    node(id, Secondary).silent_since(Some(t())).upstream(up)
+}
+
+#[test]
+fn failover_rules() {
+    let cases = [
+        case(
+            "two witnesses: failover",
+            vec![dead(), sec(2, 3.0)],
+            t(),
+            vec![Bump, Goal(2, PreparePromotion), Goal(1, Draining)],
+            "node 2 assigned prepare_promotion: primary node 1 silent 3.2 s and probes failing, node 2 lost replication 3.0 s ago",
+        ),
+        case(
+            "primary's keeper reports Postgres down: failover",
+            vec![node(1, Primary).pg_down().silent_since(Some(t())), sec(2, 0.0)],
+            t(),
+            vec![Bump, Goal(2, PreparePromotion), Goal(1, Draining)],
+            "primary node 1 reports Postgres down, primary node 1's keeper reports Postgres down",
+        ),
+        case("only the monitor lost the primary: no failover", vec![dead(), sec(2, 0.5)], t(), vec![], ""),
+        case(
+            "keeper silent but probes succeed: no failover",
+            vec![node(1, Primary), sec(2, 3.0)],
+            t(),
+            vec![],
+            "",
+        ),
+        case(
+            "standby catchingup: no failover (primary just turns sync off)",
+            vec![dead(), node(2, Catchingup).silent_since(Some(t())).upstream(3.0)],
+            t(),
+            vec![Goal(1, WaitPrimary)],
+            "no quorum secondary left",
+        ),
+        case("candidate priority 0: never", vec![dead(), sec(2, 3.0).prio(0)], t(), vec![], ""),
+        case("candidate too far behind: no", vec![dead(), sec(2, 3.0).lsn_mb(50)], t(), vec![], ""),
+        case(
+            "primary in wait_primary: no failover",
+            vec![node(1, WaitPrimary).bad(), node(2, Catchingup).silent_since(Some(t())).upstream(3.0)],
+            t(),
+            vec![],
+            "",
+        ),
+        case(
+            "candidate itself silent: no failover",
+            vec![dead(), node(2, Secondary).upstream(3.0)],
+            t(),
+            vec![],
+            "",
+        ),
+        case(
+            "several secondaries: highest priority",
+            vec![dead(), sec(2, 3.0), sec(3, 3.0).prio(90)],
+            t(),
+            vec![Bump, Goal(3, PreparePromotion), Goal(1, Draining)],
+            "node 3 assigned prepare_promotion",
+        ),
+        case(
+            "several secondaries: same priority, highest LSN",
+            vec![dead(), sec(2, 3.0).lsn_mb(99), sec(3, 3.0)],
+            t(),
+            vec![Bump, Goal(3, PreparePromotion), Goal(1, Draining)],
+            "",
+        ),
+        case(
+            "never a candidate behind another quorum secondary",
+            vec![dead(), sec(2, 3.0).prio(0), sec(3, 3.0).prio(90).lsn_mb(99)],
+            t(),
+            vec![],
+            "",
+        ),
+        case(
+            "self-fenced primary (demote_timeout, goal primary) is not failed over",
+            vec![node(1, DemoteTimeout).goal(Primary).pg_down().silent_since(Some(t())), sec(2, 3.0)],
+            t(),
+            vec![],
+            "",
+        ),
+    ];
+    cases.iter().for_each(check);
+}
+
+#[test]
+fn promotion_and_lease_gate() {
+    let old = || node(1, Primary).goal(DemoteTimeout).bad();
+    let cand = || node(2, StopReplication).silent_since(Some(at(10.0)));
+    let cases = [
+        case(
+            "prepare_promotion reached -> stop_replication, old primary demote_timeout",
+            vec![node(1, Primary).goal(Draining).bad(), node(2, PreparePromotion).silent_since(Some(t()))],
+            t(),
+            vec![Goal(2, StopReplication), Goal(1, DemoteTimeout)],
+            "promoting it read-only",
+        ),
+        case(
+            "old primary already fenced itself while told to drain",
+            vec![node(1, DemoteTimeout).goal(Draining), node(2, PreparePromotion)],
+            t0(),
+            vec![Goal(1, DemoteTimeout), Goal(2, StopReplication)],
+            "already fenced itself",
+        ),
+        case(
+            "prepare_promotion with the old primary gone",
+            vec![node(2, PreparePromotion)],
+            t0(),
+            vec![Goal(2, StopReplication)],
+            "",
+        ),
+        case(
+            "lease gate: read-only while the old primary's lease runs",
+            vec![old(), cand()],
+            at(4.0),
+            vec![],
+            "",
+        ),
+        case(
+            "lease gate: lease expired -> writable",
+            vec![old(), cand()],
+            at(4.1),
+            vec![Goal(2, WaitPrimary), Goal(1, Demoted)],
+            "node 2 assigned wait_primary: node 1 lease expired (silent 4.1 s, lease 3.0 s + margin 1.0 s)",
+        ),
+        case(
+            "lease gate: old primary acknowledged -> writable before expiry",
+            vec![node(1, DemoteTimeout), cand()],
+            at(0.5),
+            vec![Goal(2, WaitPrimary), Goal(1, Demoted)],
+            "node 1 reported demote_timeout",
+        ),
+        case(
+            "lease gate: another secondary re-validates on the new timeline",
+            vec![node(1, DemoteTimeout), cand(), node(3, Secondary)],
+            at(0.5),
+            vec![Goal(2, WaitPrimary), Goal(1, Demoted), Goal(3, Catchingup)],
+            "follow new primary node 2",
+        ),
+        case(
+            "no rejoin while the new primary is not healthy",
+            vec![node(1, Demoted).pg_down(), node(2, WaitPrimary).tli(2).bad()],
+            at(3.5),
+            vec![],
+            "",
+        ),
+        case(
+            "rejoin: demoted old primary follows the new one",
+            vec![node(1, Demoted).pg_down(), node(2, WaitPrimary).tli(2)],
+            t0(),
+            vec![Goal(1, Catchingup)],
+            "rejoining new primary node 2",
+        ),
+        case(
+            "old primary rejoined and caught up -> secondary",
+            vec![node(1, Catchingup).tli(2), node(2, WaitPrimary).tli(2)],
+            t0(),
+            vec![Goal(1, Secondary)],
+            "",
+        ),
+    ];
+    cases.iter().for_each(check);
+}
+
+#[test]
+fn sync_off_rules_and_their_guards() {
+    let cases = [
+        case(
+            "standby lost: catchingup and wait_primary",
+            vec![
+                node(1, Primary).silent_since(Some(t())),
+                node(2, Secondary).bad(),
+            ],
+            t(),
+            vec![Goal(2, Catchingup), Goal(1, WaitPrimary)],
+            "node 2 assigned catchingup: it is unhealthy",
+        ),
+        case(
+            "standby lost, another quorum secondary remains: sync stays on",
+            vec![
+                node(1, Primary).silent_since(Some(t())),
+                node(2, Secondary).bad(),
+                sec(3, 0.0),
+            ],
+            t(),
+            vec![Goal(2, Catchingup)],
+            "",
+        ),
+        case(
+            "stall: primary reaches the monitor, no standby streams",
+            vec![
+                node(1, Primary).stall_since(at(-10.5)),
+                node(2, Secondary).upstream(12.0),
+            ],
+            t0(),
+            vec![Goal(1, WaitPrimary), Goal(2, Catchingup)],
+            "no standby streamed from it for 10.5 s",
+        ),
+        case(
+            "stall not long enough",
+            vec![node(1, Primary).stall_since(at(-9.0)), node(2, Secondary)],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
+            "stall rule never fires during a failover",
+            vec![
+                node(1, Primary).stall_since(at(-11.0)),
+                node(2, Secondary).goal(PreparePromotion),
+            ],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
+            "standby-lost rule never turns sync off during a failover",
+            vec![
+                node(1, Primary),
+                node(2, Secondary).goal(PreparePromotion),
+                node(3, Secondary).bad().pg_down(),
+            ],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
+            "draining primary is not sent to wait_primary by a dying candidate",
+            vec![
+                node(1, Primary).goal(Draining).stall_since(at(-11.0)),
+                node(2, Secondary).goal(PreparePromotion).pg_down().bad(),
+            ],
+            t0(),
+            vec![],
+            "",
+        ),
+    ];
+    cases.iter().for_each(check);
+}
