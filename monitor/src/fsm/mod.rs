@@ -125,9 +125,3 @@ pub fn apply(group: &mut GroupView, actions: &[Action], now: Timestamp) {
         }
     }
 }
-
-/// TEMPORARY until the FSM lands.
-pub fn synchronous_standby_names(group: &GroupView) -> String {
-    let _ = group;
-    String::new()
-}
