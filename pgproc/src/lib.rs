@@ -8,18 +8,21 @@
 //! - [`command`]: [`PgCommand`], the one way to run a PostgreSQL program to
 //!   completion: explicit environment, always checks the exit status.
 //! - [`cluster`]: initdb, pg_controldata, "is this a PGDATA".
+//! - [`files`]: [`write_durably`], temp file + fsync + rename + dir fsync.
 //! - [`server`]: [`PostgresHandle`], a postmaster as a supervised child
 //!   with its log lines forwarded to tracing.
 
 pub mod bin;
 pub mod cluster;
 pub mod command;
+pub mod files;
 pub mod server;
 pub mod user;
 
 pub use bin::PgBin;
 pub use cluster::{controldata, initdb, is_pgdata, ControlData, InitdbOptions};
 pub use command::PgCommand;
+pub use files::write_durably;
 pub use server::{socket_dir_for, PostgresHandle, ShutdownMode, StartOptions};
 pub use user::{chown_dir, postgres_runner, OsUser};
 
