@@ -10,3 +10,4 @@ mod bad_input;
 mod concurrency;
 mod keeper;
 mod lifecycle;
+mod writes;

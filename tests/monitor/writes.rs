@@ -1,0 +1,66 @@
+//! The cost of a heartbeat, read from the monitor's own database: a report
+//! that changes nothing writes no row; one that changes something writes in
+//! exactly one transaction. Row versions (`xmin`) tell, exactly.
+
+use pgpilot_proto::NodeState;
+use sqlx::{ConnectOptions, Connection};
+
+use crate::keeper::bootstrap;
+use crate::support::{MonitorProc, NodePg, TestDir};
+
+/// (node_id, xmin) of every node row, and the number of events.
+async fn versions(monitor: &MonitorProc) -> (Vec<(i64, String)>, i64) {
+    let mut conn = pgpilot_monitor::private_pg::connect_options(&monitor.pgdata, pgpilot_monitor::private_pg::DATABASE)
+        .connect()
+        .await
+        .unwrap();
+    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT node_id, xmin::text FROM node ORDER BY node_id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM event").fetch_one(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    (rows, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_heartbeats_write_nothing() {
+    let dir = TestDir::new("writes");
+    let monitor = MonitorProc::start(&dir).await;
+    let a_pg = NodePg::create(&dir, "a").await;
+    let b_pg = NodePg::create(&dir, "b").await;
+    let mut c = monitor.client().await;
+    let sysid = a_pg.system_identifier().await;
+    let (mut a, mut b) = bootstrap(&mut c, a_pg.port, b_pg.port, sysid).await;
+    // Let the probes settle (health unknown -> good is a real change).
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+
+    let before = versions(&monitor).await;
+    for i in 0..50u64 {
+        // LSNs move under load: still no write.
+        a.lsn += 100 * i;
+        b.lsn += 100 * i;
+        b.upstream_silent_ms = Some(i % 3);
+        assert_eq!(a.send(&mut c).await.0, NodeState::Primary);
+        assert_eq!(b.send(&mut c).await.0, NodeState::Secondary);
+    }
+    let after = versions(&monitor).await;
+    assert_eq!(before, after, "unchanged heartbeats wrote to the store");
+
+    // A change (Postgres down on the standby) is one transaction: every row
+    // it touched carries the same transaction id, and it logged events.
+    b.pg_running = false;
+    let (goal, _) = b.send(&mut c).await;
+    assert_eq!(goal, NodeState::Catchingup);
+    let changed = versions(&monitor).await;
+    let touched: Vec<&String> = changed
+        .0
+        .iter()
+        .zip(&after.0)
+        .filter(|(new, old)| new.1 != old.1)
+        .map(|(new, _)| &new.1)
+        .collect();
+    assert_eq!(touched.len(), 2, "standby and primary goals change: {changed:?}");
+    assert!(touched.iter().all(|x| *x == touched[0]), "more than one transaction: {touched:?}");
+    assert!(changed.1 > after.1, "no event for the change");
+}
