@@ -38,6 +38,8 @@ pub enum Command {
     /// Remove things from the cluster.
     #[command(subcommand)]
     Drop(Drop),
+    /// Stop the keeper of --pgdata and its PostgreSQL (fast shutdown).
+    Stop(RunArgs),
     /// Run a local demo on loopback in a temporary directory until Ctrl-C.
     Demo(DemoArgs),
 }
@@ -50,6 +52,9 @@ pub struct DemoArgs {
     /// Keep the demo's files after it stops.
     #[arg(long)]
     pub keep: bool,
+    /// Number of PostgreSQL nodes.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub nodes: u8,
 }
 
 #[derive(Subcommand, Debug)]
@@ -57,6 +62,64 @@ pub enum Create {
     /// Create a monitor: its private PostgreSQL in --pgdata (or an existing
     /// database with --database-url) and its schema.
     Monitor(CreateMonitorArgs),
+    /// Create a PostgreSQL node: register it with the monitor, then initdb
+    /// (first node) or clone the primary (the others).
+    Postgres(CreatePostgresArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreatePostgresArgs {
+    /// Data directory: absent, empty, or (first node only) a stopped
+    /// primary's. The keeper's files go in the sibling DIR.pgpilot.
+    #[arg(long, env = "PGDATA")]
+    pub pgdata: PathBuf,
+    /// Monitor URI, as `pgpilot show uri` prints it.
+    #[arg(long, env = "PGPILOT_MONITOR")]
+    pub monitor: String,
+    /// PostgreSQL port.
+    #[arg(long, default_value_t = 5432)]
+    pub pgport: u16,
+    /// Address the monitor and other nodes reach this node at.
+    #[arg(long, default_value = "localhost")]
+    pub hostname: String,
+    /// Node name [default: node_<id>].
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value = "default")]
+    pub formation: String,
+    /// Database applications use (the formation's first node sets it).
+    #[arg(long, default_value = "postgres")]
+    pub dbname: String,
+    /// Superuser created by initdb; the keeper connects as it. Use the same
+    /// on every node of a formation.
+    #[arg(long, default_value = "postgres")]
+    pub username: String,
+    /// 0..100; 0 means never promoted.
+    #[arg(long, default_value_t = 50)]
+    pub candidate_priority: i32,
+    /// Whether this node counts for synchronous replication.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub replication_quorum: bool,
+    /// Authentication over TCP for replication and applications.
+    #[arg(long, value_enum, default_value_t = AuthArg::ScramSha256)]
+    pub auth: AuthArg,
+    /// PostgreSQL's listen_addresses.
+    #[arg(long, default_value = "*")]
+    pub listen_addresses: String,
+    /// OS user that runs PostgreSQL when pgpilot runs as root (created if
+    /// missing).
+    #[arg(long, default_value = "postgres")]
+    pub pg_user: String,
+    /// Continue as the keeper service once created.
+    #[arg(long)]
+    pub run: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AuthArg {
+    #[value(name = "scram-sha-256")]
+    ScramSha256,
+    Trust,
 }
 
 #[derive(Args, Debug)]
@@ -162,7 +225,7 @@ pub enum Drop {
 pub fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let default = match cli.command {
-        Command::Run(_) | Command::Create(_) | Command::Demo(_) => "info",
+        Command::Run(_) | Command::Create(_) | Command::Demo(_) | Command::Stop(_) => "info",
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

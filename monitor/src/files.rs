@@ -6,17 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub use pgpilot_pgproc::write_durably;
-
-/// `DIR.pgpilot` beside the data directory `DIR`.
-pub fn state_dir(pgdata: &Path) -> PathBuf {
-    let mut name = pgdata
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_else(|| "pgdata".into());
-    name.push(".pgpilot");
-    pgdata.with_file_name(name)
-}
+pub use pgpilot_pgproc::{state_dir, write_durably};
 
 /// The monitor's configuration file for `--pgdata DIR`.
 pub fn monitor_config_path(pgdata: &Path) -> PathBuf {

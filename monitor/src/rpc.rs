@@ -133,20 +133,9 @@ impl Monitor for MonitorService {
     }
 }
 
-/// The one place a client is built, so TLS and authentication can be added
-/// in one place later.
+/// Kept for callers of the monitor crate; see [`pgpilot_proto::client`].
 pub async fn connect(
     uri: &str,
 ) -> anyhow::Result<pb::monitor_client::MonitorClient<tonic::transport::Channel>> {
-    use anyhow::Context;
-    let endpoint = tonic::transport::Endpoint::from_shared(uri.to_string())
-        .with_context(|| format!("{uri:?} is not a monitor URI: expected http://HOST:PORT"))?
-        // Bounded: an unreachable monitor is an error, never a hang.
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .timeout(std::time::Duration::from_secs(10));
-    let channel = endpoint
-        .connect()
-        .await
-        .with_context(|| format!("connect to the monitor at {uri}"))?;
-    Ok(pb::monitor_client::MonitorClient::new(channel))
+    Ok(pgpilot_proto::client::connect(uri).await?)
 }

@@ -24,6 +24,8 @@ pub struct PgCommand {
     envs: Vec<(String, OsString)>,
     runner: Option<OsUser>,
     timeout: Option<Duration>,
+    death_signal: nix::sys::signal::Signal,
+    stderr_to_terminal: bool,
 }
 
 /// What a successful run printed.
@@ -42,6 +44,8 @@ impl PgCommand {
             envs: Vec::new(),
             runner: None,
             timeout: None,
+            death_signal: nix::sys::signal::Signal::SIGKILL,
+            stderr_to_terminal: false,
         }
     }
 
@@ -58,6 +62,24 @@ impl PgCommand {
     pub fn env(mut self, k: &str, v: impl Into<OsString>) -> Self {
         self.envs.push((k.to_string(), v.into()));
         self
+    }
+
+    /// The signal the program gets when pgpilot dies (default SIGKILL).
+    pub fn death_signal(mut self, signal: nix::sys::signal::Signal) -> Self {
+        self.death_signal = signal;
+        self
+    }
+
+    /// Lets the program write to our stderr when that is a terminal (for
+    /// progress displays); errors then carry no stderr tail.
+    pub fn stderr_to_terminal(mut self) -> Self {
+        use std::io::IsTerminal;
+        self.stderr_to_terminal = std::io::stderr().is_terminal();
+        self
+    }
+
+    pub fn is_stderr_terminal(&self) -> bool {
+        self.stderr_to_terminal
     }
 
     pub fn user(mut self, runner: &Option<OsUser>) -> Self {
@@ -100,6 +122,22 @@ impl PgCommand {
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
+        // Nothing we start may outlive us. Above all a postmaster: a
+        // primary whose keeper died can no longer fence itself when its
+        // lease runs out, while the monitor counts on exactly that before
+        // it lets another node take writes. A pg_basebackup left running
+        // would write into a directory the restarted keeper clears.
+        // std runs this after it switched uid (which would clear the
+        // setting), right before exec. The signal fires when the spawning
+        // *thread* exits; we spawn from tokio worker threads, which live as
+        // long as the runtime, i.e. the process.
+        let signal = self.death_signal;
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)
+            });
+        }
         cmd
     }
 
@@ -108,15 +146,25 @@ impl PgCommand {
         let mut child = self
             .command()
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(if self.stderr_to_terminal {
+                Stdio::inherit()
+            } else {
+                Stdio::piped()
+            })
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("start {}", self.program.display()))?;
         let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
+        let stderr = child.stderr.take();
         let name = self.name.clone();
         let out_task = tokio::spawn(collect(stdout, name.clone(), usize::MAX));
-        let err_task = tokio::spawn(collect(stderr, name.clone(), usize::MAX));
+        let err_task = tokio::spawn(async move {
+            match stderr {
+                Some(s) => collect(s, name.clone(), usize::MAX).await,
+                None => Vec::new(),
+            }
+        });
+        let name = self.name.clone();
         let status = match self.timeout {
             Some(t) => match tokio::time::timeout(t, child.wait()).await {
                 Ok(s) => s,

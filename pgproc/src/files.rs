@@ -5,6 +5,18 @@ use std::path::Path;
 
 use anyhow::Context;
 
+/// `DIR.pgpilot` beside the data directory `DIR`: pg_rewind and
+/// pg_basebackup replace a data directory whole, so the monitor's and the
+/// keeper's own files live in this sibling.
+pub fn state_dir(pgdata: &Path) -> std::path::PathBuf {
+    let mut name = pgdata
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "pgdata".into());
+    name.push(".pgpilot");
+    pgdata.with_file_name(name)
+}
+
 /// Writes a file so that a crash leaves either the old or the new content:
 /// temp file in the same directory, fsync, rename over, fsync the directory.
 pub fn write_durably(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {

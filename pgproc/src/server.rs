@@ -80,8 +80,12 @@ impl PostgresHandle {
         pgdata: &Path,
         opts: &StartOptions,
     ) -> Result<PostgresHandle> {
+        // SIGQUIT: immediate shutdown, the postmaster takes its backends
+        // with it (see PgCommand::death_signal for why it must not outlive
+        // us).
         let mut cmd = PgCommand::new(bin, "postgres")
             .user(runner)
+            .death_signal(Signal::SIGQUIT)
             .arg("-D")
             .arg(pgdata)
             .arg("-p")

@@ -6,8 +6,10 @@
 //! - [`lsn`]: [`Lsn`], PostgreSQL's `X/X` write-ahead log position.
 //! - [`edges`]: the one table of (from, to) edges the monitor may assign,
 //!   each with the keeper action that reaches it.
+//! - [`client`]: the one way to build a monitor client.
 //! - [`error`]: [`ErrorCode`], mapped to and from `tonic::Code`.
 
+pub mod client;
 pub mod edges;
 pub mod error;
 pub mod lsn;

@@ -2,6 +2,7 @@
 
 mod demo;
 mod monitor;
+mod node;
 mod show;
 
 use std::path::Path;
@@ -15,6 +16,8 @@ use crate::cli::{Cli, Command, Create, Drop, Target};
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Create(Create::Monitor(args)) => monitor::create(args).await,
+        Command::Create(Create::Postgres(args)) => node::create(args).await,
+        Command::Stop(args) => node::stop(&args.pgdata).await,
         Command::Run(args) => run(&args.pgdata).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Show(show) => show::show(show).await,
@@ -42,8 +45,13 @@ async fn run(pgdata: &Path) -> anyhow::Result<()> {
     if monitor_config_path(&abs).is_file() {
         return monitor::run(&abs).await;
     }
+    if pgpilot_keeper::service::is_node(&abs) {
+        return node::run(&abs).await;
+    }
     bail!(
-        "{} has no pgpilot monitor or node: create one with `pgpilot create monitor --pgdata {}`",
+        "{} has no pgpilot monitor or node: create one with `pgpilot create monitor --pgdata {}` \
+         or `pgpilot create postgres --pgdata {} --monitor URI`",
+        abs.display(),
         abs.display(),
         abs.display()
     )

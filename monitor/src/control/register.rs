@@ -91,6 +91,12 @@ impl Control {
         tx.decide(&self.live, &self.fsm).await?;
         let node = tx.node(node_id).cloned();
         let generation = tx.group.generation;
+        let replication_password: String =
+            sqlx::query_scalar("SELECT replication_password FROM formation WHERE name = $1")
+                .bind(&req.formation)
+                .fetch_one(tx.conn())
+                .await
+                .context("read the formation's replication password")?;
         self.commit(tx).await?;
         // The FSM never removes a node in its registration round; a missing
         // row here would be a bug, reported as such.
@@ -101,6 +107,7 @@ impl Control {
             name: node.name.clone(),
             assigned_state: node.assigned()? as i32,
             generation,
+            replication_password,
         })
     }
 

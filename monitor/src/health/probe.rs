@@ -54,10 +54,11 @@ async fn handshake(host: &str, port: u16) -> ProbeOutcome {
             "unexpected answer byte {other:#04x}: not PostgreSQL?"
         )),
     };
-    if outcome == ProbeOutcome::Accepting {
-        // Terminate politely so the server logs no "unexpected EOF".
-        let _ = stream.write_all(&[b'X', 0, 0, 0, 4]).await;
-    }
+    // Just hang up. Mid-authentication, PostgreSQL treats EOF as a client
+    // that gave up on a password prompt and logs nothing, while a Terminate
+    // message there logs "expected SASL response" every probe. (The node's
+    // keeper gives the probe user a SCRAM line in pg_hba.conf for this.)
+    drop(stream);
     outcome
 }
 

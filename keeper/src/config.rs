@@ -1,0 +1,195 @@
+//! The keeper's configuration file, `PGDATA.pgpilot/keeper.toml`.
+//!
+//! Written by `pgpilot create postgres`, read by `pgpilot run`. It holds the
+//! replication password, so it is written with mode 0600.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::files::{config_path, write_durably};
+
+/// How the other nodes authenticate to this node's PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Auth {
+    /// Password (SCRAM) for replication, rewind and applications over TCP.
+    #[serde(rename = "scram-sha-256")]
+    Scram,
+    /// No password at all over TCP: for demos and closed test networks only.
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+impl Auth {
+    pub fn hba_method(self) -> &'static str {
+        match self {
+            Auth::Scram => "scram-sha-256",
+            Auth::Trust => "trust",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeeperConfig {
+    /// Absolute path of the data directory.
+    pub pgdata: PathBuf,
+    /// The monitor's gRPC URI, http://HOST:PORT.
+    pub monitor: String,
+    pub formation: String,
+    /// Requested node name; empty lets the monitor choose "node_<id>".
+    #[serde(default)]
+    pub name: String,
+    /// Address the monitor and the other nodes reach this node's PostgreSQL at.
+    pub hostname: String,
+    pub pgport: u16,
+    /// PostgreSQL's listen_addresses.
+    pub listen_addresses: String,
+    pub dbname: String,
+    /// The superuser initdb creates; the keeper connects as it over the
+    /// private socket. Every node of a formation must use the same one.
+    pub username: String,
+    pub candidate_priority: i32,
+    pub replication_quorum: bool,
+    pub auth: Auth,
+    /// OS user that runs PostgreSQL when pgpilot runs as root.
+    pub pg_user: String,
+    /// How often the keeper reports to the monitor when nothing wakes it.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Password of the replication role, handed out by the monitor at
+    /// registration. Empty until then.
+    #[serde(default)]
+    pub replication_password: String,
+}
+
+impl KeeperConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.pgdata.is_absolute() {
+            bail!("pgdata {} must be an absolute path", self.pgdata.display());
+        }
+        if !self.monitor.starts_with("http://") && !self.monitor.starts_with("https://") {
+            bail!(
+                "monitor {:?} is not a monitor URI: expected http://HOST:PORT as printed by `pgpilot show uri`",
+                self.monitor
+            );
+        }
+        if self.hostname.trim().is_empty() {
+            bail!("hostname is empty: set an address the monitor and the other nodes can reach");
+        }
+        if self.pgport == 0 {
+            bail!("pgport 0 is not a port: choose one in 1..65535");
+        }
+        if !(0..=100).contains(&self.candidate_priority) {
+            bail!(
+                "candidate_priority {} is out of range 0..100",
+                self.candidate_priority
+            );
+        }
+        if self.username.is_empty() || self.dbname.is_empty() || self.formation.is_empty() {
+            bail!("username, dbname and formation must not be empty");
+        }
+        // The heartbeat doubles as the lease renewal; see DESIGN.md §7 and
+        // the monitor's Timings::validate for the other half of the check.
+        if self.poll_interval < Duration::from_millis(100)
+            || self.poll_interval > Duration::from_secs(10)
+        {
+            bail!(
+                "poll_interval {} is outside 100ms..10s",
+                humantime_serde::re::humantime::format_duration(self.poll_interval)
+            );
+        }
+        Ok(())
+    }
+
+    /// Loads and validates `PGDATA.pgpilot/keeper.toml`.
+    pub fn load(pgdata: &Path) -> anyhow::Result<KeeperConfig> {
+        let path = config_path(pgdata);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "read {}: is {} a pgpilot node? create one with `pgpilot create postgres --pgdata {}`",
+                path.display(),
+                pgdata.display(),
+                pgdata.display()
+            )
+        })?;
+        let config: KeeperConfig = toml::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a valid keeper configuration: fix it or re-create the node",
+                path.display()
+            )
+        })?;
+        config
+            .validate()
+            .with_context(|| format!("invalid setting in {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Writes the configuration crash-safely with mode 0600.
+    pub fn save(&self) -> anyhow::Result<()> {
+        let path = config_path(&self.pgdata);
+        let text = toml::to_string_pretty(self).context("serialize the keeper configuration")?;
+        let text = format!(
+            "# pgpilot keeper configuration. Holds the replication password: keep it 0600.\n{text}"
+        );
+        write_durably(&path, text.as_bytes(), 0o600)
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn sample(pgdata: &Path) -> KeeperConfig {
+    KeeperConfig {
+        pgdata: pgdata.to_path_buf(),
+        monitor: "http://127.0.0.1:5430".into(),
+        formation: "default".into(),
+        name: String::new(),
+        hostname: "127.0.0.1".into(),
+        pgport: 5432,
+        listen_addresses: "*".into(),
+        dbname: "postgres".into(),
+        username: "postgres".into(),
+        candidate_priority: 50,
+        replication_quorum: true,
+        auth: Auth::Scram,
+        pg_user: "postgres".into(),
+        poll_interval: Duration::from_secs(1),
+        replication_password: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_with_mode_0600_and_rejects_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let pgdata = dir.path().join("node");
+        std::fs::create_dir_all(crate::files::state_dir(&pgdata)).unwrap();
+        let mut c = sample(&pgdata);
+        c.replication_password = "secret".into();
+        c.save().unwrap();
+        assert_eq!(KeeperConfig::load(&pgdata).unwrap(), c);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(config_path(&pgdata))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let text = std::fs::read_to_string(config_path(&pgdata)).unwrap();
+        std::fs::write(
+            config_path(&pgdata),
+            text.replace("poll_interval = \"1s\"", "poll_interval = \"1h\""),
+        )
+        .unwrap();
+        let err = format!("{:#}", KeeperConfig::load(&pgdata).unwrap_err());
+        assert!(err.contains("poll_interval"), "{err}");
+
+        std::fs::write(config_path(&pgdata), "pgport = \"x\"").unwrap();
+        let err = format!("{:#}", KeeperConfig::load(&pgdata).unwrap_err());
+        assert!(err.contains("not a valid keeper configuration"), "{err}");
+    }
+}

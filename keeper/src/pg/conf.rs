@@ -1,0 +1,182 @@
+//! The settings file the keeper owns inside PGDATA
+//! (`postgresql.pgpilot.conf`, included from postgresql.conf) and
+//! standby.signal. Rendering is pure; writing goes through
+//! [`super::write_pg_file`].
+
+use crate::plan::{Role, Upstream};
+use pgpilot_proto::node_slot_name;
+
+/// The replication role every node shares (DESIGN.md §7).
+pub const REPLICATION_USER: &str = "pgpilot_replicator";
+
+/// The line that makes postgresql.conf read our file. Last in the file, so
+/// our settings win over earlier lines (postgresql.auto.conf still wins:
+/// verification with SHOW names such a setting).
+pub const INCLUDE_LINE: &str = "include_if_exists 'postgresql.pgpilot.conf'";
+
+/// Quotes a value for postgresql.conf or a libpq connection string.
+pub fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// primary_conninfo for streaming from `up` as node `node_id`.
+pub fn conninfo(up: &Upstream, node_id: i64, password: &str) -> String {
+    let mut parts = vec![
+        format!("host={}", quote(&up.host)),
+        format!("port={}", up.port),
+        format!("user={REPLICATION_USER}"),
+        format!("application_name={}", node_slot_name(node_id)),
+        // A dead primary must not hold the WAL receiver in connect().
+        "connect_timeout=2".to_string(),
+        "keepalives_idle=2".to_string(),
+        "keepalives_interval=1".to_string(),
+        "keepalives_count=2".to_string(),
+    ];
+    if !password.is_empty() {
+        parts.push(format!("password={}", quote(password)));
+    }
+    parts.join(" ")
+}
+
+/// The whole settings file for `role`.
+pub fn render(role: &Role, node_id: i64, password: &str) -> String {
+    let mut s: Vec<(&str, String)> = vec![
+        ("wal_level", "replica".into()),
+        ("hot_standby", "on".into()),
+        // pg_rewind needs hint-bit changes WAL-logged.
+        ("wal_log_hints", "on".into()),
+        ("max_wal_senders", "16".into()),
+        ("max_replication_slots", "16".into()),
+        ("hot_standby_feedback", "on".into()),
+        // The standby reports every second and pings the primary after 1 s
+        // of silence (half of wal_receiver_timeout), so its keeper can tell
+        // "the primary went quiet" from "the primary is idle" within the
+        // monitor's replication_lost_timeout (3 s by default).
+        ("wal_receiver_status_interval", "'1s'".into()),
+        ("wal_receiver_timeout", "'2s'".into()),
+        // A standby that froze is let go after 5 s, so synchronous commits
+        // do not wait on a dead connection longer than the monitor does.
+        ("wal_sender_timeout", "'5s'".into()),
+        // After a failover, followers retry the new primary every second
+        // instead of every five.
+        ("wal_retrieve_retry_interval", "'1s'".into()),
+        ("recovery_target_timeline", "'latest'".into()),
+    ];
+    match role {
+        Role::Primary { ssn, read_only } => {
+            s.push(("synchronous_standby_names", quote(ssn)));
+            s.push((
+                "default_transaction_read_only",
+                if *read_only { "on" } else { "off" }.into(),
+            ));
+            s.push(("primary_conninfo", "''".into()));
+            s.push(("primary_slot_name", "''".into()));
+        }
+        Role::Standby { upstream } => {
+            s.push(("synchronous_standby_names", "''".into()));
+            s.push(("default_transaction_read_only", "on".into()));
+            match upstream {
+                Some(up) => {
+                    s.push(("primary_conninfo", quote(&conninfo(up, node_id, password))));
+                    s.push(("primary_slot_name", quote(&node_slot_name(node_id))));
+                }
+                None => {
+                    s.push(("primary_conninfo", "''".into()));
+                    s.push(("primary_slot_name", "''".into()));
+                }
+            }
+        }
+    }
+    let mut out = String::from(
+        "# Written by the pgpilot keeper on every transition; edits are overwritten.\n\
+         # Put your own settings in postgresql.conf (before the include line).\n",
+    );
+    for (k, v) in s {
+        out.push_str(&format!("{k} = {v}\n"));
+    }
+    out
+}
+
+/// The reloadable settings whose live value must match `role` after a
+/// reload, as SHOW prints them.
+pub fn expected(role: &Role, node_id: i64, password: &str) -> Vec<(&'static str, String)> {
+    match role {
+        Role::Primary { ssn, read_only } => vec![
+            ("synchronous_standby_names", ssn.clone()),
+            (
+                "default_transaction_read_only",
+                if *read_only { "on" } else { "off" }.into(),
+            ),
+        ],
+        Role::Standby { upstream } => vec![
+            ("default_transaction_read_only", "on".into()),
+            (
+                "primary_conninfo",
+                upstream
+                    .as_ref()
+                    .map(|u| conninfo(u, node_id, password))
+                    .unwrap_or_default(),
+            ),
+        ],
+    }
+}
+
+/// postgresql.conf with our include line last, or `None` if it already is.
+pub fn with_include(conf: &str) -> Option<String> {
+    let last = conf.lines().rev().find(|l| !l.trim().is_empty());
+    if last.map(str::trim) == Some(INCLUDE_LINE) {
+        return None;
+    }
+    let mut out: String = conf
+        .lines()
+        .filter(|l| l.trim() != INCLUDE_LINE)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str("\n# pgpilot: the keeper's settings; keep this line last.\n");
+    out.push_str(INCLUDE_LINE);
+    out.push('\n');
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up() -> Upstream {
+        Upstream {
+            node_id: 1,
+            host: "10.0.0.1".into(),
+            port: 5432,
+        }
+    }
+
+    #[test]
+    fn primary_and_standby_files() {
+        let p = render(
+            &Role::Primary {
+                ssn: "ANY 1 (pgpilot_node_2)".into(),
+                read_only: false,
+            },
+            1,
+            "pw",
+        );
+        assert!(p.contains("synchronous_standby_names = 'ANY 1 (pgpilot_node_2)'\n"));
+        assert!(p.contains("default_transaction_read_only = off\n"));
+        assert!(p.contains("primary_conninfo = ''\n"));
+        let s = render(&Role::Standby { upstream: Some(up()) }, 2, "p'w");
+        assert!(s.contains("primary_slot_name = 'pgpilot_node_2'\n"), "{s}");
+        assert!(s.contains("application_name=pgpilot_node_2"));
+        assert!(s.contains("password=\\'p\\\\\\'w\\'"), "{s}");
+        assert!(s.contains("default_transaction_read_only = on\n"));
+    }
+
+    #[test]
+    fn include_line_is_added_once_and_kept_last() {
+        let c = with_include("max_connections = 100\n").unwrap();
+        assert!(c.ends_with(&format!("{INCLUDE_LINE}\n")));
+        assert_eq!(with_include(&c), None);
+        let moved = with_include(&format!("{c}work_mem = '8MB'\n")).unwrap();
+        assert_eq!(moved.matches(INCLUDE_LINE).count(), 1);
+        assert!(moved.trim_end().ends_with(INCLUDE_LINE));
+    }
+}

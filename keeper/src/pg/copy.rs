@@ -1,0 +1,217 @@
+//! Getting a copy of the primary's data: pg_basebackup for a new standby,
+//! pg_rewind (falling back to pg_basebackup) for an old primary.
+//!
+//! A copy is made in `PGDATA.pgpilot/clone.partial` and moved into place
+//! only once pg_basebackup succeeded, so an interrupted copy is thrown away
+//! and redone, and a complete one is never redone. The old data of a
+//! rejoining node is removed only once its replacement is complete.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use pgpilot_pgproc::{chown_dir, controldata, is_pgdata, PgCommand};
+use pgpilot_proto::node_slot_name;
+
+use super::conf::REPLICATION_USER;
+use super::LocalPg;
+use crate::files::clone_dir;
+use crate::plan::Upstream;
+
+/// pg_basebackup of a large database takes long; this bounds a hung one.
+const CLONE_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+const REWIND_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How a rejoin got the data in line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejoined {
+    /// "pg_rewind" or "pg_basebackup".
+    pub method: &'static str,
+    pub detail: String,
+}
+
+impl LocalPg {
+    /// Clones the upstream into PGDATA unless PGDATA already holds a cluster.
+    /// Returns whether a copy was made.
+    pub async fn clone_from(
+        &mut self,
+        up: &Upstream,
+        node_id: i64,
+        password: &str,
+    ) -> anyhow::Result<bool> {
+        if self.has_pgdata() {
+            tracing::info!(
+                "{} already holds a complete copy; not cloning again",
+                self.pgdata.display()
+            );
+            return Ok(false);
+        }
+        if let Ok(mut entries) = std::fs::read_dir(&self.pgdata) {
+            if entries.next().is_some() {
+                bail!(
+                    "{} is not empty and holds no PostgreSQL cluster: move its contents away, then run again",
+                    self.pgdata.display()
+                );
+            }
+        }
+        self.basebackup(up, node_id, password).await?;
+        self.install_clone()?;
+        Ok(true)
+    }
+
+    async fn basebackup(&self, up: &Upstream, node_id: i64, password: &str) -> anyhow::Result<()> {
+        let dir = clone_dir(&self.pgdata);
+        if dir.exists() {
+            tracing::info!("removing the incomplete copy left in {}", dir.display());
+            std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        super::set_mode(&dir, 0o700)?;
+        chown_dir(&self.runner, &dir, false)?;
+        let slot = node_slot_name(node_id);
+        tracing::info!(
+            "copying the data of node {} ({}:{}) with pg_basebackup through slot {slot}",
+            up.node_id,
+            up.host,
+            up.port
+        );
+        let started = Instant::now();
+        let mut cmd = PgCommand::new(&self.bin, "pg_basebackup")
+            .user(&self.runner)
+            .arg("--pgdata")
+            .arg(&dir)
+            .args([
+                format!("--host={}", up.host),
+                format!("--port={}", up.port),
+                format!("--username={REPLICATION_USER}"),
+                format!("--slot={slot}"),
+            ])
+            .args(["--wal-method=stream", "--checkpoint=fast", "--no-password"])
+            .env("PGAPPNAME", &slot)
+            .env("PGCONNECT_TIMEOUT", "5")
+            .timeout(CLONE_TIMEOUT)
+            .stderr_to_terminal();
+        if cmd.is_stderr_terminal() {
+            cmd = cmd.arg("--progress");
+        }
+        if !password.is_empty() {
+            cmd = cmd.env("PGPASSWORD", password);
+        }
+        cmd.run().await.with_context(|| {
+            format!(
+                "pg_basebackup from {}:{} failed; it is retried from scratch on the next attempt",
+                up.host, up.port
+            )
+        })?;
+        tracing::info!(
+            "pg_basebackup finished in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Moves a complete copy into PGDATA (which must be empty or absent).
+    fn install_clone(&self) -> anyhow::Result<()> {
+        let dir = clone_dir(&self.pgdata);
+        if !is_pgdata(&dir) {
+            bail!("{} is not a complete copy", dir.display());
+        }
+        if self.pgdata.exists() {
+            std::fs::remove_dir(&self.pgdata).with_context(|| {
+                format!("remove the empty {} before moving the copy in", self.pgdata.display())
+            })?;
+        }
+        std::fs::rename(&dir, &self.pgdata).with_context(|| {
+            format!("move {} to {}", dir.display(), self.pgdata.display())
+        })?;
+        if let Some(parent) = self.pgdata.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("fsync {}", parent.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Rewinds this stopped old primary to follow `up`; falls back to a
+    /// fresh copy when pg_rewind cannot do it.
+    pub async fn rewind_from(
+        &mut self,
+        up: &Upstream,
+        node_id: i64,
+        password: &str,
+    ) -> anyhow::Result<Rejoined> {
+        if !self.has_pgdata() {
+            self.clone_from(up, node_id, password).await?;
+            return Ok(Rejoined {
+                method: "pg_basebackup",
+                detail: "no local data was left to rewind".into(),
+            });
+        }
+        let before = controldata(&self.bin, &self.runner, &self.pgdata).await.ok();
+        let source = format!(
+            "host={} port={} user={REPLICATION_USER} dbname=postgres connect_timeout=5",
+            super::conf::quote(&up.host),
+            up.port
+        );
+        let mut cmd = PgCommand::new(&self.bin, "pg_rewind")
+            .user(&self.runner)
+            .arg("--target-pgdata")
+            .arg(&self.pgdata)
+            .arg(format!("--source-server={source}"))
+            .timeout(REWIND_TIMEOUT);
+        if !password.is_empty() {
+            cmd = cmd.env("PGPASSWORD", password);
+        }
+        let started = Instant::now();
+        match cmd.run().await {
+            Ok(out) => {
+                let said = format!("{}\n{}", out.stdout, out.stderr);
+                let diverged = said
+                    .lines()
+                    .find(|l| l.contains("diverged at"))
+                    .map(|l| l.trim().trim_start_matches("pg_rewind: ").to_string())
+                    .unwrap_or_else(|| "no rewind was required".into());
+                let discarded = match &before {
+                    Some(c) => format!(
+                        "{diverged}; local WAL after that point up to the last checkpoint {} on timeline {} discarded",
+                        c.checkpoint_lsn, c.timeline
+                    ),
+                    None => diverged,
+                };
+                tracing::info!(
+                    "rejoined node {} with pg_rewind in {:.1} s: {discarded}",
+                    up.node_id,
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(Rejoined {
+                    method: "pg_rewind",
+                    detail: discarded,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "pg_rewind from node {} failed, falling back to pg_basebackup: {e:#}",
+                    up.node_id
+                );
+                self.basebackup(up, node_id, password).await?;
+                // Only now, with a complete copy at hand, the old data goes.
+                let old = self.pgdata.clone();
+                std::fs::remove_dir_all(&old)
+                    .with_context(|| format!("remove the old data in {}", old.display()))?;
+                self.install_clone()?;
+                let detail = match &before {
+                    Some(c) => format!(
+                        "pg_rewind failed ({e}); the whole old data directory was replaced, discarding \
+                         local WAL up to checkpoint {} on timeline {}",
+                        c.checkpoint_lsn, c.timeline
+                    ),
+                    None => format!("pg_rewind failed ({e}); the old data directory was replaced"),
+                };
+                tracing::warn!("rejoined node {} with pg_basebackup: {detail}", up.node_id);
+                Ok(Rejoined {
+                    method: "pg_basebackup",
+                    detail,
+                })
+            }
+        }
+    }
+}

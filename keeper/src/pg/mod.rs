@@ -1,0 +1,279 @@
+//! The node's PostgreSQL, as the keeper drives it: a supervised child
+//! process, its settings file, pg_hba.conf, and the SQL the keeper runs on
+//! it. Everything here is I/O; the decisions are in [`crate::plan`].
+
+pub mod conf;
+pub mod copy;
+pub mod hba;
+pub mod sql;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use pgpilot_pgproc::{
+    self as pgproc, chown_dir, OsUser, PgBin, PostgresHandle, ShutdownMode, StartOptions,
+};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::ConnectOptions;
+
+use crate::config::KeeperConfig;
+use crate::files::{socket_dir, write_durably, PG_CONF_NAME};
+use crate::plan::Role;
+
+/// Crash recovery after a kill, or a standby that must first fetch WAL,
+/// can take a while; a node that is not ready by then is reported down.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// A fast shutdown writes a checkpoint; a node under heavy write load may
+/// need this long before we escalate to an immediate shutdown.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a reload may take to show in SHOW before it counts as failed.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The node's PostgreSQL and the keeper's handle on it.
+pub struct LocalPg {
+    pub bin: PgBin,
+    pub runner: Option<OsUser>,
+    pub pgdata: PathBuf,
+    pub port: u16,
+    listen_addresses: String,
+    superuser: String,
+    tag: String,
+    handle: Option<PostgresHandle>,
+}
+
+impl LocalPg {
+    pub fn new(config: &KeeperConfig, tag: &str) -> anyhow::Result<LocalPg> {
+        Ok(LocalPg {
+            bin: PgBin::discover()?,
+            runner: pgproc::postgres_runner(Some(&config.pg_user))?,
+            pgdata: config.pgdata.clone(),
+            port: config.pgport,
+            listen_addresses: config.listen_addresses.clone(),
+            superuser: config.username.clone(),
+            tag: tag.to_string(),
+            handle: None,
+        })
+    }
+
+    pub fn set_tag(&mut self, tag: &str) {
+        self.tag = tag.to_string();
+    }
+
+    pub fn has_pgdata(&self) -> bool {
+        pgproc::is_pgdata(&self.pgdata)
+    }
+
+    /// Whether our postmaster runs. A postmaster that exited is reaped and
+    /// its exit logged here.
+    pub fn is_running(&mut self) -> bool {
+        let Some(h) = self.handle.as_mut() else {
+            return false;
+        };
+        match h.try_exit_status() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                tracing::warn!(
+                    "PostgreSQL exited ({status}); last log lines:\n{}",
+                    h.log_tail().join("\n")
+                );
+                self.handle = None;
+                false
+            }
+            Err(e) => {
+                tracing::warn!("cannot tell whether PostgreSQL runs: {e:#}");
+                true
+            }
+        }
+    }
+
+    /// Starts PostgreSQL unless it runs.
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        if !self.has_pgdata() {
+            bail!(
+                "{} holds no PostgreSQL cluster; nothing to start",
+                self.pgdata.display()
+            );
+        }
+        let socket_dir = socket_dir(&self.pgdata);
+        std::fs::create_dir_all(&socket_dir)
+            .with_context(|| format!("create {}", socket_dir.display()))?;
+        set_mode(&socket_dir, 0o700)?;
+        chown_dir(&self.runner, &socket_dir, false)?;
+        self.ensure_include()?;
+        let opts = StartOptions {
+            port: self.port,
+            socket_dir,
+            listen_addresses: self.listen_addresses.clone(),
+            settings: vec![("unix_socket_permissions".into(), "0700".into())],
+            tag: self.tag.clone(),
+            ready_timeout: READY_TIMEOUT,
+        };
+        let started = Instant::now();
+        let handle = PostgresHandle::start(&self.bin, &self.runner, &self.pgdata, &opts)
+            .await
+            .with_context(|| format!("start PostgreSQL in {}", self.pgdata.display()))?;
+        tracing::info!(
+            pid = handle.pid(),
+            "PostgreSQL started on port {} in {} ms",
+            self.port,
+            started.elapsed().as_millis()
+        );
+        self.handle = Some(handle);
+        Ok(())
+    }
+
+    /// Stops PostgreSQL (fast shutdown, escalating if it hangs).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(h) = self.handle.take() {
+            let status = h
+                .stop(ShutdownMode::Fast, STOP_TIMEOUT)
+                .await
+                .context("stop PostgreSQL")?;
+            tracing::info!("PostgreSQL stopped ({status})");
+        }
+        Ok(())
+    }
+
+    /// Kills PostgreSQL at once (immediate shutdown): fencing.
+    pub async fn stop_immediately(&mut self) -> anyhow::Result<()> {
+        if let Some(h) = self.handle.take() {
+            h.stop(ShutdownMode::Immediate, Duration::from_secs(5))
+                .await
+                .context("stop PostgreSQL")?;
+        }
+        Ok(())
+    }
+
+    pub fn connect_options(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .socket(socket_dir(&self.pgdata))
+            .port(self.port)
+            .username(&self.superuser)
+            .database(database)
+            .application_name("pgpilot-keeper")
+            .disable_statement_logging()
+    }
+
+    /// A superuser connection over the private socket.
+    pub async fn connect(&self) -> anyhow::Result<PgConnection> {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            self.connect_options("postgres").connect(),
+        )
+        .await
+        .context("connecting to the local PostgreSQL timed out")?
+        .context("connect to the local PostgreSQL")
+    }
+
+    /// Writes a file inside PGDATA, crash-safely, owned by PostgreSQL's user.
+    pub fn write_file(&self, name: &str, contents: &str) -> anyhow::Result<()> {
+        let path = self.pgdata.join(name);
+        write_durably(&path, contents.as_bytes(), 0o600)?;
+        chown_dir(&self.runner, &path, false)?;
+        Ok(())
+    }
+
+    fn ensure_include(&self) -> anyhow::Result<()> {
+        let path = self.pgdata.join("postgresql.conf");
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        if let Some(new) = conf::with_include(&text) {
+            self.write_file("postgresql.conf", &new)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the settings file and standby.signal for `role`; when
+    /// PostgreSQL runs, reloads and waits until SHOW agrees.
+    pub async fn configure(&mut self, role: &Role, node_id: i64, password: &str) -> anyhow::Result<()> {
+        self.ensure_include()?;
+        let text = conf::render(role, node_id, password);
+        let path = self.pgdata.join(PG_CONF_NAME);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            self.write_file(PG_CONF_NAME, &text)?;
+        }
+        let signal = self.pgdata.join("standby.signal");
+        match role {
+            Role::Standby { .. } if !signal.exists() => self.write_file("standby.signal", "")?,
+            // A running standby is only promoted by pg_promote, which
+            // removes the file itself.
+            Role::Primary { .. } if signal.exists() && !self.is_running() => {
+                std::fs::remove_file(&signal)
+                    .with_context(|| format!("remove {}", signal.display()))?
+            }
+            _ => {}
+        }
+        if self.is_running() {
+            self.reload_and_verify(&conf::expected(role, node_id, password))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the keeper's block of pg_hba.conf; reloads if it changed.
+    pub async fn write_hba(&mut self, lines: &[String]) -> anyhow::Result<()> {
+        let path = self.pgdata.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let new = hba::render(&old, lines);
+        if new == old {
+            return Ok(());
+        }
+        self.write_file("pg_hba.conf", &new)?;
+        tracing::info!("pg_hba.conf updated: {} managed line(s)", lines.len());
+        if self.is_running() {
+            let mut c = self.connect().await?;
+            sql::reload(&mut c).await?;
+            if let Some(err) = sql::hba_errors(&mut c).await? {
+                bail!("pg_hba.conf has errors after our update: {err}");
+            }
+        }
+        Ok(())
+    }
+
+    /// pg_reload_conf(), then poll SHOW on fresh connections until every
+    /// expected value is live: a new backend reads the configuration the
+    /// postmaster loaded, so this proves the reload took.
+    pub async fn reload_and_verify(&mut self, expected: &[(&str, String)]) -> anyhow::Result<()> {
+        let mut c = self.connect().await?;
+        sql::reload(&mut c).await?;
+        if let Some(err) = sql::settings_errors(&mut c).await? {
+            bail!("PostgreSQL refused its configuration: {err}");
+        }
+        drop(c);
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        loop {
+            let mut c = self.connect().await?;
+            let mut wrong = None;
+            for (name, want) in expected {
+                let live = sql::show(&mut c, name).await?;
+                if &live != want {
+                    wrong = Some(format!("{name} is {live:?}, expected {want:?}"));
+                    break;
+                }
+            }
+            match wrong {
+                None => return Ok(()),
+                Some(w) if Instant::now() > deadline => {
+                    let source = sql::setting_source(&mut c, w.split(' ').next().unwrap_or_default())
+                        .await
+                        .unwrap_or_default();
+                    bail!(
+                        "after a reload, {w}{source}: a setting pgpilot owns is overridden; remove it \
+                         from postgresql.auto.conf (ALTER SYSTEM RESET) or from the command line"
+                    )
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {} {mode:o}", path.display()))
+}

@@ -1,0 +1,301 @@
+//! The SQL the keeper runs on its own PostgreSQL (superuser, private socket).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use pgpilot_proto::Lsn;
+use sqlx::postgres::PgConnection;
+use sqlx::Row;
+
+use super::conf::REPLICATION_USER;
+
+/// What the keeper reports about a running PostgreSQL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    pub in_recovery: bool,
+    pub timeline: u32,
+    /// Flush LSN on a primary; received (or, before anything was received
+    /// since start, replayed) LSN on a standby.
+    pub lsn: Lsn,
+    /// Best sync_state among pgpilot standbys streaming from us, or "".
+    pub replication_state: String,
+    /// pgpilot standbys streaming from us (application_name).
+    pub streaming_standbys: Vec<String>,
+    /// Our WAL receiver, if one runs: streaming now, and milliseconds since
+    /// it last heard from the upstream.
+    pub wal_receiver: Option<(bool, u64)>,
+}
+
+fn lsn(text: Option<String>) -> anyhow::Result<Lsn> {
+    match text {
+        Some(t) => t.parse().map_err(|e| anyhow::anyhow!("bad LSN {t:?}: {e}")),
+        None => Ok(Lsn(0)),
+    }
+}
+
+pub async fn status(c: &mut PgConnection) -> anyhow::Result<Status> {
+    let row = sqlx::query(
+        "SELECT pg_is_in_recovery(), \
+           CASE WHEN pg_is_in_recovery() \
+             THEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text \
+             ELSE pg_current_wal_flush_lsn()::text END, \
+           CASE WHEN pg_is_in_recovery() \
+             THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), \
+                           (SELECT timeline_id FROM pg_control_checkpoint())) \
+             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END",
+    )
+    .fetch_one(&mut *c)
+    .await
+    .context("read the node's recovery state, LSN and timeline")?;
+    let in_recovery: bool = row.get(0);
+    let timeline: i32 = row.get(2);
+    let mut s = Status {
+        in_recovery,
+        timeline: timeline as u32,
+        lsn: lsn(row.get(1))?,
+        ..Status::default()
+    };
+    let standbys = sqlx::query(
+        "SELECT application_name, sync_state FROM pg_stat_replication \
+         WHERE application_name LIKE 'pgpilot\\_node\\_%' AND state = 'streaming'",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .context("read pg_stat_replication")?;
+    let rank = |s: &str| match s {
+        "quorum" | "sync" => 3,
+        "potential" => 2,
+        "async" => 1,
+        _ => 0,
+    };
+    for r in standbys {
+        let (name, state): (String, String) = (r.get(0), r.get(1));
+        if rank(&state) > rank(&s.replication_state) {
+            s.replication_state = state;
+        }
+        s.streaming_standbys.push(name);
+    }
+    if in_recovery {
+        let row = sqlx::query(
+            "SELECT status = 'streaming', \
+               (extract(epoch FROM (now() - coalesce(last_msg_receipt_time, now()))) * 1000)::bigint \
+             FROM pg_stat_wal_receiver",
+        )
+        .fetch_optional(&mut *c)
+        .await
+        .context("read pg_stat_wal_receiver")?;
+        s.wal_receiver = row.map(|r| {
+            let streaming: Option<bool> = r.get(0);
+            let ms: Option<i64> = r.get(1);
+            (streaming.unwrap_or(false), ms.unwrap_or(0).max(0) as u64)
+        });
+    }
+    Ok(s)
+}
+
+pub async fn reload(c: &mut PgConnection) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut *c)
+        .await
+        .context("reload the configuration")?;
+    Ok(())
+}
+
+pub async fn show(c: &mut PgConnection, name: &str) -> anyhow::Result<String> {
+    sqlx::query_scalar("SELECT current_setting($1)")
+        .bind(name)
+        .fetch_one(&mut *c)
+        .await
+        .with_context(|| format!("SHOW {name}"))
+}
+
+/// " (set in FILE:LINE)" or "" for a setting's source.
+pub async fn setting_source(c: &mut PgConnection, name: &str) -> anyhow::Result<String> {
+    let row: Option<(Option<String>, Option<i32>, String)> =
+        sqlx::query_as("SELECT sourcefile, sourceline, source FROM pg_settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *c)
+            .await?;
+    Ok(match row {
+        Some((Some(f), Some(l), _)) => format!(" (set in {f}:{l})"),
+        Some((_, _, source)) => format!(" (source: {source})"),
+        None => String::new(),
+    })
+}
+
+/// Errors PostgreSQL found in its configuration files, if any.
+pub async fn settings_errors(c: &mut PgConnection) -> anyhow::Result<Option<String>> {
+    let rows: Vec<(Option<String>, Option<i32>, Option<String>, String)> = sqlx::query_as(
+        "SELECT sourcefile, sourceline, name, error FROM pg_file_settings WHERE error IS NOT NULL",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .context("read pg_file_settings")?;
+    Ok((!rows.is_empty()).then(|| {
+        rows.iter()
+            .map(|(f, l, n, e)| {
+                format!(
+                    "{}:{} {}: {e}",
+                    f.as_deref().unwrap_or("?"),
+                    l.unwrap_or(0),
+                    n.as_deref().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }))
+}
+
+pub async fn hba_errors(c: &mut PgConnection) -> anyhow::Result<Option<String>> {
+    let rows: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .context("read pg_hba_file_rules")?;
+    Ok((!rows.is_empty()).then(|| {
+        rows.iter()
+            .map(|(l, e)| format!("line {l}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }))
+}
+
+/// The replication role, with the formation's password (or none with
+/// `--auth trust`), and the functions pg_rewind needs on its source.
+pub async fn ensure_replication_role(c: &mut PgConnection, password: &str) -> anyhow::Result<()> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(REPLICATION_USER)
+            .fetch_one(&mut *c)
+            .await?;
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    let pw = if password.is_empty() {
+        "PASSWORD NULL".to_string()
+    } else {
+        format!("PASSWORD {}", sql_literal(password))
+    };
+    // Utility statements take no parameters; the password is quoted as a
+    // literal, and this connection logs no statements.
+    sqlx::raw_sql(&format!(
+        "{verb} ROLE {REPLICATION_USER} WITH LOGIN REPLICATION {pw}"
+    ))
+    .execute(&mut *c)
+    .await
+    .context("create the replication role")?;
+    for f in [
+        "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+        "pg_catalog.pg_stat_file(text, boolean)",
+        "pg_catalog.pg_read_binary_file(text)",
+        "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+    ] {
+        sqlx::raw_sql(&format!("GRANT EXECUTE ON FUNCTION {f} TO {REPLICATION_USER}"))
+            .execute(&mut *c)
+            .await
+            .with_context(|| format!("grant {f} to the replication role"))?;
+    }
+    Ok(())
+}
+
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Physical slots named `pgpilot_node_*` that exist here.
+pub async fn pgpilot_slots(c: &mut PgConnection) -> anyhow::Result<Vec<(String, bool)>> {
+    sqlx::query_as(
+        "SELECT slot_name::text, active FROM pg_replication_slots \
+         WHERE slot_type = 'physical' AND slot_name LIKE 'pgpilot\\_node\\_%'",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .context("list replication slots")
+}
+
+pub async fn create_slot(c: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+    // immediately_reserve: WAL is kept from now on, even before the
+    // standby first connects (its basebackup needs it).
+    sqlx::query("SELECT pg_create_physical_replication_slot($1, true)")
+        .bind(name)
+        .execute(&mut *c)
+        .await
+        .with_context(|| format!("create replication slot {name}"))?;
+    Ok(())
+}
+
+pub async fn drop_slot(c: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_drop_replication_slot($1)")
+        .bind(name)
+        .execute(&mut *c)
+        .await
+        .with_context(|| format!("drop replication slot {name}"))?;
+    Ok(())
+}
+
+/// On a standby: moves a slot kept for another node up to `to` (never past
+/// what this node replayed), so it retains only WAL that node may still need.
+pub async fn advance_slot(c: &mut PgConnection, name: &str, to: Lsn) -> anyhow::Result<()> {
+    sqlx::query(
+        "SELECT pg_replication_slot_advance($1, least($2::pg_lsn, pg_last_wal_replay_lsn())) \
+         FROM pg_replication_slots WHERE slot_name = $1 AND restart_lsn < $2::pg_lsn",
+    )
+    .bind(name)
+    .bind(to.to_string())
+    .execute(&mut *c)
+    .await
+    .with_context(|| format!("advance replication slot {name}"))?;
+    Ok(())
+}
+
+/// Waits until the WAL receiver is gone and replay reached what was
+/// received: after this, promotion loses nothing the old primary shipped.
+pub async fn wait_replayed(c: &mut PgConnection, timeout: Duration) -> anyhow::Result<Lsn> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (receiver, received, replayed): (bool, Option<String>, Option<String>) =
+            sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE pid IS NOT NULL), \
+                        pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text",
+            )
+            .fetch_one(&mut *c)
+            .await
+            .context("read replay progress")?;
+        let (received, replayed) = (lsn(received)?, lsn(replayed)?);
+        if !receiver && replayed >= received {
+            return Ok(replayed);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "replay did not catch up within {} s (WAL receiver {}, received {received}, replayed \
+                 {replayed}); promotion waits, the monitor's goal stays until it can proceed",
+                timeout.as_secs(),
+                if receiver { "still running" } else { "stopped" }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// pg_promote, waiting for it to finish.
+pub async fn promote(c: &mut PgConnection) -> anyhow::Result<()> {
+    let done: bool = sqlx::query_scalar("SELECT pg_promote(true, 30)")
+        .fetch_one(&mut *c)
+        .await
+        .context("promote")?;
+    if !done {
+        bail!("pg_promote did not finish within 30 s");
+    }
+    Ok(())
+}
+
+/// Ends every client session but ours and replication's: fencing.
+pub async fn terminate_clients(c: &mut PgConnection) -> anyhow::Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut *c)
+    .await
+    .context("terminate client sessions")?;
+    Ok(n as u64)
+}

@@ -1,0 +1,341 @@
+//! The keeper's decisions, as plain functions (DESIGN.md §2): from its
+//! current state, the monitor's goal and what it observed of PostgreSQL to
+//! the steps it must run. No I/O here; [`crate::agent`] runs the steps and
+//! the simulator (issue #4) can run this same code.
+
+use std::time::Duration;
+
+use pgpilot_proto::{action_for, KeeperAction, NodeState};
+
+/// The node a standby streams from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub node_id: i64,
+    pub host: String,
+    pub port: u16,
+}
+
+/// How PostgreSQL is configured (the keeper's settings file and
+/// standby.signal).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Not in recovery. `ssn` is synchronous_standby_names; `read_only`
+    /// sets default_transaction_read_only (a promoted node stays read-only
+    /// until the monitor's lease gate lets it take writes).
+    Primary { ssn: String, read_only: bool },
+    /// In recovery, streaming from `upstream`; `None` while being promoted:
+    /// the WAL receiver is off so nothing more arrives from the old primary.
+    Standby { upstream: Option<Upstream> },
+}
+
+/// One thing to do to PostgreSQL. Every step is idempotent: it checks what
+/// is already done and does only the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// initdb, unless PGDATA already holds a cluster, which must then be a
+    /// stopped primary of this group.
+    InitOrAdopt,
+    /// pg_basebackup from the upstream through this node's slot, unless
+    /// PGDATA already holds a complete copy.
+    Clone(Upstream),
+    /// pg_rewind from the upstream, falling back to a fresh clone.
+    Rewind(Upstream),
+    /// Write the settings file (and standby.signal) for the role, reload if
+    /// PostgreSQL runs, and verify with SHOW.
+    Configure(Role),
+    Start,
+    /// Fast shutdown: ships the last WAL to connected standbys.
+    Stop,
+    /// The replication role with the formation's password (primary only).
+    EnsureReplicationRole,
+    /// Wait until the WAL receiver stopped and everything received was
+    /// replayed: the promoted node then has every commit its old primary
+    /// shipped to it.
+    WaitReplayed,
+    Promote,
+}
+
+/// What the keeper saw of its PostgreSQL before planning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub running: bool,
+    /// `Some(true)` when running in recovery; `None` when not running.
+    pub in_recovery: Option<bool>,
+}
+
+/// What the monitor asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Goal {
+    pub state: NodeState,
+    /// synchronous_standby_names the monitor wants (writable goals only).
+    pub ssn: String,
+    /// The node assigned a writable state, if any other is.
+    pub primary: Option<Upstream>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("the monitor assigned {to} while this node is {from}, and no transition leads there: the monitor and keeper versions disagree")]
+    NoEdge { from: NodeState, to: NodeState },
+    #[error("goal {0} needs a primary to follow, and the monitor named none yet: waiting")]
+    NoPrimary(NodeState),
+}
+
+/// The steps that take this node from `from` to `goal.state`.
+pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, PlanError> {
+    use Step::*;
+    let to = goal.state;
+    let action = action_for(from, to).ok_or(PlanError::NoEdge { from, to })?;
+    let upstream = || goal.primary.clone().ok_or(PlanError::NoPrimary(to));
+    let writable = |ssn: &str| Configure(Role::Primary {
+        ssn: ssn.to_string(),
+        read_only: false,
+    });
+    // Promotion steps; skipped when a previous run already promoted.
+    let promote = |steps: &mut Vec<Step>| {
+        if seen.in_recovery != Some(false) {
+            steps.extend([
+                Configure(Role::Standby { upstream: None }),
+                Start,
+                WaitReplayed,
+                Promote,
+            ]);
+        }
+    };
+    Ok(match action {
+        KeeperAction::Noop => vec![],
+        KeeperAction::InitPrimary => {
+            vec![InitOrAdopt, writable(""), Start, EnsureReplicationRole]
+        }
+        KeeperAction::InitStandby => {
+            let u = upstream()?;
+            vec![
+                Clone(u.clone()),
+                Configure(Role::Standby { upstream: Some(u) }),
+                Start,
+            ]
+        }
+        KeeperAction::EnableSyncRep => vec![writable(&goal.ssn), Start],
+        KeeperAction::DisableSyncRep => vec![writable(""), Start],
+        KeeperAction::StopPostgres | KeeperAction::Drop => vec![Stop],
+        KeeperAction::PromoteReadOnly => {
+            let mut steps = vec![];
+            promote(&mut steps);
+            steps.push(Configure(Role::Primary {
+                ssn: String::new(),
+                read_only: true,
+            }));
+            steps
+        }
+        KeeperAction::AllowWrites => vec![writable(&goal.ssn)],
+        KeeperAction::PromoteToSingle => {
+            let mut steps = vec![];
+            promote(&mut steps);
+            steps.push(writable(""));
+            steps
+        }
+        KeeperAction::Rejoin => {
+            let u = upstream()?;
+            vec![
+                Stop,
+                Rewind(u.clone()),
+                Configure(Role::Standby { upstream: Some(u) }),
+                Start,
+            ]
+        }
+        KeeperAction::RestartAsPrimary => vec![writable(&goal.ssn), Start],
+    })
+}
+
+/// Whether PostgreSQL runs in `state` (the keeper restarts it if it dies).
+pub fn wants_running(state: NodeState) -> bool {
+    use NodeState::*;
+    matches!(
+        state,
+        Single
+            | WaitPrimary
+            | Primary
+            | ApplySettings
+            | Catchingup
+            | Secondary
+            | PreparePromotion
+            | StopReplication
+            | ReportLsn
+            | FastForward
+            | WaitMaintenance
+    )
+}
+
+/// The configuration a node keeps while it stays in `state`, so that a
+/// restarted PostgreSQL or a changed upstream is put right without a goal
+/// change. `None` for states where PostgreSQL is stopped.
+pub fn steady_role(state: NodeState, goal: &Goal) -> Option<Role> {
+    use NodeState::*;
+    match state {
+        Single | WaitPrimary => Some(Role::Primary {
+            ssn: String::new(),
+            read_only: false,
+        }),
+        Primary | ApplySettings => Some(Role::Primary {
+            ssn: goal.ssn.clone(),
+            read_only: false,
+        }),
+        StopReplication => Some(Role::Primary {
+            ssn: String::new(),
+            read_only: true,
+        }),
+        Catchingup | Secondary | PreparePromotion => goal.primary.clone().map(|u| Role::Standby {
+            upstream: Some(u),
+        }),
+        _ => None,
+    }
+}
+
+/// DESIGN.md §7, self-fencing: a writable node whose lease ran out (counted
+/// from when it *sent* its last successful report) must stop taking writes:
+/// the monitor may be promoting another node. `since_lease_start` is `None`
+/// when the keeper has not had a successful report since it started, which
+/// counts as expired.
+///
+/// `all_standbys_streaming`: every other node of the group streams from
+/// this one. Then none of them can be a failover witness (the candidate
+/// must have lost its WAL stream), so no promotion can be under way and the
+/// node keeps serving through a monitor outage. One streaming standby out
+/// of several is not enough: the others could be promoted while it still
+/// acknowledges this node's commits.
+///
+/// A `single` node is exempt: it is the only node of its group, no other
+/// can be promoted in its place, and fencing it would turn a monitor outage
+/// into a database outage.
+pub fn must_fence(
+    current: NodeState,
+    since_lease_start: Option<Duration>,
+    lease: Duration,
+    all_standbys_streaming: bool,
+) -> bool {
+    current.accepts_writes()
+        && current != NodeState::Single
+        && since_lease_start.is_none_or(|d| d > lease)
+        && !all_standbys_streaming
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgpilot_proto::EDGES;
+    use NodeState::*;
+
+    fn goal(state: NodeState, primary: bool) -> Goal {
+        Goal {
+            state,
+            ssn: "ANY 1 (pgpilot_node_2)".into(),
+            primary: primary.then(|| Upstream {
+                node_id: 1,
+                host: "10.0.0.1".into(),
+                port: 5432,
+            }),
+        }
+    }
+
+    const RUNNING_STANDBY: Observed = Observed {
+        running: true,
+        in_recovery: Some(true),
+    };
+
+    #[test]
+    fn every_edge_has_a_plan_when_a_primary_is_known() {
+        for (from, to, _) in EDGES {
+            let steps = plan(*from, &goal(*to, true), Observed::default());
+            assert!(steps.is_ok(), "{from} -> {to}: {steps:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_edge_is_an_error_not_a_guess() {
+        let err = plan(Init, &goal(Primary, true), Observed::default()).unwrap_err();
+        assert_eq!(err, PlanError::NoEdge { from: Init, to: Primary });
+    }
+
+    #[test]
+    fn standby_steps_wait_for_a_primary() {
+        assert_eq!(
+            plan(WaitStandby, &goal(Catchingup, false), Observed::default()),
+            Err(PlanError::NoPrimary(Catchingup))
+        );
+        assert_eq!(
+            plan(Demoted, &goal(Catchingup, false), Observed::default()),
+            Err(PlanError::NoPrimary(Catchingup))
+        );
+    }
+
+    #[test]
+    fn promotion_is_read_only_and_waits_for_replay() {
+        let steps = plan(PreparePromotion, &goal(StopReplication, false), RUNNING_STANDBY).unwrap();
+        let promote = steps.iter().position(|s| *s == Step::Promote).unwrap();
+        let replayed = steps.iter().position(|s| *s == Step::WaitReplayed).unwrap();
+        assert!(replayed < promote);
+        assert_eq!(
+            steps[0],
+            Step::Configure(Role::Standby { upstream: None }),
+            "the WAL receiver stops before replay is awaited"
+        );
+        assert_eq!(
+            steps.last(),
+            Some(&Step::Configure(Role::Primary {
+                ssn: String::new(),
+                read_only: true
+            }))
+        );
+        // Re-run after the keeper died past the promotion: no second promote.
+        let promoted = Observed {
+            running: true,
+            in_recovery: Some(false),
+        };
+        let again = plan(PreparePromotion, &goal(StopReplication, false), promoted).unwrap();
+        assert!(!again.contains(&Step::Promote));
+    }
+
+    #[test]
+    fn writes_allowed_only_by_allow_writes_with_monitors_ssn() {
+        let steps = plan(StopReplication, &goal(WaitPrimary, false), RUNNING_STANDBY).unwrap();
+        assert_eq!(
+            steps,
+            vec![Step::Configure(Role::Primary {
+                ssn: "ANY 1 (pgpilot_node_2)".into(),
+                read_only: false
+            })]
+        );
+    }
+
+    #[test]
+    fn rejoin_stops_before_rewinding() {
+        let steps = plan(Demoted, &goal(Catchingup, true), Observed::default()).unwrap();
+        assert!(matches!(steps[..], [Step::Stop, Step::Rewind(_), Step::Configure(Role::Standby { upstream: Some(_) }), Step::Start]));
+    }
+
+    #[test]
+    fn stopped_states_do_not_run_postgres() {
+        for s in [Init, WaitStandby, Draining, DemoteTimeout, Demoted, Dropped] {
+            assert!(!wants_running(s), "{s}");
+            assert_eq!(steady_role(s, &goal(s, true)), None, "{s}");
+        }
+        for (_, to, action) in EDGES {
+            if matches!(action, KeeperAction::StopPostgres | KeeperAction::Drop) {
+                assert!(!wants_running(*to), "{to} is reached by stopping");
+            }
+        }
+    }
+
+    #[test]
+    fn fencing() {
+        let lease = Duration::from_secs(3);
+        let late = Some(Duration::from_secs(4));
+        let fresh = Some(Duration::from_secs(1));
+        assert!(must_fence(Primary, late, lease, false));
+        assert!(must_fence(WaitPrimary, None, lease, false));
+        assert!(!must_fence(Primary, late, lease, true), "standbys that all stream vouch");
+        assert!(!must_fence(Primary, fresh, lease, false));
+        assert!(!must_fence(Single, late, lease, false));
+        assert!(!must_fence(Secondary, late, lease, false));
+    }
+}

@@ -1,0 +1,91 @@
+//! `create postgres`, `run` and `stop` for a PostgreSQL node.
+
+use std::path::Path;
+use std::time::Duration;
+
+use pgpilot_keeper::config::{Auth, KeeperConfig};
+use pgpilot_keeper::service::{self, CREATED_STATES};
+use pgpilot_keeper::setup::{create_node, Created};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{AuthArg, CreatePostgresArgs};
+
+pub fn config_from(args: &CreatePostgresArgs) -> anyhow::Result<KeeperConfig> {
+    Ok(KeeperConfig {
+        pgdata: std::path::absolute(&args.pgdata)?,
+        monitor: args.monitor.clone(),
+        formation: args.formation.clone(),
+        name: args.name.clone().unwrap_or_default(),
+        hostname: args.hostname.clone(),
+        pgport: args.pgport,
+        listen_addresses: args.listen_addresses.clone(),
+        dbname: args.dbname.clone(),
+        username: args.username.clone(),
+        candidate_priority: args.candidate_priority,
+        replication_quorum: args.replication_quorum,
+        auth: match args.auth {
+            AuthArg::ScramSha256 => Auth::Scram,
+            AuthArg::Trust => Auth::Trust,
+        },
+        pg_user: args.pg_user.clone(),
+        poll_interval: Duration::from_secs(1),
+        replication_password: String::new(),
+    })
+}
+
+pub async fn create(args: CreatePostgresArgs) -> anyhow::Result<()> {
+    let config = config_from(&args)?;
+    let cancel = CancellationToken::new();
+    super::cancel_on_signals(cancel.clone())?;
+    create_and_run(config, args.run, cancel).await
+}
+
+/// Creates (or resumes creating) a node, then runs its keeper until it
+/// reached its first steady state, or until cancelled with `run`.
+pub async fn create_and_run(
+    config: KeeperConfig,
+    run: bool,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let (created, config, state) = create_node(config).await?;
+    let pgdata = config.pgdata.clone();
+    match created {
+        Created::New => println!(
+            "registered node {} {:?} in {}",
+            state.node_id,
+            state.name,
+            pgdata.display()
+        ),
+        Created::Resumed => println!(
+            "node {} {:?} in {} was already registered; continuing",
+            state.node_id,
+            state.name,
+            pgdata.display()
+        ),
+    }
+    let until: &[_] = if run { &[] } else { CREATED_STATES };
+    let stopped = service::run_node(config, state, cancel, until).await?;
+    if let pgpilot_keeper::agent::Stopped::Reached(s) = stopped {
+        println!(
+            "node in {} is {s}; start its keeper with `pgpilot run --pgdata {}`",
+            pgdata.display(),
+            pgdata.display()
+        );
+    }
+    Ok(())
+}
+
+pub async fn run(pgdata: &Path) -> anyhow::Result<()> {
+    let (config, state) = service::load(pgdata)?;
+    let cancel = CancellationToken::new();
+    super::cancel_on_signals(cancel.clone())?;
+    service::run_node(config, state, cancel, &[]).await?;
+    Ok(())
+}
+
+pub async fn stop(pgdata: &Path) -> anyhow::Result<()> {
+    let abs = std::path::absolute(pgdata)?;
+    service::stop_node(&abs).await?;
+    println!("keeper of {} stopped", abs.display());
+    Ok(())
+}
