@@ -132,7 +132,8 @@ impl Agent {
                     false
                 }
             };
-            if self.state.current == NodeState::Dropped && self.state.assigned == NodeState::Dropped {
+            if self.state.current == NodeState::Dropped && self.state.assigned == NodeState::Dropped
+            {
                 return Ok(Stopped::Dropped);
             }
             if until.contains(&self.state.current) && self.state.current == self.state.assigned {
@@ -168,7 +169,10 @@ impl Agent {
     async fn tick(&mut self) -> anyhow::Result<bool> {
         self.supervise().await;
         let status = self.observe().await;
-        let streaming = status.as_ref().map(|s| s.streaming_standbys.clone()).unwrap_or_default();
+        let streaming = status
+            .as_ref()
+            .map(|s| s.streaming_standbys.clone())
+            .unwrap_or_default();
         let Some(reply) = self.report(status.as_ref()).await else {
             self.maybe_fence(&streaming).await?;
             return Ok(false);
@@ -215,7 +219,11 @@ impl Agent {
         if self.next_restart.is_some_and(|t| now < t) {
             return;
         }
-        while self.restarts.front().is_some_and(|t| now - *t > RESTART_WINDOW) {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now - *t > RESTART_WINDOW)
+        {
             self.restarts.pop_front();
         }
         self.restarts.push_back(now);
@@ -255,12 +263,7 @@ impl Agent {
         if !self.pg.is_running() {
             return None;
         }
-        let result = async {
-            let mut c = self.pg.connect().await?;
-            sql::status(&mut c).await
-        }
-        .await;
-        match result {
+        match self.read_status().await {
             Ok(s) => {
                 if let Some((_, silent_ms)) = s.wal_receiver {
                     let contact = Instant::now() - Duration::from_millis(silent_ms);
@@ -275,6 +278,16 @@ impl Agent {
                 None
             }
         }
+    }
+
+    async fn read_status(&self) -> anyhow::Result<sql::Status> {
+        let mut c = self.pg.connect().await?;
+        sql::status(&mut c).await
+    }
+
+    async fn in_recovery(&self) -> Option<bool> {
+        let mut c = self.pg.connect().await.ok()?;
+        sql::in_recovery(&mut c).await.ok()
     }
 
     /// NodeActive. `None` when the monitor could not be reached or refused.
@@ -297,7 +310,9 @@ impl Agent {
             pg_running: running,
             timeline: status.map_or(0, |s| s.timeline),
             lsn: status.map_or(0, |s| s.lsn.0),
-            replication_state: status.map(|s| s.replication_state.clone()).unwrap_or_default(),
+            replication_state: status
+                .map(|s| s.replication_state.clone())
+                .unwrap_or_default(),
             wal_receiver,
             system_identifier: self.system_identifier.unwrap_or(0),
         };
@@ -315,7 +330,10 @@ impl Agent {
                 Some(reply.into_inner())
             }
             Ok(Err(status)) => {
-                self.report_failed(format!("the monitor refused the report: {}", status.message()));
+                self.report_failed(format!(
+                    "the monitor refused the report: {}",
+                    status.message()
+                ));
                 None
             }
             Err(_) => {
@@ -371,22 +389,22 @@ impl Agent {
 
     async fn transition(&mut self, goal: &Goal) -> anyhow::Result<()> {
         let from = self.state.current;
+        let running = self.pg.is_running();
+        let in_recovery = if running {
+            self.in_recovery().await
+        } else {
+            None
+        };
         let seen = Observed {
-            running: self.pg.is_running(),
-            in_recovery: if self.pg.is_running() {
-                match self.pg.connect().await {
-                    Ok(mut c) => sqlx::query_scalar("SELECT pg_is_in_recovery()")
-                        .fetch_one(&mut c)
-                        .await
-                        .ok(),
-                    Err(_) => None,
-                }
-            } else {
-                None
-            },
+            running,
+            in_recovery,
         };
         let steps = plan::plan(from, goal, seen)?;
-        tracing::info!("transition {from} -> {}: {} step(s)", goal.state, steps.len());
+        tracing::info!(
+            "transition {from} -> {}: {} step(s)",
+            goal.state,
+            steps.len()
+        );
         let started = Instant::now();
         for step in steps {
             tracing::debug!("step {step:?}");
@@ -432,8 +450,9 @@ impl Agent {
                 self.state.save(&self.config.pgdata)?;
             }
             Step::Configure(role) => {
-                self.pg.configure(role, node_id, &password).await?;
-                self.applied_role = Some(role.clone());
+                let role = role.clone();
+                self.pg.configure(&role, node_id, &password).await?;
+                self.applied_role = Some(role);
             }
             Step::Start => {
                 self.reconcile_hba().await?;
@@ -450,7 +469,9 @@ impl Agent {
             Step::WaitReplayed => {
                 let mut c = self.pg.connect().await?;
                 let lsn = sql::wait_replayed(&mut c, REPLAY_TIMEOUT).await?;
-                tracing::info!("WAL receiver stopped, everything received is replayed (up to {lsn})");
+                tracing::info!(
+                    "WAL receiver stopped, everything received is replayed (up to {lsn})"
+                );
             }
             Step::Promote => {
                 let mut c = self.pg.connect().await?;
@@ -486,9 +507,13 @@ impl Agent {
     }
 
     async fn reconcile_hba(&mut self) -> anyhow::Result<()> {
+        let hosts: Vec<String> = match &self.last_reply {
+            Some(r) => r.other_nodes.iter().map(|n| n.host.clone()).collect(),
+            None => Vec::new(),
+        };
         let mut others = Vec::new();
-        for n in self.last_reply.iter().flat_map(|r| r.other_nodes.iter()) {
-            others.extend(resolve(&n.host).await);
+        for host in hosts {
+            others.extend(resolve(&host).await);
         }
         let lines = hba::managed_lines(&others, &self.monitor_addrs, self.config.auth);
         self.pg.write_hba(&lines).await
@@ -509,9 +534,7 @@ impl Agent {
             .map(|n| (node_slot_name(n.node_id), Lsn(n.lsn)))
             .collect();
         let mut c = self.pg.connect().await?;
-        let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-            .fetch_one(&mut c)
-            .await?;
+        let in_recovery = sql::in_recovery(&mut c).await?;
         let existing = sql::pgpilot_slots(&mut c).await?;
         for (name, lsn) in &wanted {
             if !existing.iter().any(|(n, _)| n == name) {

@@ -87,10 +87,12 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
     let to = goal.state;
     let action = action_for(from, to).ok_or(PlanError::NoEdge { from, to })?;
     let upstream = || goal.primary.clone().ok_or(PlanError::NoPrimary(to));
-    let writable = |ssn: &str| Configure(Role::Primary {
-        ssn: ssn.to_string(),
-        read_only: false,
-    });
+    let writable = |ssn: &str| {
+        Configure(Role::Primary {
+            ssn: ssn.to_string(),
+            read_only: false,
+        })
+    };
     // Promotion steps; skipped when a previous run already promoted.
     let promote = |steps: &mut Vec<Step>| {
         if seen.in_recovery != Some(false) {
@@ -184,9 +186,10 @@ pub fn steady_role(state: NodeState, goal: &Goal) -> Option<Role> {
             ssn: String::new(),
             read_only: true,
         }),
-        Catchingup | Secondary | PreparePromotion => goal.primary.clone().map(|u| Role::Standby {
-            upstream: Some(u),
-        }),
+        Catchingup | Secondary | PreparePromotion => goal
+            .primary
+            .clone()
+            .map(|u| Role::Standby { upstream: Some(u) }),
         _ => None,
     }
 }
@@ -253,7 +256,13 @@ mod tests {
     #[test]
     fn unknown_edge_is_an_error_not_a_guess() {
         let err = plan(Init, &goal(Primary, true), Observed::default()).unwrap_err();
-        assert_eq!(err, PlanError::NoEdge { from: Init, to: Primary });
+        assert_eq!(
+            err,
+            PlanError::NoEdge {
+                from: Init,
+                to: Primary
+            }
+        );
     }
 
     #[test]
@@ -270,7 +279,12 @@ mod tests {
 
     #[test]
     fn promotion_is_read_only_and_waits_for_replay() {
-        let steps = plan(PreparePromotion, &goal(StopReplication, false), RUNNING_STANDBY).unwrap();
+        let steps = plan(
+            PreparePromotion,
+            &goal(StopReplication, false),
+            RUNNING_STANDBY,
+        )
+        .unwrap();
         let promote = steps.iter().position(|s| *s == Step::Promote).unwrap();
         let replayed = steps.iter().position(|s| *s == Step::WaitReplayed).unwrap();
         assert!(replayed < promote);
@@ -310,7 +324,15 @@ mod tests {
     #[test]
     fn rejoin_stops_before_rewinding() {
         let steps = plan(Demoted, &goal(Catchingup, true), Observed::default()).unwrap();
-        assert!(matches!(steps[..], [Step::Stop, Step::Rewind(_), Step::Configure(Role::Standby { upstream: Some(_) }), Step::Start]));
+        assert!(matches!(
+            steps[..],
+            [
+                Step::Stop,
+                Step::Rewind(_),
+                Step::Configure(Role::Standby { upstream: Some(_) }),
+                Step::Start
+            ]
+        ));
     }
 
     #[test]
@@ -333,7 +355,10 @@ mod tests {
         let fresh = Some(Duration::from_secs(1));
         assert!(must_fence(Primary, late, lease, false));
         assert!(must_fence(WaitPrimary, None, lease, false));
-        assert!(!must_fence(Primary, late, lease, true), "standbys that all stream vouch");
+        assert!(
+            !must_fence(Primary, late, lease, true),
+            "standbys that all stream vouch"
+        );
         assert!(!must_fence(Primary, fresh, lease, false));
         assert!(!must_fence(Single, late, lease, false));
         assert!(!must_fence(Secondary, late, lease, false));

@@ -31,7 +31,9 @@ pub enum Created {
 
 /// Checks PGDATA and the port, writes the configuration and registers.
 /// Returns the node's state file.
-pub async fn create_node(mut config: KeeperConfig) -> anyhow::Result<(Created, KeeperConfig, KeeperState)> {
+pub async fn create_node(
+    mut config: KeeperConfig,
+) -> anyhow::Result<(Created, KeeperConfig, KeeperState)> {
     config.validate()?;
     let pgdata = config.pgdata.clone();
     if let Some(state) = KeeperState::load(&pgdata)? {
@@ -114,7 +116,12 @@ async fn register(uri: &str, req: pb::RegisterRequest) -> anyhow::Result<pb::Reg
                     .register(req)
                     .await
                     .map(|r| r.into_inner())
-                    .map_err(|s| anyhow::anyhow!("the monitor refused to register this node: {}", s.message()));
+                    .map_err(|s| {
+                        anyhow::anyhow!(
+                            "the monitor refused to register this node: {}",
+                            s.message()
+                        )
+                    });
             }
             Err(e) => {
                 tracing::warn!("attempt {attempt}/{REGISTER_ATTEMPTS}: {e}");
@@ -151,9 +158,11 @@ fn check_pgdata(pgdata: &Path) -> anyhow::Result<()> {
 }
 
 fn check_port_free(port: u16) -> anyhow::Result<()> {
-    std::net::TcpListener::bind(("0.0.0.0", port)).map(drop).with_context(|| {
-        format!("port {port} is already in use on this machine: choose another --pgport")
-    })
+    std::net::TcpListener::bind(("0.0.0.0", port))
+        .map(drop)
+        .with_context(|| {
+            format!("port {port} is already in use on this machine: choose another --pgport")
+        })
 }
 
 /// An existing cluster may become the first node only as a cleanly or

@@ -1,24 +1,32 @@
 //! `pgpilot demo`: a local cluster on loopback in a temporary directory.
 //!
-//! Today it runs the monitor alone (the keeper comes with its own issue):
-//! it creates the monitor on a free loopback port, starts it, prints
-//! `show uri` and `show state`, runs until Ctrl-C, then stops everything
-//! and removes the directory unless `--keep`.
+//! Creates a monitor and `--nodes` PostgreSQL nodes on free loopback ports,
+//! all in this process (one tokio task each), waits until the group has a
+//! primary and its secondaries, prints `show state` and `show uri`, and
+//! runs until Ctrl-C. Then it stops every keeper (each stops its
+//! PostgreSQL), the monitor, and removes the directory unless `--keep`.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use pgpilot_keeper::config::{Auth, KeeperConfig};
 use pgpilot_monitor::config::Timings;
 use pgpilot_monitor::daemon::run_monitor;
 use pgpilot_monitor::setup::{create_monitor, CreateMonitor};
+use pgpilot_proto::{pb, NodeState};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, Show, Target};
+
+/// Bootstrapping a node takes a second or two here; a slow disk may need
+/// much more, but never this much.
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let (dir, created_dir) = match &args.dir {
-        Some(d) => (d.clone(), false),
+        Some(d) => (std::path::absolute(d)?, false),
         None => (temp_dir()?, true),
     };
     let result = run(&dir, &args).await;
@@ -30,15 +38,17 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn run(dir: &std::path::Path, args: &DemoArgs) -> anyhow::Result<()> {
-    let _ = args;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .context("find a free loopback port")?
-        .port();
+        .port())
+}
+
+async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     let req = CreateMonitor {
         pgdata: dir.join("monitor"),
-        listen: ([127, 0, 0, 1], port).into(),
+        listen: ([127, 0, 0, 1], free_port()?).into(),
         hostname: Some("127.0.0.1".into()),
         database_url: None,
         pg_user: "postgres".into(),
@@ -48,28 +58,155 @@ async fn run(dir: &std::path::Path, args: &DemoArgs) -> anyhow::Result<()> {
     let uri = config.monitor_uri();
     let cancel = CancellationToken::new();
     super::cancel_on_signals(cancel.clone())?;
-    let monitor = tokio::spawn(run_monitor(config, cancel.clone()));
+    let monitor = tokio::spawn(run_monitor(config, cancel.child_token()));
+    let nodes_cancel = CancellationToken::new();
+    let mut nodes: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
 
-    let mut client = loop {
-        if monitor.is_finished() {
-            return monitor.await.context("join the monitor")?;
+    let started = bring_up(
+        dir,
+        args,
+        &uri,
+        &cancel,
+        &nodes_cancel,
+        &mut nodes,
+        &monitor,
+    )
+    .await;
+    if let Err(e) = &started {
+        eprintln!("demo failed: {e:#}");
+    } else {
+        println!("\npgpilot demo in {}\n", dir.display());
+        show(&uri, |target| Show::State {
+            target,
+            formation: None,
+        })
+        .await;
+        println!();
+        show(&uri, |target| Show::Uri {
+            target,
+            formation: None,
+        })
+        .await;
+        println!(
+            "\nTry `psql` with the formation's connection string, `pgpilot show events --monitor {uri}`, \
+             or `pgpilot show state --monitor {uri}`. Ctrl-C stops the demo."
+        );
+        cancel.cancelled().await;
+    }
+    // Keepers first (each stops its PostgreSQL), then the monitor.
+    nodes_cancel.cancel();
+    for n in nodes {
+        match n.await {
+            Ok(Err(e)) => eprintln!("node: {e:#}"),
+            Err(e) => eprintln!("node task: {e}"),
+            Ok(Ok(())) => {}
         }
-        if let Ok(c) = pgpilot_monitor::rpc::connect(&uri).await {
-            break c;
+    }
+    cancel.cancel();
+    monitor.await.context("join the monitor")??;
+    started
+}
+
+async fn bring_up(
+    dir: &Path,
+    args: &DemoArgs,
+    uri: &str,
+    cancel: &CancellationToken,
+    nodes_cancel: &CancellationToken,
+    nodes: &mut Vec<JoinHandle<anyhow::Result<()>>>,
+    monitor: &JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    // Nodes register at once; the monitor must be up first.
+    let deadline = Instant::now() + NODE_READY_TIMEOUT;
+    while pgpilot_proto::client::connect(uri).await.is_err() {
+        if monitor.is_finished() || cancel.is_cancelled() || Instant::now() > deadline {
+            bail!("the monitor did not come up; see the log above");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let uris = client
-        .show_uri(pgpilot_proto::pb::ShowUriRequest::default())
-        .await
-        .map_err(super::status_error)?
-        .into_inner();
-    println!("pgpilot demo in {}", dir.display());
-    for e in uris.entries {
-        println!("  {:<9} {:<9} {}", e.r#type, e.name, e.uri);
     }
-    println!("monitor running; try `pgpilot show state --monitor {uri}`. Ctrl-C stops the demo.");
-    monitor.await.context("join the monitor")?
+    for i in 1..=args.nodes {
+        let config = KeeperConfig {
+            pgdata: dir.join(format!("node{i}")),
+            monitor: uri.to_string(),
+            formation: "default".into(),
+            name: format!("node{i}"),
+            hostname: "127.0.0.1".into(),
+            pgport: free_port()?,
+            listen_addresses: "127.0.0.1".into(),
+            dbname: "postgres".into(),
+            username: "postgres".into(),
+            candidate_priority: 50,
+            replication_quorum: true,
+            // Loopback only, and gone at Ctrl-C: the printed URIs work
+            // without a password.
+            auth: Auth::Trust,
+            pg_user: "postgres".into(),
+            poll_interval: Duration::from_secs(1),
+            replication_password: String::new(),
+        };
+        let token = nodes_cancel.child_token();
+        nodes.push(tokio::spawn(async move {
+            super::node::create_and_run(config, true, token).await
+        }));
+        let want: &[NodeState] = if i == 1 {
+            &[NodeState::Single]
+        } else {
+            &[NodeState::Secondary]
+        };
+        wait_for(uri, &format!("node{i}"), want, cancel, monitor, nodes).await?;
+    }
+    Ok(())
+}
+
+/// Waits until node `name` is in one of `want` (reported and assigned).
+async fn wait_for(
+    uri: &str,
+    name: &str,
+    want: &[NodeState],
+    cancel: &CancellationToken,
+    monitor: &JoinHandle<anyhow::Result<()>>,
+    nodes: &[JoinHandle<anyhow::Result<()>>],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + NODE_READY_TIMEOUT;
+    loop {
+        if cancel.is_cancelled() {
+            bail!("interrupted");
+        }
+        if monitor.is_finished() || nodes.iter().any(|n| n.is_finished()) {
+            bail!("a process of the demo stopped early; see the log above");
+        }
+        if let Ok(mut c) = pgpilot_proto::client::connect(uri).await {
+            if let Ok(r) = c.show_state(pb::ShowStateRequest::default()).await {
+                let ready = r.into_inner().nodes.iter().any(|n| {
+                    n.name == name
+                        && n.reported_state == n.assigned_state
+                        && want.iter().any(|w| *w as i32 == n.reported_state)
+                });
+                if ready {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{name} did not become {} within {} s",
+                want[0],
+                NODE_READY_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn show(uri: &str, cmd: impl FnOnce(Target) -> Show) {
+    let target = Target {
+        monitor: Some(uri.to_string()),
+        pgdata: None,
+        json: false,
+    };
+    if let Err(e) = super::show::show(cmd(target)).await {
+        eprintln!("{e:#}");
+    }
 }
 
 fn temp_dir() -> anyhow::Result<PathBuf> {

@@ -2,7 +2,7 @@
 
 mod demo;
 mod monitor;
-mod node;
+pub mod node;
 mod show;
 
 use std::path::Path;

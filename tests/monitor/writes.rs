@@ -10,15 +10,22 @@ use crate::support::{MonitorProc, NodePg, TestDir};
 
 /// (node_id, xmin) of every node row, and the number of events.
 async fn versions(monitor: &MonitorProc) -> (Vec<(i64, String)>, i64) {
-    let mut conn = pgpilot_monitor::private_pg::connect_options(&monitor.pgdata, pgpilot_monitor::private_pg::DATABASE)
-        .connect()
+    let mut conn = pgpilot_monitor::private_pg::connect_options(
+        &monitor.pgdata,
+        pgpilot_monitor::private_pg::DATABASE,
+    )
+    .connect()
+    .await
+    .unwrap();
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT node_id, xmin::text FROM node ORDER BY node_id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM event")
+        .fetch_one(&mut conn)
         .await
         .unwrap();
-    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT node_id, xmin::text FROM node ORDER BY node_id")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM event").fetch_one(&mut conn).await.unwrap();
     conn.close().await.unwrap();
     (rows, events)
 }
@@ -60,7 +67,14 @@ async fn unchanged_heartbeats_write_nothing() {
         .filter(|(new, old)| new.1 != old.1)
         .map(|(new, _)| &new.1)
         .collect();
-    assert_eq!(touched.len(), 2, "standby and primary goals change: {changed:?}");
-    assert!(touched.iter().all(|x| *x == touched[0]), "more than one transaction: {touched:?}");
+    assert_eq!(
+        touched.len(),
+        2,
+        "standby and primary goals change: {changed:?}"
+    );
+    assert!(
+        touched.iter().all(|x| *x == touched[0]),
+        "more than one transaction: {touched:?}"
+    );
     assert!(changed.1 > after.1, "no event for the change");
 }

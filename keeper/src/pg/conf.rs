@@ -163,7 +163,13 @@ mod tests {
         assert!(p.contains("synchronous_standby_names = 'ANY 1 (pgpilot_node_2)'\n"));
         assert!(p.contains("default_transaction_read_only = off\n"));
         assert!(p.contains("primary_conninfo = ''\n"));
-        let s = render(&Role::Standby { upstream: Some(up()) }, 2, "p'w");
+        let s = render(
+            &Role::Standby {
+                upstream: Some(up()),
+            },
+            2,
+            "p'w",
+        );
         assert!(s.contains("primary_slot_name = 'pgpilot_node_2'\n"), "{s}");
         assert!(s.contains("application_name=pgpilot_node_2"));
         assert!(s.contains("password=\\'p\\\\\\'w\\'"), "{s}");

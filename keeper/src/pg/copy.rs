@@ -117,12 +117,14 @@ impl LocalPg {
         }
         if self.pgdata.exists() {
             std::fs::remove_dir(&self.pgdata).with_context(|| {
-                format!("remove the empty {} before moving the copy in", self.pgdata.display())
+                format!(
+                    "remove the empty {} before moving the copy in",
+                    self.pgdata.display()
+                )
             })?;
         }
-        std::fs::rename(&dir, &self.pgdata).with_context(|| {
-            format!("move {} to {}", dir.display(), self.pgdata.display())
-        })?;
+        std::fs::rename(&dir, &self.pgdata)
+            .with_context(|| format!("move {} to {}", dir.display(), self.pgdata.display()))?;
         if let Some(parent) = self.pgdata.parent() {
             std::fs::File::open(parent)
                 .and_then(|d| d.sync_all())
@@ -146,7 +148,9 @@ impl LocalPg {
                 detail: "no local data was left to rewind".into(),
             });
         }
-        let before = controldata(&self.bin, &self.runner, &self.pgdata).await.ok();
+        let before = controldata(&self.bin, &self.runner, &self.pgdata)
+            .await
+            .ok();
         let source = format!(
             "host={} port={} user={REPLICATION_USER} dbname=postgres connect_timeout=5",
             super::conf::quote(&up.host),
@@ -172,10 +176,11 @@ impl LocalPg {
                     .unwrap_or_else(|| "no rewind was required".into());
                 let discarded = match &before {
                     Some(c) => format!(
-                        "{diverged}; local WAL after that point up to the last checkpoint {} on timeline {} discarded",
-                        c.checkpoint_lsn, c.timeline
+                        "{diverged}; local WAL past that point on timeline {} was discarded (the old \
+                         primary's last checkpoint was at {})",
+                        c.timeline, c.checkpoint_lsn
                     ),
-                    None => diverged,
+                    None => format!("{diverged}; local WAL past that point was discarded"),
                 };
                 tracing::info!(
                     "rejoined node {} with pg_rewind in {:.1} s: {discarded}",

@@ -38,7 +38,9 @@ pub fn managed_lines(others: &[String], monitor: &[String], auth: Auth) -> Vec<S
     let method = auth.hba_method();
     let mut lines = Vec::new();
     for addr in others {
-        lines.push(format!("host replication {REPLICATION_USER} {addr} {method}"));
+        lines.push(format!(
+            "host replication {REPLICATION_USER} {addr} {method}"
+        ));
         lines.push(format!("host postgres {REPLICATION_USER} {addr} {method}"));
     }
     for addr in monitor {
@@ -84,7 +86,10 @@ mod tests {
         let ips = hba_address("b", &["10.0.0.2".parse().unwrap()]);
         assert_eq!(ips, vec!["10.0.0.2/32"]);
         let lines = managed_lines(&ips, &["10.0.0.9/32".into()], Auth::Scram);
-        let first = render("local all all trust\nhost all all 0.0.0.0/0 reject\n", &lines);
+        let first = render(
+            "local all all trust\nhost all all 0.0.0.0/0 reject\n",
+            &lines,
+        );
         assert!(first.starts_with(BEGIN));
         assert!(first.contains("host replication pgpilot_replicator 10.0.0.2/32 scram-sha-256\n"));
         assert!(first.contains("host postgres pgpilot_monitor 10.0.0.9/32 scram-sha-256\n"));

@@ -189,7 +189,12 @@ impl LocalPg {
 
     /// Writes the settings file and standby.signal for `role`; when
     /// PostgreSQL runs, reloads and waits until SHOW agrees.
-    pub async fn configure(&mut self, role: &Role, node_id: i64, password: &str) -> anyhow::Result<()> {
+    pub async fn configure(
+        &mut self,
+        role: &Role,
+        node_id: i64,
+        password: &str,
+    ) -> anyhow::Result<()> {
         self.ensure_include()?;
         let text = conf::render(role, node_id, password);
         let path = self.pgdata.join(PG_CONF_NAME);
@@ -258,9 +263,10 @@ impl LocalPg {
             match wrong {
                 None => return Ok(()),
                 Some(w) if Instant::now() > deadline => {
-                    let source = sql::setting_source(&mut c, w.split(' ').next().unwrap_or_default())
-                        .await
-                        .unwrap_or_default();
+                    let source =
+                        sql::setting_source(&mut c, w.split(' ').next().unwrap_or_default())
+                            .await
+                            .unwrap_or_default();
                     bail!(
                         "after a reload, {w}{source}: a setting pgpilot owns is overridden; remove it \
                          from postgresql.auto.conf (ALTER SYSTEM RESET) or from the command line"

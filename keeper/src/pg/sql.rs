@@ -93,6 +93,13 @@ pub async fn status(c: &mut PgConnection) -> anyhow::Result<Status> {
     Ok(s)
 }
 
+pub async fn in_recovery(c: &mut PgConnection) -> anyhow::Result<bool> {
+    sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut *c)
+        .await
+        .context("ask whether PostgreSQL is in recovery")
+}
+
 pub async fn reload(c: &mut PgConnection) -> anyhow::Result<()> {
     sqlx::query("SELECT pg_reload_conf()")
         .execute(&mut *c)
@@ -147,12 +154,11 @@ pub async fn settings_errors(c: &mut PgConnection) -> anyhow::Result<Option<Stri
 }
 
 pub async fn hba_errors(c: &mut PgConnection) -> anyhow::Result<Option<String>> {
-    let rows: Vec<(i32, String)> = sqlx::query_as(
-        "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL",
-    )
-    .fetch_all(&mut *c)
-    .await
-    .context("read pg_hba_file_rules")?;
+    let rows: Vec<(i32, String)> =
+        sqlx::query_as("SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL")
+            .fetch_all(&mut *c)
+            .await
+            .context("read pg_hba_file_rules")?;
     Ok((!rows.is_empty()).then(|| {
         rows.iter()
             .map(|(l, e)| format!("line {l}: {e}"))
@@ -177,19 +183,21 @@ pub async fn ensure_replication_role(c: &mut PgConnection, password: &str) -> an
     };
     // Utility statements take no parameters; the password is quoted as a
     // literal, and this connection logs no statements.
-    sqlx::raw_sql(&format!(
-        "{verb} ROLE {REPLICATION_USER} WITH LOGIN REPLICATION {pw}"
-    ))
-    .execute(&mut *c)
-    .await
-    .context("create the replication role")?;
+    let stmt = format!("{verb} ROLE {REPLICATION_USER} WITH LOGIN REPLICATION {pw}");
+    // Unnamed statement (not persistent): nothing keeps the password.
+    sqlx::query(&stmt)
+        .persistent(false)
+        .execute(&mut *c)
+        .await
+        .context("create the replication role")?;
     for f in [
         "pg_catalog.pg_ls_dir(text, boolean, boolean)",
         "pg_catalog.pg_stat_file(text, boolean)",
         "pg_catalog.pg_read_binary_file(text)",
         "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
     ] {
-        sqlx::raw_sql(&format!("GRANT EXECUTE ON FUNCTION {f} TO {REPLICATION_USER}"))
+        let stmt = format!("GRANT EXECUTE ON FUNCTION {f} TO {REPLICATION_USER}");
+        sqlx::query(&stmt)
             .execute(&mut *c)
             .await
             .with_context(|| format!("grant {f} to the replication role"))?;
