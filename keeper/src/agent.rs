@@ -196,6 +196,12 @@ impl Agent {
         self.lease = Duration::from_millis(reply.lease_ms.max(1));
         let goal = goal_of(&reply, goal_state);
         self.last_reply = Some(reply);
+        // A writable node waits for a lease before it starts PostgreSQL;
+        // it just got one. Only when the goal stays: an old primary whose
+        // goal moved on must never come up writable, not even briefly.
+        if goal_state == self.state.current {
+            self.supervise().await;
+        }
         if goal_state != self.state.current {
             self.transition(&goal).await?;
             return Ok(true);
@@ -307,7 +313,14 @@ impl Agent {
             node_id: self.state.node_id,
             reported_state: self.state.current as i32,
             generation_seen: self.state.generation_seen,
-            pg_running: running,
+            // DESIGN.md §5: "down" is said only once the restart budget
+            // is spent; until then a PostgreSQL being (re)started by this
+            // keeper counts as running, or every keeper restart of a
+            // primary would hand the monitor a failover witness.
+            pg_running: running
+                || (plan::wants_running(self.state.current)
+                    && self.pg.has_pgdata()
+                    && self.next_restart.is_none()),
             timeline: status.map_or(0, |s| s.timeline),
             lsn: status.map_or(0, |s| s.lsn.0),
             replication_state: status
