@@ -239,6 +239,29 @@ impl NodePg {
         }
     }
 
+    /// Fast shutdown.
+    pub async fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.stop(ShutdownMode::Fast, Duration::from_secs(30))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Runs one statement as the superuser over the Unix socket.
+    pub async fn execute(&self, sql: &str) {
+        use sqlx::ConnectOptions;
+        let mut c = sqlx::postgres::PgConnectOptions::new()
+            .socket(&self.socket_dir)
+            .port(self.port)
+            .username("postgres")
+            .database("postgres")
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    }
+
     pub async fn system_identifier(&self) -> u64 {
         pgproc::controldata(&self.bin, &self.runner, &self.pgdata)
             .await
@@ -284,4 +307,212 @@ where
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// A keeper process: `pgpilot create postgres --run` (or `pgpilot run`)
+/// for a node in a test directory, logging to `<name>.log`.
+pub struct KeeperProc {
+    pub child: Option<Child>,
+    pub name: String,
+    pub pgdata: PathBuf,
+    pub port: u16,
+    pub monitor: String,
+    log: PathBuf,
+}
+
+impl KeeperProc {
+    /// The arguments of `create postgres` for a node named `name`.
+    pub fn create_args(dir: &TestDir, monitor: &str, name: &str, port: u16) -> Vec<String> {
+        [
+            "create",
+            "postgres",
+            "--pgdata",
+            path_str(&dir.join(name)),
+            "--monitor",
+            monitor,
+            "--pgport",
+            &port.to_string(),
+            "--hostname",
+            "127.0.0.1",
+            "--listen-addresses",
+            "127.0.0.1",
+            "--name",
+            name,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Starts `create postgres --run` for a new node.
+    pub fn create(dir: &TestDir, monitor: &str, name: &str) -> KeeperProc {
+        let port = free_port();
+        let mut k = KeeperProc {
+            child: None,
+            name: name.to_string(),
+            pgdata: dir.join(name),
+            port,
+            monitor: monitor.to_string(),
+            log: dir.join(&format!("{name}.log")),
+        };
+        let mut args = Self::create_args(dir, monitor, name, port);
+        args.push("--run".into());
+        k.spawn(&args);
+        k
+    }
+
+    fn spawn(&mut self, args: &[String]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(pgpilot_bin())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn a keeper");
+        self.child = Some(child);
+    }
+
+    /// `pgpilot run --pgdata` for this node (after a stop or kill).
+    pub fn run(&mut self) {
+        assert!(self.child.is_none(), "{} still runs", self.name);
+        let args = ["run", "--pgdata", path_str(&self.pgdata)].map(String::from);
+        self.spawn(&args);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The pid of this node's postmaster, if postmaster.pid names a live one.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.pgdata.join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        alive.then_some(pid)
+    }
+
+    /// SIGKILL the keeper and its postmaster: the node dies at once.
+    pub fn kill9(&mut self) {
+        let pg = self.postmaster_pid();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(pid) = pg {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    /// SIGKILL the keeper only.
+    pub fn kill_keeper(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("the keeper runs");
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        wait_child(&mut c, Duration::from_secs(90))
+    }
+
+    /// The keeper's state file.
+    pub fn state(&self) -> serde_json::Value {
+        let path = pgpilot_keeper::files::state_path(&self.pgdata);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|_| "null".into()))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A superuser connection over the node's private socket.
+    pub async fn connect(&self) -> Result<sqlx::PgConnection, sqlx::Error> {
+        use sqlx::ConnectOptions;
+        sqlx::postgres::PgConnectOptions::new()
+            .socket(pgpilot_keeper::files::socket_dir(&self.pgdata))
+            .port(self.port)
+            .username("postgres")
+            .database("postgres")
+            .connect()
+            .await
+    }
+
+    /// Runs `sql` and returns the first column of the first row as text.
+    pub async fn query(&self, sql: &str) -> Result<Option<String>, sqlx::Error> {
+        let mut c = self.connect().await?;
+        sqlx::query_scalar::<_, Option<String>>(sql)
+            .fetch_optional(&mut c)
+            .await
+            .map(|r| r.flatten())
+    }
+}
+
+impl Drop for KeeperProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- log of {} ---\n{}", self.name, tail(&self.log(), 60));
+        }
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// (reported, assigned) of every node, by name, from `show state`.
+pub async fn node_states(
+    client: &mut MonitorClient<Channel>,
+) -> std::collections::BTreeMap<String, (String, String)> {
+    use pgpilot_proto::NodeState;
+    let name = |v: i32| NodeState::from_wire(v).map_or("?".into(), |s| s.name().to_string());
+    client
+        .show_state(pgpilot_proto::pb::ShowStateRequest::default())
+        .await
+        .map(|r| {
+            r.into_inner()
+                .nodes
+                .into_iter()
+                .map(|n| (n.name, (name(n.reported_state), name(n.assigned_state))))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until node `name` is in `state` (reported and assigned).
+pub async fn wait_state(monitor: &MonitorProc, name: &str, state: &str, timeout: Duration) {
+    let mut client = monitor.client().await;
+    let want = (state.to_string(), state.to_string());
+    let what = format!("{name} in {state}");
+    eventually(&what, timeout, || {
+        let mut client = client.clone();
+        let want = want.clone();
+        let name = name.to_string();
+        async move { (node_states(&mut client).await.get(&name) == Some(&want)).then_some(()) }
+    })
+    .await;
+    let _ = &mut client;
 }

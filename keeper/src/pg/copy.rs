@@ -169,6 +169,9 @@ impl LocalPg {
         match cmd.run().await {
             Ok(out) => {
                 let said = format!("{}\n{}", out.stdout, out.stderr);
+                for line in said.lines().filter(|l| !l.trim().is_empty()) {
+                    tracing::info!(target: "pg", program = "pg_rewind", "{line}");
+                }
                 let diverged = said
                     .lines()
                     .find(|l| l.contains("diverged at"))

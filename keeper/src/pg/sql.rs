@@ -293,6 +293,14 @@ pub async fn promote(c: &mut PgConnection) -> anyhow::Result<()> {
     if !done {
         bail!("pg_promote did not finish within 30 s");
     }
+    // pg_control still names the old timeline until the first checkpoint
+    // after promotion, which PostgreSQL otherwise spreads over minutes;
+    // until then pg_rewind on the old primary finds "the same timeline"
+    // and rewinds nothing. pg_auto_failover and Patroni do the same.
+    sqlx::query("CHECKPOINT")
+        .execute(&mut *c)
+        .await
+        .context("checkpoint after promotion")?;
     Ok(())
 }
 

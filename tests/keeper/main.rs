@@ -1,0 +1,12 @@
+//! Integration tests of the keeper: real `pgpilot` monitor and keeper
+//! processes, each keeper with its real PostgreSQL, real streaming
+//! replication, real kills.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod bad_input;
+mod demo;
+mod lifecycle;
+mod restarts;
+mod supervision;
