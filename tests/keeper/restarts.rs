@@ -61,7 +61,16 @@ async fn killed_during_basebackup_then_restarted_in_steady_states() {
     // Restart each keeper in its steady state: no goal changes.
     let before = goal_events(&monitor).await;
     for k in [&mut b, &mut a] {
-        assert!(k.stop().success());
+        if k.name == "b" {
+            // From another shell: `pgpilot stop` signals the keeper and
+            // waits until it stopped PostgreSQL and exited.
+            pgpilot_ok(&["stop", "--pgdata", path_str(&k.pgdata)]);
+            let mut child = k.child.take().unwrap();
+            assert!(wait_child(&mut child, Duration::from_secs(10)).success());
+            assert!(k.postmaster_pid().is_none(), "PostgreSQL stopped too");
+        } else {
+            assert!(k.stop().success());
+        }
         k.run();
         let name = k.name.clone();
         let state = if name == "a" { "primary" } else { "secondary" };

@@ -132,7 +132,8 @@ pub async fn setting_source(c: &mut PgConnection, name: &str) -> anyhow::Result<
 
 /// Errors PostgreSQL found in its configuration files, if any.
 pub async fn settings_errors(c: &mut PgConnection) -> anyhow::Result<Option<String>> {
-    let rows: Vec<(Option<String>, Option<i32>, Option<String>, String)> = sqlx::query_as(
+    type FileError = (Option<String>, Option<i32>, Option<String>, String);
+    let rows: Vec<FileError> = sqlx::query_as(
         "SELECT sourcefile, sourceline, name, error FROM pg_file_settings WHERE error IS NOT NULL",
     )
     .fetch_all(&mut *c)
