@@ -155,6 +155,11 @@ async fn bring_up(
         };
         wait_for(uri, &format!("node{i}"), want, cancel, monitor, nodes).await?;
     }
+    if args.nodes > 1 {
+        // The primary turns synchronous replication on right after its
+        // first secondary caught up.
+        wait_for(uri, "node1", &[NodeState::Primary], cancel, monitor, nodes).await?;
+    }
     Ok(())
 }
 
