@@ -21,7 +21,7 @@ async fn bootstrap_failover_and_rewind_rejoin() {
     );
 
     // B joins: A primary with B in synchronous_standby_names, B secondary.
-    let b = KeeperProc::create(&dir, &monitor.uri, "b");
+    let mut b = KeeperProc::create(&dir, &monitor.uri, "b");
     wait_state(&monitor, "b", "secondary", STEP).await;
     wait_state(&monitor, "a", "primary", STEP).await;
     assert_eq!(
@@ -80,4 +80,28 @@ async fn bootstrap_failover_and_rewind_rejoin() {
         b.query("SHOW synchronous_standby_names").await.unwrap(),
         Some("ANY 1 (pgpilot_node_1)".into())
     );
+
+    // Second round, the fallback: without the functions pg_rewind needs on
+    // its source, the old primary is copied afresh with pg_basebackup.
+    b.query(
+        "REVOKE EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) \
+         FROM pgpilot_replicator",
+    )
+    .await
+    .unwrap();
+    b.query("INSERT INTO acked VALUES (202)").await.unwrap();
+    b.kill9();
+    wait_state(&monitor, "a", "wait_primary", STEP).await;
+    assert_eq!(a.query(count).await.unwrap(), Some("202".into()));
+    b.run();
+    wait_state(&monitor, "b", "secondary", STEP).await;
+    let rejoin = &b.state()["last_rejoin"];
+    assert_eq!(rejoin["method"], "pg_basebackup", "{rejoin}");
+    assert!(b
+        .log()
+        .contains("pg_rewind from node 1 failed, falling back to pg_basebackup"));
+    eventually("row 202 on b", STEP, || async {
+        (b.query(count).await.ok().flatten().as_deref() == Some("202")).then_some(())
+    })
+    .await;
 }
