@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 
 use crate::config::KeeperConfig;
 use crate::pg::{hba, sql, LocalPg};
-use crate::plan::{self, Goal, Observed, Role, Step, Upstream};
+use crate::plan::{self, Goal, Observed, Role, Step};
 use crate::statefile::{KeeperState, RejoinRecord};
 
 /// A report must come back well within the lease, or the keeper could not
@@ -34,6 +34,9 @@ const RESTART_WINDOW: Duration = Duration::from_secs(60);
 const RESTART_BACKOFF: Duration = Duration::from_secs(10);
 /// The lease the keeper assumes before the monitor named one.
 const DEFAULT_LEASE: Duration = Duration::from_secs(3);
+/// How long turning synchronous replication on waits for a standby to
+/// confirm everything; then the transition fails and is retried.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long promotion waits for the WAL receiver to stop and replay to end.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -154,14 +157,10 @@ impl Agent {
     /// Until the next tick: the poll interval, or sooner when the lease
     /// runs out, so fencing is never late by a whole interval.
     fn next_wait(&self) -> Duration {
-        let poll = self.config.poll_interval;
-        match self.lease_start {
-            Some(t) if self.state.current.accepts_writes() => {
-                let left = (t + self.lease).saturating_duration_since(Instant::now());
-                poll.min(left + Duration::from_millis(1))
-            }
-            _ => poll,
-        }
+        let left = self
+            .lease_start
+            .map(|t| (t + self.lease).saturating_duration_since(Instant::now()));
+        plan::next_wait(self.config.poll_interval, self.state.current, left)
     }
 
     /// One round. Returns true when a transition completed (report again
@@ -177,7 +176,7 @@ impl Agent {
             self.maybe_fence(&streaming).await?;
             return Ok(false);
         };
-        if reply.generation < self.state.generation_seen {
+        if !plan::accept_goal(self.state.generation_seen, reply.generation) {
             tracing::warn!(
                 "ignoring goal {:?} of generation {}: already saw generation {}",
                 NodeState::from_wire(reply.assigned_state).map(|s| s.name()),
@@ -194,7 +193,7 @@ impl Agent {
             self.state.save(&self.config.pgdata)?;
         }
         self.lease = Duration::from_millis(reply.lease_ms.max(1));
-        let goal = goal_of(&reply, goal_state);
+        let goal = plan::goal_from_reply(&reply, goal_state);
         self.last_reply = Some(reply);
         // A writable node waits for a lease before it starts PostgreSQL;
         // it just got one. Only when the goal stays: an old primary whose
@@ -215,10 +214,10 @@ impl Agent {
     /// fences instead (see [`Agent::maybe_fence`]).
     async fn supervise(&mut self) {
         let current = self.state.current;
-        if !plan::wants_running(current) || !self.pg.has_pgdata() || self.pg.is_running() {
-            return;
-        }
-        if current.accepts_writes() && current != NodeState::Single && !self.lease_valid() {
+        if !plan::may_start(current, self.lease_valid())
+            || !self.pg.has_pgdata()
+            || self.pg.is_running()
+        {
             return;
         }
         let now = Instant::now();
@@ -313,14 +312,12 @@ impl Agent {
             node_id: self.state.node_id,
             reported_state: self.state.current as i32,
             generation_seen: self.state.generation_seen,
-            // DESIGN.md §5: "down" is said only once the restart budget
-            // is spent; until then a PostgreSQL being (re)started by this
-            // keeper counts as running, or every keeper restart of a
-            // primary would hand the monitor a failover witness.
-            pg_running: running
-                || (plan::wants_running(self.state.current)
-                    && self.pg.has_pgdata()
-                    && self.next_restart.is_none()),
+            pg_running: plan::report_pg_running(
+                running,
+                self.state.current,
+                self.pg.has_pgdata(),
+                self.next_restart.is_some(),
+            ),
             timeline: status.map_or(0, |s| s.timeline),
             lsn: status.map_or(0, |s| s.lsn.0),
             replication_state: status
@@ -479,6 +476,11 @@ impl Agent {
                 let mut c = self.pg.connect().await?;
                 sql::ensure_replication_role(&mut c, &password).await?;
             }
+            Step::WaitSyncStandby => {
+                let mut c = self.pg.connect().await?;
+                let lsn = sql::wait_sync_standby(&mut c, SYNC_TIMEOUT).await?;
+                tracing::info!("a synchronous standby has flushed everything up to {lsn}");
+            }
             Step::WaitReplayed => {
                 let mut c = self.pg.connect().await?;
                 let lsn = sql::wait_replayed(&mut c, REPLAY_TIMEOUT).await?;
@@ -564,23 +566,6 @@ impl Agent {
             }
         }
         Ok(())
-    }
-}
-
-fn goal_of(reply: &pb::NodeActiveResponse, state: NodeState) -> Goal {
-    let primary = reply
-        .other_nodes
-        .iter()
-        .find(|n| n.is_primary)
-        .map(|n| Upstream {
-            node_id: n.node_id,
-            host: n.host.clone(),
-            port: n.port as u16,
-        });
-    Goal {
-        state,
-        ssn: reply.synchronous_standby_names.clone(),
-        primary,
     }
 }
 

@@ -48,6 +48,12 @@ pub enum Step {
     Stop,
     /// The replication role with the formation's password (primary only).
     EnsureReplicationRole,
+    /// Wait until a standby named in synchronous_standby_names has flushed
+    /// everything this primary had flushed when synchronous replication was
+    /// turned on. Commits acknowledged while it was off (`wait_primary`)
+    /// are then on a standby too, before the node reports `primary` and
+    /// becomes a failover source (found by the simulation, seed 1126).
+    WaitSyncStandby,
     /// Wait until the WAL receiver stopped and everything received was
     /// replayed: the promoted node then has every commit its old primary
     /// shipped to it.
@@ -104,7 +110,7 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
             ]);
         }
     };
-    Ok(match action {
+    let mut steps = match action {
         KeeperAction::Noop => vec![],
         KeeperAction::InitPrimary => {
             vec![InitOrAdopt, writable(""), Start, EnsureReplicationRole]
@@ -117,7 +123,7 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
                 Start,
             ]
         }
-        KeeperAction::EnableSyncRep => vec![writable(&goal.ssn), Start],
+        KeeperAction::EnableSyncRep => vec![writable(&goal.ssn), Start, WaitSyncStandby],
         KeeperAction::DisableSyncRep => vec![writable(""), Start],
         KeeperAction::StopPostgres | KeeperAction::Drop => vec![Stop],
         KeeperAction::PromoteReadOnly => {
@@ -146,7 +152,17 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
             ]
         }
         KeeperAction::RestartAsPrimary => vec![writable(&goal.ssn), Start],
-    })
+    };
+    // The monitor fails over only from a node that *reported* primary, so
+    // reporting it promises that a standby has every commit this node ever
+    // acknowledged, including those from before synchronous replication
+    // was on. Every way into `primary` ends with that check (a fenced
+    // wait_primary coming back as primary lost commits without it: the
+    // simulation, seed 2464).
+    if to == NodeState::Primary && steps.last() != Some(&WaitSyncStandby) {
+        steps.push(WaitSyncStandby);
+    }
+    Ok(steps)
 }
 
 /// Whether PostgreSQL runs in `state` (the keeper restarts it if it dies).
@@ -220,6 +236,63 @@ pub fn must_fence(
         && current != NodeState::Single
         && since_lease_start.is_none_or(|d| d > lease)
         && !all_standbys_streaming
+}
+
+/// The goal as a monitor reply states it: the assigned state, the
+/// synchronous_standby_names to apply, and the node to follow (the one
+/// whose goal accepts writes).
+pub fn goal_from_reply(reply: &pgpilot_proto::pb::NodeActiveResponse, state: NodeState) -> Goal {
+    let primary = reply
+        .other_nodes
+        .iter()
+        .find(|n| n.is_primary)
+        .map(|n| Upstream {
+            node_id: n.node_id,
+            host: n.host.clone(),
+            port: n.port as u16,
+        });
+    Goal {
+        state,
+        ssn: reply.synchronous_standby_names.clone(),
+        primary,
+    }
+}
+
+/// Whether the keeper may start a stopped PostgreSQL in `current` now. A
+/// writable node needs a valid lease first: the monitor may have promoted
+/// another node while this keeper was away.
+pub fn may_start(current: NodeState, lease_valid: bool) -> bool {
+    wants_running(current)
+        && (!current.accepts_writes() || current == NodeState::Single || lease_valid)
+}
+
+/// What the keeper reports as `pg_running` (DESIGN.md §5): "down" only once
+/// the restart budget is spent; a PostgreSQL the keeper is (re)starting
+/// counts as running, or every keeper restart of a primary would hand the
+/// monitor a failover witness.
+pub fn report_pg_running(
+    running: bool,
+    current: NodeState,
+    has_pgdata: bool,
+    restarts_given_up: bool,
+) -> bool {
+    running || (wants_running(current) && has_pgdata && !restarts_given_up)
+}
+
+/// The fencing token: a goal from an older generation than one already
+/// seen is ignored (it was decided before a promotion this node knows of).
+pub fn accept_goal(generation_seen: i64, reply_generation: i64) -> bool {
+    reply_generation >= generation_seen
+}
+
+/// How long the keeper waits before its next round: the poll interval, or
+/// until just past the end of its lease when it holds a writable state, so
+/// that fencing is never late by a whole interval.
+pub fn next_wait(poll: Duration, current: NodeState, lease_left: Option<Duration>) -> Duration {
+    match lease_left {
+        Some(left) if current.accepts_writes() => poll.min(left + Duration::from_millis(1)),
+        _ => poll,
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +380,14 @@ mod tests {
         };
         let again = plan(PreparePromotion, &goal(StopReplication, false), promoted).unwrap();
         assert!(!again.contains(&Step::Promote));
+    }
+
+    #[test]
+    fn primary_is_reported_only_once_a_standby_has_everything() {
+        for (from, to, _) in EDGES.iter().filter(|(_, to, _)| *to == Primary) {
+            let steps = plan(*from, &goal(*to, false), RUNNING_STANDBY).unwrap();
+            assert_eq!(steps.last(), Some(&Step::WaitSyncStandby), "{from} -> {to}");
+        }
     }
 
     #[test]

@@ -29,4 +29,6 @@ pub mod private_pg;
 pub mod rpc;
 pub mod server;
 pub mod setup;
+#[cfg(test)]
+mod sim;
 pub mod store;

@@ -285,6 +285,37 @@ pub async fn wait_replayed(c: &mut PgConnection, timeout: Duration) -> anyhow::R
     }
 }
 
+/// Waits until a synchronous standby (sync_state quorum or sync) has
+/// flushed everything flushed here now.
+pub async fn wait_sync_standby(c: &mut PgConnection, timeout: Duration) -> anyhow::Result<Lsn> {
+    let target: String = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
+        .fetch_one(&mut *c)
+        .await
+        .context("read the flush LSN")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let caught_up: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_replication \
+             WHERE sync_state IN ('quorum', 'sync') AND flush_lsn >= $1::pg_lsn)",
+        )
+        .bind(&target)
+        .fetch_one(&mut *c)
+        .await
+        .context("read pg_stat_replication")?;
+        if caught_up {
+            return lsn(Some(target));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no synchronous standby confirmed {target} within {} s; the node stays in its \
+                 current state and tries again",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// pg_promote, waiting for it to finish.
 pub async fn promote(c: &mut PgConnection) -> anyhow::Result<()> {
     let done: bool = sqlx::query_scalar("SELECT pg_promote(true, 30)")

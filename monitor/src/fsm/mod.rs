@@ -29,6 +29,7 @@ mod model;
 mod rules;
 mod ssn;
 mod steady;
+pub mod switches;
 
 #[cfg(test)]
 mod builders;

@@ -292,7 +292,12 @@ pub fn report_allowed(previous: NodeState, goal: NodeState, reported: NodeState)
     reported == previous
         || reported == goal
         || pgpilot_proto::action_for(previous, reported).is_some()
-        || (reported == NodeState::DemoteTimeout && previous.accepts_writes())
+        // Self-fencing: a writable node, or one that reached a writable
+        // goal but crashed or lost the monitor before it could say so
+        // (found by the simulation, seed 11: refusing it left the group
+        // stuck forever).
+        || (reported == NodeState::DemoteTimeout
+            && (previous.accepts_writes() || goal.accepts_writes()))
 }
 
 impl GroupTx {
