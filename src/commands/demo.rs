@@ -163,7 +163,8 @@ async fn bring_up(
     Ok(())
 }
 
-/// Waits until node `name` is in one of `want` (reported and assigned).
+/// Waits until node `name` is in one of `want` (reported and assigned)
+/// and the monitor has probed it.
 async fn wait_for(
     uri: &str,
     name: &str,
@@ -183,7 +184,9 @@ async fn wait_for(
         if let Ok(mut c) = pgpilot_proto::client::connect(uri).await {
             if let Ok(r) = c.show_state(pb::ShowStateRequest::default()).await {
                 let ready = r.into_inner().nodes.iter().any(|n| {
+                    // Probed too, so the table shows no "?".
                     n.name == name
+                        && n.health == "good"
                         && n.reported_state == n.assigned_state
                         && want.iter().any(|w| *w as i32 == n.reported_state)
                 });
