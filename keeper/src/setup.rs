@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use pgpilot_pgproc::{self as pgproc, controldata, is_pgdata, InitdbOptions};
+use pgpilot_pgproc::{self as pgproc, controldata, is_pgdata, set_mode, InitdbOptions};
 use pgpilot_proto::{pb, NodeState};
 
 use crate::config::KeeperConfig;
@@ -216,10 +216,4 @@ pub async fn init_or_adopt(config: &KeeperConfig, pg: &LocalPg) -> anyhow::Resul
         .await
         .with_context(|| format!("initdb {}", config.pgdata.display()))?;
     Ok(())
-}
-
-fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {} {mode:o}", path.display()))
 }

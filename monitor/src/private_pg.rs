@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use pgpilot_pgproc::{self as pgproc, OsUser, PgBin, PostgresHandle, ShutdownMode, StartOptions};
+use pgpilot_pgproc::{
+    self as pgproc, set_mode, OsUser, PgBin, PostgresHandle, ShutdownMode, StartOptions,
+};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
@@ -120,10 +122,4 @@ pub async fn ensure_database(pgdata: &Path) -> anyhow::Result<()> {
     }
     conn.close().await.ok();
     Ok(())
-}
-
-fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {} {mode:o}", path.display()))
 }

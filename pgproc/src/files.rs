@@ -17,6 +17,13 @@ pub fn state_dir(pgdata: &Path) -> std::path::PathBuf {
     pgdata.with_file_name(name)
 }
 
+/// chmod, with the path in the error.
+pub fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {} {mode:o}", path.display()))
+}
+
 /// Writes a file so that a crash leaves either the old or the new content:
 /// temp file in the same directory, fsync, rename over, fsync the directory.
 pub fn write_durably(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {

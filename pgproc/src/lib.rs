@@ -22,7 +22,7 @@ pub mod user;
 pub use bin::PgBin;
 pub use cluster::{controldata, initdb, is_pgdata, ControlData, InitdbOptions};
 pub use command::PgCommand;
-pub use files::{state_dir, write_durably};
+pub use files::{set_mode, state_dir, write_durably};
 pub use server::{socket_dir_for, PostgresHandle, ShutdownMode, StartOptions};
 pub use user::{chown_dir, postgres_runner, OsUser};
 

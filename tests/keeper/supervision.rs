@@ -7,25 +7,6 @@ use crate::support::*;
 
 const STEP: Duration = Duration::from_secs(60);
 
-async fn generation(monitor: &MonitorProc) -> String {
-    let events = monitor
-        .client()
-        .await
-        .show_events(pgpilot_proto::pb::ShowEventsRequest {
-            formation: String::new(),
-            count: 1000,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
-    events
-        .iter()
-        .filter(|e| e.description.contains("prepare_promotion"))
-        .count()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_restarted_in_place_or_failed_over_when_it_cannot_start() {
     let dir = TestDir::new("k-sup");
@@ -35,7 +16,7 @@ async fn postgres_restarted_in_place_or_failed_over_when_it_cannot_start() {
     let b = KeeperProc::create(&dir, &monitor.uri, "b");
     wait_state(&monitor, "b", "secondary", STEP).await;
     wait_state(&monitor, "a", "primary", STEP).await;
-    let failovers = generation(&monitor).await;
+    let failovers = monitor.count_events("prepare_promotion").await;
 
     // SIGKILL the postmaster only: the keeper starts it again.
     let old = a.postmaster_pid().expect("A's postmaster runs");
@@ -55,7 +36,7 @@ async fn postgres_restarted_in_place_or_failed_over_when_it_cannot_start() {
     wait_state(&monitor, "a", "primary", STEP).await;
     wait_state(&monitor, "b", "secondary", STEP).await;
     assert_eq!(
-        generation(&monitor).await,
+        monitor.count_events("prepare_promotion").await,
         failovers,
         "no failover happened"
     );

@@ -153,6 +153,23 @@ impl MonitorProc {
         pgpilot_monitor::rpc::connect(&self.uri).await.unwrap()
     }
 
+    /// How many of the latest 1000 events mention `text`.
+    pub async fn count_events(&self, text: &str) -> usize {
+        self.client()
+            .await
+            .show_events(pgpilot_proto::pb::ShowEventsRequest {
+                formation: String::new(),
+                count: 1000,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+            .iter()
+            .filter(|e| e.description.contains(text))
+            .count()
+    }
+
     /// SIGTERM and wait (bounded) for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

@@ -65,7 +65,7 @@ impl LocalPg {
             std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        super::set_mode(&dir, 0o700)?;
+        pgpilot_pgproc::set_mode(&dir, 0o700)?;
         chown_dir(&self.runner, &dir, false)?;
         let slot = node_slot_name(node_id);
         tracing::info!(

@@ -7,12 +7,12 @@ pub mod copy;
 pub mod hba;
 pub mod sql;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use pgpilot_pgproc::{
-    self as pgproc, chown_dir, OsUser, PgBin, PostgresHandle, ShutdownMode, StartOptions,
+    self as pgproc, chown_dir, set_mode, OsUser, PgBin, PostgresHandle, ShutdownMode, StartOptions,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::ConnectOptions;
@@ -276,10 +276,4 @@ impl LocalPg {
             }
         }
     }
-}
-
-fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {} {mode:o}", path.display()))
 }

@@ -10,7 +10,7 @@
 mod health;
 mod reads;
 mod register;
-mod report;
+pub(crate) mod report;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

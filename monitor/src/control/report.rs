@@ -125,23 +125,10 @@ impl Control {
             .filter(|n| n.id != node_id)
             .filter_map(|n| {
                 let row = nodes.iter().find(|r| r.node_id == n.id)?;
-                Some(pb::NodeInfo {
-                    node_id: n.id,
-                    name: n.name.clone(),
-                    host: row.host.clone(),
-                    port: row.port as u32,
-                    reported_state: n.reported as i32,
-                    assigned_state: n.assigned as i32,
-                    lsn: n.lsn.0,
-                    is_primary: n.assigned.accepts_writes(),
-                })
+                Some(node_info(n, &row.host, row.port as u32))
             })
             .collect();
-        let synchronous_standby_names = if assigned.accepts_writes() {
-            fsm::synchronous_standby_names(view)
-        } else {
-            String::new()
-        };
+        let synchronous_standby_names = ssn_for(view, assigned);
         pb::NodeActiveResponse {
             assigned_state: assigned as i32,
             generation: view.generation,
@@ -150,6 +137,30 @@ impl Control {
             synchronous_standby_names,
             dbname: group.dbname.clone(),
         }
+    }
+}
+
+/// What a keeper learns of another node of its group.
+pub(crate) fn node_info(n: &fsm::NodeView, host: &str, port: u32) -> pb::NodeInfo {
+    pb::NodeInfo {
+        node_id: n.id,
+        name: n.name.clone(),
+        host: host.to_string(),
+        port,
+        reported_state: n.reported as i32,
+        assigned_state: n.assigned as i32,
+        lsn: n.lsn.0,
+        is_primary: n.assigned.accepts_writes(),
+    }
+}
+
+/// synchronous_standby_names for a node with goal `assigned`: only the
+/// writable one applies it.
+pub(crate) fn ssn_for(view: &GroupView, assigned: NodeState) -> String {
+    if assigned.accepts_writes() {
+        fsm::synchronous_standby_names(view)
+    } else {
+        String::new()
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pgpilot_proto::{pb, Lsn, NodeState};
 
+use crate::control::report::{node_info, ssn_for};
 use crate::fsm::{self, Action, FsmConfig, GroupView, Health, NodeView, Timestamp};
 use crate::store::report_allowed;
 
@@ -189,22 +190,9 @@ impl SimMonitor {
             .nodes
             .iter()
             .filter(|n| n.id != node_id)
-            .map(|n| pb::NodeInfo {
-                node_id: n.id,
-                name: n.name.clone(),
-                host: format!("node{}", n.id),
-                port: 5432,
-                reported_state: n.reported as i32,
-                assigned_state: n.assigned as i32,
-                lsn: n.lsn.0,
-                is_primary: n.assigned.accepts_writes(),
-            })
+            .map(|n| node_info(n, &format!("node{}", n.id), 5432))
             .collect();
-        let synchronous_standby_names = if assigned.accepts_writes() {
-            fsm::synchronous_standby_names(&self.view)
-        } else {
-            String::new()
-        };
+        let synchronous_standby_names = ssn_for(&self.view, assigned);
         pb::NodeActiveResponse {
             assigned_state: assigned as i32,
             generation: self.view.generation,
