@@ -392,10 +392,14 @@ impl World {
                 }
             }
             Step::WaitReplayed => {
-                // Replay is instant here; the receiver stopped with the
-                // configuration (Configure(Standby { upstream: None })).
-                if self.nodes[i].pg.streaming_from.is_some() {
+                // The receiver stopped with Configure(Standby { upstream:
+                // None }); replay catches up one step later.
+                let pg = &self.nodes[i].pg;
+                if pg.streaming_from.is_some() {
                     return Err("the WAL receiver still runs".into());
+                }
+                if pg.data.as_ref().is_some_and(|d| d.replayed < d.wal.len()) {
+                    return Err("replay has not caught up yet".into());
                 }
             }
             Step::Promote => {
@@ -405,8 +409,12 @@ impl World {
                     return Err("postgres is not running".into());
                 }
                 if n.pg.in_recovery {
-                    n.pg.in_recovery = false;
                     let d = n.pg.data.as_mut().expect("running");
+                    // What was received but not replayed would be lost.
+                    if d.replayed < d.wal.len() {
+                        return Err("promotion before replay finished".into());
+                    }
+                    n.pg.in_recovery = false;
                     d.standby_signal = false;
                     d.tli += 1;
                     d.append(rec);

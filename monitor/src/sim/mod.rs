@@ -281,6 +281,14 @@ impl World {
     /// Standbys stream from their upstream when they can: a standby whose
     /// WAL is a prefix of the upstream's receives all of it at once.
     fn replicate(&mut self) {
+        // Replay runs one step behind what was received.
+        for n in &mut self.nodes {
+            if n.pg.running && !n.frozen() {
+                if let Some(d) = n.pg.data.as_mut() {
+                    d.replayed = d.wal.len();
+                }
+            }
+        }
         for j in 0..self.nodes.len() {
             let n = &self.nodes[j];
             let upstream = match n.pg.data.as_ref().map(|d| &d.config) {

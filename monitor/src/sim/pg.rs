@@ -14,6 +14,9 @@ pub struct Data {
     /// one continues the other.
     pub wal: Vec<u64>,
     pub ids: HashSet<u64>,
+    /// How much of `wal` a standby has replayed: what it received (flushed)
+    /// is replayed one step later. Promotion waits for replay to finish.
+    pub replayed: usize,
     pub tli: u32,
     /// standby.signal is present (the node starts in recovery).
     pub standby_signal: bool,
@@ -26,6 +29,7 @@ impl Data {
         Data {
             wal: Vec::new(),
             ids: HashSet::new(),
+            replayed: 0,
             tli: 1,
             standby_signal: false,
             config,
@@ -35,12 +39,14 @@ impl Data {
     pub fn append(&mut self, id: u64) {
         self.wal.push(id);
         self.ids.insert(id);
+        self.replayed = self.wal.len();
     }
 
     /// Replaces the WAL (a copy or a rewind).
     pub fn set_wal(&mut self, wal: &[u64], tli: u32) {
         self.wal = wal.to_vec();
         self.ids = wal.iter().copied().collect();
+        self.replayed = self.wal.len();
         self.tli = tli;
     }
 
