@@ -35,8 +35,10 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(10);
 /// The lease the keeper assumes before the monitor named one.
 const DEFAULT_LEASE: Duration = Duration::from_secs(3);
 /// How long turning synchronous replication on waits for a standby to
-/// confirm everything; then the transition fails and is retried.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+/// confirm everything; then the transition fails and is retried on the
+/// next round. Shorter than the monitor's node_unhealthy_timeout (3 s), so
+/// the wait never makes this node's heartbeat look dead.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long promotion waits for the WAL receiver to stop and replay to end.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
 
