@@ -135,6 +135,7 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
             }));
             steps
         }
+        KeeperAction::StopStreaming => vec![Configure(Role::Standby { upstream: None }), Start],
         KeeperAction::AllowWrites => vec![writable(&goal.ssn)],
         KeeperAction::PromoteToSingle => {
             let mut steps = vec![];
@@ -206,6 +207,9 @@ pub fn steady_role(state: NodeState, goal: &Goal) -> Option<Role> {
             .primary
             .clone()
             .map(|u| Role::Standby { upstream: Some(u) }),
+        // In an election: streams from nobody, so the old primary cannot
+        // get acknowledgements through this node.
+        ReportLsn => Some(Role::Standby { upstream: None }),
         _ => None,
     }
 }

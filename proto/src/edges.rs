@@ -33,6 +33,10 @@ pub enum KeeperAction {
     /// Promote while read-only: default_transaction_read_only=on, wait for
     /// the WAL receiver to stop and replay to finish, then pg_ctl promote.
     PromoteReadOnly,
+    /// Multi-standby failover: stop the WAL receiver (the old primary can
+    /// no longer get acknowledgements through this node) and keep
+    /// PostgreSQL running so the keeper reports the final LSN.
+    StopStreaming,
     /// Turn default_transaction_read_only off: the node takes writes.
     AllowWrites,
     /// Promote a standby straight to a writable single node (its primary was
@@ -73,6 +77,13 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
         KeeperAction::PromoteReadOnly,
     ),
     (StopReplication, WaitPrimary, KeeperAction::AllowWrites),
+    // Failover with several standbys: an election. Every standby stops
+    // streaming and reports its final LSN; the most advanced is promoted,
+    // the others follow it once it takes writes.
+    (Secondary, ReportLsn, KeeperAction::StopStreaming),
+    (Catchingup, ReportLsn, KeeperAction::StopStreaming),
+    (ReportLsn, PreparePromotion, KeeperAction::Noop),
+    (ReportLsn, Catchingup, KeeperAction::Noop),
     // Failover, old primary side.
     (Primary, Draining, KeeperAction::StopPostgres),
     (Primary, DemoteTimeout, KeeperAction::StopPostgres),
@@ -110,6 +121,7 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (Secondary, Dropped, KeeperAction::Drop),
     (PreparePromotion, Dropped, KeeperAction::Drop),
     (StopReplication, Dropped, KeeperAction::Drop),
+    (ReportLsn, Dropped, KeeperAction::Drop),
 ];
 
 /// The keeper action for an edge, or `None` when the monitor never assigns it.

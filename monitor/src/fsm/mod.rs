@@ -58,6 +58,7 @@ const RULES: &[Rule] = &[
     remove_dropped,
     alone,
     fenced_while_draining,
+    elect,
     promotion_step,
     lease_gate,
     failover,

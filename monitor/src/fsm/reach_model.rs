@@ -69,18 +69,9 @@ pub(super) struct Limits {
     pub(super) max_configs: usize,
 }
 
+/// Whether the keeper runs PostgreSQL in a state: the keeper's own rule.
 fn runs(s: NodeState) -> bool {
-    matches!(
-        s,
-        Single
-            | WaitPrimary
-            | Primary
-            | ApplySettings
-            | Catchingup
-            | Secondary
-            | PreparePromotion
-            | StopReplication
-    )
+    pgpilot_keeper::plan::wants_running(s)
 }
 
 fn standby_like(s: NodeState) -> bool {

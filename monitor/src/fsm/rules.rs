@@ -45,7 +45,7 @@ pub(super) fn failover_under_way(g: &GroupView) -> bool {
     g.nodes.iter().any(|n| {
         matches!(
             n.assigned,
-            PreparePromotion | StopReplication | Draining | DemoteTimeout
+            PreparePromotion | StopReplication | Draining | DemoteTimeout | ReportLsn
         )
     })
 }
@@ -153,6 +153,53 @@ pub(super) fn fenced_while_draining(g: &GroupView, _: Timestamp, _: &FsmConfig) 
         .collect()
 }
 
+/// Rule 7b, the election: once every standby told to report_lsn stopped
+/// streaming and reported (its LSN is final), the most advanced one with a
+/// candidate priority above 0 is promoted. A candidate behind a quorum
+/// standby would lose commits that standby acknowledged: then nobody is
+/// promoted (fetching the missing WAL first, fast_forward, comes later).
+pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
+    let voters: Vec<&NodeView> = g.nodes.iter().filter(|n| n.assigned == ReportLsn).collect();
+    // One winner per election: once a candidate is on its way, the other
+    // voters wait for the lease gate to send them to it.
+    let promoting = g
+        .nodes
+        .iter()
+        .any(|n| matches!(n.assigned, PreparePromotion | StopReplication));
+    if voters.is_empty() || promoting {
+        return vec![];
+    }
+    if voters
+        .iter()
+        .any(|n| n.reported != ReportLsn || !n.pg_running)
+    {
+        return vec![];
+    }
+    let most_advanced = voters
+        .iter()
+        .filter(|n| n.replication_quorum)
+        .map(|n| n.lsn)
+        .max();
+    let best = voters
+        .iter()
+        .filter(|n| {
+            n.candidate_priority > 0
+                && is_healthy(n, now, cfg)
+                && most_advanced.is_none_or(|m| n.lsn >= m)
+        })
+        .max_by_key(|n| (n.candidate_priority, n.lsn, std::cmp::Reverse(n.id)));
+    let Some(c) = best else {
+        return vec![];
+    };
+    let why = format!(
+        "node {} assigned prepare_promotion: elected with LSN {} among {} standbys",
+        c.id,
+        c.lsn,
+        voters.len()
+    );
+    vec![assign(c, PreparePromotion, why)]
+}
+
 /// Rule 8: the candidate is ready; it stops replicating and promotes
 /// read-only, the old primary is told to go (demote_timeout).
 pub(super) fn promotion_step(g: &GroupView, _: Timestamp, _: &FsmConfig) -> Vec<Action> {
@@ -229,7 +276,10 @@ pub(super) fn lease_gate(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<
             ),
         ));
     }
-    for s in others.iter().filter(|s| s.assigned == Secondary) {
+    for s in others
+        .iter()
+        .filter(|s| matches!(s.assigned, Secondary | ReportLsn))
+    {
         let why = format!(
             "node {} assigned catchingup: it must follow new primary node {}",
             s.id, c.id
@@ -250,23 +300,6 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
         return vec![];
     };
     if !is_unhealthy(p, now, cfg) {
-        return vec![];
-    }
-    // With more than one quorum standby, synchronous_standby_names is
-    // ANY k of several, so a commit may be acknowledged by a standby other
-    // than the candidate; and a standby that still follows the old primary
-    // can acknowledge its pending commits if it comes back (a frozen
-    // primary resuming). Promoting safely then needs an election: every
-    // quorum standby stops streaming and reports its final LSN first
-    // (report_lsn). Until that is built, such groups do not fail over
-    // automatically: the simulation finds acknowledged commits lost
-    // otherwise (seeds 4 and 131 with PGPILOT_SIM_NODES=3).
-    let quorum_standbys = g
-        .nodes
-        .iter()
-        .filter(|s| s.id != p.id && s.replication_quorum && s.assigned != Dropped)
-        .count();
-    if quorum_standbys > 1 {
         return vec![];
     }
     let witness = |s: &NodeView| {
@@ -314,6 +347,52 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
         let s = silence(p, now).map_or("never reported".into(), |s| format!("silent {}", secs(s)));
         format!("{s} and probes failing")
     };
+    // With more than one quorum standby, synchronous_standby_names is
+    // ANY k of several: a commit may be acknowledged by a standby other
+    // than the candidate, and a standby still following the old primary
+    // could acknowledge its pending commits if it came back (a frozen
+    // primary resuming). So it is an election: every standby stops
+    // streaming and reports its final LSN (report_lsn), then the most
+    // advanced is promoted ([`elect`]). A quorum standby that is not
+    // healthy may hold commits nobody else has: no automatic failover then.
+    // (The simulation loses acknowledged commits without this: seeds 4
+    // and 131 with PGPILOT_SIM_NODES=3.)
+    let quorum: Vec<&NodeView> = g
+        .nodes
+        .iter()
+        .filter(|s| s.id != p.id && s.replication_quorum && s.assigned != Dropped)
+        .collect();
+    if quorum.len() > 1 {
+        if quorum
+            .iter()
+            .any(|s| !is_healthy(s, now, cfg) || !matches!(s.assigned, Secondary | Catchingup))
+        {
+            return vec![];
+        }
+        let why = format!(
+            "election: primary node {} {down}, {}",
+            p.id,
+            witness(c).unwrap_or_default()
+        );
+        let mut out = vec![Action::BumpGeneration {
+            reason: why.clone(),
+        }];
+        for s in g.nodes.iter().filter(|s| {
+            s.id != p.id && matches!(s.assigned, Secondary | Catchingup) && is_healthy(s, now, cfg)
+        }) {
+            out.push(assign(
+                s,
+                ReportLsn,
+                format!("node {} assigned report_lsn: {why}", s.id),
+            ));
+        }
+        out.push(assign(
+            p,
+            Draining,
+            format!("node {} assigned draining: an election is under way", p.id),
+        ));
+        return out;
+    }
     let why = format!(
         "node {} assigned prepare_promotion: primary node {} {down}, {}",
         c.id,

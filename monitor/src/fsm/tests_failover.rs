@@ -69,11 +69,16 @@ fn failover_rules() {
             vec![],
             "",
         ),
-        // Until elections exist, two quorum standbys mean no automatic
-        // failover (see the rule): either may hold a commit the other lacks.
         case(
-            "two quorum secondaries: no automatic failover before elections",
+            "two quorum secondaries: an election, every standby reports its LSN",
             vec![dead(), sec(2, 3.0), sec(3, 3.0).prio(90)],
+            t(),
+            vec![Bump, Goal(2, ReportLsn), Goal(3, ReportLsn), Goal(1, Draining)],
+            "node 3 lost replication",
+        ),
+        case(
+            "a quorum standby that is not healthy may hold commits: no failover",
+            vec![dead(), sec(2, 3.0), sec(3, 3.0).bad().silent_since(Some(at(1.0)))],
             t(),
             vec![],
             "",
