@@ -7,6 +7,7 @@ mod support;
 
 mod bad_input;
 mod demo;
+mod election;
 mod lifecycle;
 mod restarts;
 mod supervision;

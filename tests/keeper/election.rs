@@ -1,0 +1,66 @@
+//! Three nodes: the primary dies, both standbys stop streaming and report
+//! their LSN, the most advanced is promoted, the other follows it.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const STEP: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_elect_a_new_primary() {
+    let dir = TestDir::new("k-elect");
+    let monitor = MonitorProc::start(&dir).await;
+    let mut a = KeeperProc::create(&dir, &monitor.uri, "a");
+    wait_state(&monitor, "a", "single", STEP).await;
+    let b = KeeperProc::create(&dir, &monitor.uri, "b");
+    wait_state(&monitor, "b", "secondary", STEP).await;
+    let c = KeeperProc::create(&dir, &monitor.uri, "c");
+    wait_state(&monitor, "c", "secondary", STEP).await;
+    wait_state(&monitor, "a", "primary", STEP).await;
+    let ssn = "SHOW synchronous_standby_names";
+    eventually(
+        "both standbys in synchronous_standby_names",
+        STEP,
+        || async {
+            (a.query(ssn).await.ok().flatten().as_deref()
+                == Some("ANY 1 (pgpilot_node_2, pgpilot_node_3)"))
+            .then_some(())
+        },
+    )
+    .await;
+    a.query("CREATE TABLE acked (i int)").await.unwrap();
+    for i in 1..=50 {
+        a.query(&format!("INSERT INTO acked VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+
+    a.kill9();
+    let count = "SELECT count(*)::text FROM acked";
+    let (new, other) = eventually("a new primary", STEP, || async {
+        let states = node_states(&mut monitor.client().await).await;
+        let writable = |n: &str| {
+            states
+                .get(n)
+                .is_some_and(|(r, g)| r == g && (r == "wait_primary" || r == "primary"))
+        };
+        if writable("b") {
+            Some((&b, &c))
+        } else if writable("c") {
+            Some((&c, &b))
+        } else {
+            None
+        }
+    })
+    .await;
+    assert_eq!(new.query(count).await.unwrap(), Some("50".into()));
+    new.query("INSERT INTO acked VALUES (51)").await.unwrap();
+    wait_state(&monitor, &other.name, "secondary", STEP).await;
+    eventually("row 51 on the other standby", STEP, || async {
+        (other.query(count).await.ok().flatten().as_deref() == Some("51")).then_some(())
+    })
+    .await;
+    assert!(monitor.count_events("assigned report_lsn").await >= 2);
+    assert_eq!(monitor.count_events("elected with LSN").await, 1);
+}
