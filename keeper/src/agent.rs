@@ -68,6 +68,9 @@ pub struct Agent {
     applied_role: Option<Role>,
     monitor_addrs: Vec<String>,
     report_failures: u32,
+    /// Why the last transition attempt failed; sent with every report
+    /// until a transition succeeds.
+    transition_error: String,
 }
 
 impl Agent {
@@ -91,6 +94,7 @@ impl Agent {
             applied_role: None,
             monitor_addrs,
             report_failures: 0,
+            transition_error: String::new(),
         })
     }
 
@@ -204,9 +208,18 @@ impl Agent {
             self.supervise().await;
         }
         if goal_state != self.state.current {
-            self.transition(&goal).await?;
-            return Ok(true);
+            return match self.transition(&goal).await {
+                Ok(()) => {
+                    self.transition_error.clear();
+                    Ok(true)
+                }
+                Err(e) => {
+                    self.transition_error = format!("{e:#}");
+                    Err(e)
+                }
+            };
         }
+        self.transition_error.clear();
         self.reconcile(&goal).await?;
         Ok(false)
     }
@@ -327,6 +340,7 @@ impl Agent {
                 .unwrap_or_default(),
             wal_receiver,
             system_identifier: self.system_identifier.unwrap_or(0),
+            transition_error: self.transition_error.clone(),
         };
         let sent = Instant::now();
         let mut request = tonic::Request::new(req);

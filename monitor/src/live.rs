@@ -29,6 +29,8 @@ pub struct LiveReport {
     pub upstream_silent: Option<Duration>,
     /// On a primary: since when its reports say no standby streams.
     pub replication_stall_since: Option<Timestamp>,
+    /// Why the keeper could not reach its goal, as it last said.
+    pub transition_error: String,
 }
 
 #[derive(Clone)]

@@ -16,6 +16,7 @@ pub struct Report {
     pub replication_state: String,
     pub upstream_silent_ms: Option<u64>,
     pub system_identifier: u64,
+    pub transition_error: String,
 }
 
 impl Report {
@@ -30,6 +31,7 @@ impl Report {
             replication_state: String::new(),
             upstream_silent_ms: None,
             system_identifier: 0,
+            transition_error: String::new(),
         }
     }
 
@@ -47,6 +49,7 @@ impl Report {
                 upstream_silent_ms: self.upstream_silent_ms,
             }),
             system_identifier: self.system_identifier,
+            transition_error: self.transition_error.clone(),
         }
     }
 

@@ -78,3 +78,39 @@ async fn unchanged_heartbeats_write_nothing() {
     );
     assert!(changed.1 > after.1, "no event for the change");
 }
+
+/// A keeper that cannot reach its goal says why; each new reason is one
+/// event, a repeated one costs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transition_errors_become_events_once() {
+    let dir = TestDir::new("errors");
+    let monitor = MonitorProc::start(&dir).await;
+    let a_pg = NodePg::create(&dir, "a").await;
+    let b_pg = NodePg::create(&dir, "b").await;
+    let mut c = monitor.client().await;
+    let sysid = a_pg.system_identifier().await;
+    let (_a, mut b) = bootstrap(&mut c, a_pg.port, b_pg.port, sysid).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+
+    let (_, events) = versions(&monitor).await;
+    b.transition_error = "pg_basebackup failed: no route to host".into();
+    for _ in 0..5 {
+        b.send(&mut c).await;
+    }
+    let (_, once) = versions(&monitor).await;
+    assert_eq!(
+        once,
+        events + 1,
+        "one event for a new error, none for repeats"
+    );
+    b.transition_error = "pg_basebackup failed: disk full".into();
+    b.send(&mut c).await;
+    let (_, twice) = versions(&monitor).await;
+    assert_eq!(twice, events + 2);
+    assert_eq!(
+        monitor
+            .count_events("cannot reach secondary yet: pg_basebackup failed: disk full")
+            .await,
+        1
+    );
+}

@@ -10,6 +10,9 @@ use crate::fsm::{self, GroupView, Timestamp};
 use crate::live::LiveReport;
 use crate::store::{group_view, report_allowed, u64_from_db, u64_to_db, GroupRow, NodeRow};
 
+/// Longest keeper error kept in an event.
+const MAX_ERROR_CHARS: usize = 500;
+
 /// The fields of a report that are worth a write when they change. The
 /// rest (LSN, time, WAL receiver age) stays in memory until the next write.
 #[derive(PartialEq)]
@@ -63,7 +66,14 @@ impl Control {
         };
         let mut view = group_view(&group, &nodes, &self.live)?;
         apply_to_view(&mut view, req.node_id, &report);
-        if stored == report && fsm::decide(&view, now, &self.fsm).is_empty() {
+        // A new reason why the keeper cannot reach its goal is an event.
+        let new_error = (!req.transition_error.is_empty()
+            && previous
+                .as_ref()
+                .is_none_or(|p| p.transition_error != req.transition_error))
+        .then(|| req.transition_error.clone());
+        if stored == report && new_error.is_none() && fsm::decide(&view, now, &self.fsm).is_empty()
+        {
             return Ok(self.reply(&view, &nodes, &group, req.node_id));
         }
 
@@ -86,6 +96,18 @@ impl Control {
             tx.event(
                 req.node_id,
                 format!("node {} {name:?} reported {}", req.node_id, report.reported),
+            )
+            .await?;
+        }
+        if let Some(error) = new_error {
+            let goal = row.assigned()?;
+            tx.event(
+                req.node_id,
+                format!(
+                    "node {} {name:?} cannot reach {goal} yet: {}",
+                    req.node_id,
+                    error.chars().take(MAX_ERROR_CHARS).collect::<String>()
+                ),
             )
             .await?;
         }
@@ -239,6 +261,7 @@ fn live_report(
         replication_state: req.replication_state.clone(),
         upstream_silent: wal.upstream_silent_ms.map(Duration::from_millis),
         replication_stall_since,
+        transition_error: req.transition_error.clone(),
     }
 }
 

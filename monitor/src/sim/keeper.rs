@@ -279,6 +279,7 @@ impl World {
             },
             wal_receiver,
             system_identifier: 0,
+            transition_error: String::new(),
         }
     }
 
