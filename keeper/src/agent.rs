@@ -116,6 +116,11 @@ impl Agent {
         ));
         let result = self.main_loop(&cancel, until).await;
         watch.abort();
+        if let Ok(Stopped::Reached(_)) = result {
+            // Tell the monitor the state was reached before going away.
+            let status = self.observe().await;
+            self.report(status.as_ref()).await;
+        }
         let stop_pg = !matches!(result, Ok(Stopped::Reached(_))) || !keep_running;
         if stop_pg {
             if let Err(e) = self.pg.stop().await {

@@ -40,6 +40,24 @@ async fn refused_requests_change_nothing() {
     let uri = monitor.uri.as_str();
     let sysid = a_pg.system_identifier().await;
     let (a_report, b_report) = bootstrap(&mut c, a_pg.port, b_pg.port, sysid).await;
+    // Probes turn health from unknown to good on their own: let them do it
+    // first, so that only the refused requests below could change anything.
+    crate::support::eventually(
+        "both nodes probed",
+        std::time::Duration::from_secs(60),
+        || {
+            let mut c = c.clone();
+            async move {
+                let state = c
+                    .show_state(pgpilot_proto::pb::ShowStateRequest::default())
+                    .await
+                    .ok()?
+                    .into_inner();
+                state.nodes.iter().all(|n| n.health == "good").then_some(())
+            }
+        },
+    )
+    .await;
     let before = snapshot(uri);
 
     // Unknown node id.
