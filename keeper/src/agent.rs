@@ -290,10 +290,16 @@ impl Agent {
         }
         match self.read_status().await {
             Ok(s) => {
-                if let Some((_, silent_ms)) = s.wal_receiver {
-                    let contact = Instant::now() - Duration::from_millis(silent_ms);
-                    if self.upstream_contact.is_none_or(|c| contact > c) {
-                        self.upstream_contact = Some(contact);
+                // Only a receiver that streams has heard from the primary:
+                // one that is (re)connecting, which happens every second
+                // once the primary is gone, must not reset the silence the
+                // monitor counts as the failover witness.
+                if let Some((true, Some(silent_ms))) = s.wal_receiver {
+                    let contact = Instant::now().checked_sub(Duration::from_millis(silent_ms));
+                    if let Some(contact) = contact {
+                        if self.upstream_contact.is_none_or(|c| contact > c) {
+                            self.upstream_contact = Some(contact);
+                        }
                     }
                 }
                 Some(s)

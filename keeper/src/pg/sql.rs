@@ -22,8 +22,9 @@ pub struct Status {
     /// pgpilot standbys streaming from us (application_name).
     pub streaming_standbys: Vec<String>,
     /// Our WAL receiver, if one runs: streaming now, and milliseconds since
-    /// it last heard from the upstream.
-    pub wal_receiver: Option<(bool, u64)>,
+    /// it last heard from the upstream (`None` before its first message: a
+    /// receiver still connecting has heard nothing).
+    pub wal_receiver: Option<(bool, Option<u64>)>,
 }
 
 fn lsn(text: Option<String>) -> anyhow::Result<Lsn> {
@@ -78,8 +79,8 @@ pub async fn status(c: &mut PgConnection) -> anyhow::Result<Status> {
     if in_recovery {
         let row = sqlx::query(
             "SELECT status = 'streaming', \
-               (extract(epoch FROM (now() - coalesce(last_msg_receipt_time, now()))) * 1000)::bigint \
-             FROM pg_stat_wal_receiver",
+               (extract(epoch FROM (now() - last_msg_receipt_time)) * 1000)::bigint \
+             FROM pg_stat_wal_receiver WHERE pid IS NOT NULL",
         )
         .fetch_optional(&mut *c)
         .await
@@ -87,7 +88,7 @@ pub async fn status(c: &mut PgConnection) -> anyhow::Result<Status> {
         s.wal_receiver = row.map(|r| {
             let streaming: Option<bool> = r.get(0);
             let ms: Option<i64> = r.get(1);
-            (streaming.unwrap_or(false), ms.unwrap_or(0).max(0) as u64)
+            (streaming.unwrap_or(false), ms.map(|ms| ms.max(0) as u64))
         });
     }
     Ok(s)
