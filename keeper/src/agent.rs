@@ -99,13 +99,11 @@ impl Agent {
     }
 
     /// Runs until cancelled, dropped, or (with `until`) the node reached
-    /// one of those states. PostgreSQL is stopped on the way out unless it
-    /// reached a state in `until` and `keep_running` is set.
+    /// one of those states. PostgreSQL is stopped on the way out.
     pub async fn run_until(
         &mut self,
         cancel: CancellationToken,
         until: &[NodeState],
-        keep_running: bool,
     ) -> anyhow::Result<Stopped> {
         let watch = tokio::spawn(watch_group(
             self.config.monitor.clone(),
@@ -116,16 +114,14 @@ impl Agent {
         ));
         let result = self.main_loop(&cancel, until).await;
         watch.abort();
-        if let Ok(Stopped::Reached(_)) = result {
-            // Tell the monitor the state was reached before going away.
+        if let Ok(Stopped::Reached(_) | Stopped::Dropped) = result {
+            // Tell the monitor the state was reached before going away (a
+            // dropped node's row goes once it reported `dropped`).
             let status = self.observe().await;
             self.report(status.as_ref()).await;
         }
-        let stop_pg = !matches!(result, Ok(Stopped::Reached(_))) || !keep_running;
-        if stop_pg {
-            if let Err(e) = self.pg.stop().await {
-                tracing::error!("{e:#}");
-            }
+        if let Err(e) = self.pg.stop().await {
+            tracing::error!("{e:#}");
         }
         result
     }

@@ -135,7 +135,13 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
             }));
             steps
         }
-        KeeperAction::StopStreaming => vec![Configure(Role::Standby { upstream: None }), Start],
+        // The LSN reported after this must be final: the receiver is gone
+        // and everything received is replayed.
+        KeeperAction::StopStreaming => vec![
+            Configure(Role::Standby { upstream: None }),
+            Start,
+            WaitReplayed,
+        ],
         KeeperAction::AllowWrites => vec![writable(&goal.ssn)],
         KeeperAction::PromoteToSingle => {
             let mut steps = vec![];

@@ -51,7 +51,7 @@ pub async fn run_node(
         state.assigned
     );
     let mut agent = Agent::new(config, state).await?;
-    let stopped = agent.run_until(cancel, until, false).await?;
+    let stopped = agent.run_until(cancel, until).await?;
     match stopped {
         Stopped::Dropped => tracing::info!("node dropped from the monitor; PostgreSQL stopped"),
         Stopped::Cancelled => tracing::info!("keeper stopped; PostgreSQL stopped"),

@@ -19,6 +19,41 @@ pub fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// `text` with every `password=...` value hidden, for messages and logs
+/// (they travel to the monitor's events).
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("password=") {
+        out.push_str(&rest[..i + "password=".len()]);
+        out.push_str("***");
+        rest = &rest[i + "password=".len()..];
+        // Skip the value: quoted ('...' with \' escapes) or up to a space.
+        let mut chars = rest.char_indices().peekable();
+        let end = match chars.peek() {
+            Some((_, '\\')) | Some((_, '\'')) => {
+                let mut end = rest.len();
+                let mut escaped = false;
+                for (k, ch) in rest.char_indices().skip(1) {
+                    if escaped {
+                        escaped = false;
+                    } else if ch == '\\' {
+                        escaped = true;
+                    } else if ch == '\'' {
+                        end = k + 1;
+                        break;
+                    }
+                }
+                end
+            }
+            _ => rest.find([' ', '"']).unwrap_or(rest.len()),
+        };
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// primary_conninfo for streaming from `up` as node `node_id`.
 pub fn conninfo(up: &Upstream, node_id: i64, password: &str) -> String {
     let mut parts = vec![
@@ -174,6 +209,16 @@ mod tests {
         assert!(s.contains("application_name=pgpilot_node_2"));
         assert!(s.contains("password=\\'p\\\\\\'w\\'"), "{s}");
         assert!(s.contains("default_transaction_read_only = on\n"));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        let c = conninfo(&up(), 2, "s3cr'et");
+        let r = redact(&format!("primary_conninfo is {c:?}"));
+        assert!(!r.contains("s3cr"), "{r}");
+        assert!(r.contains("password=***"), "{r}");
+        assert!(r.contains("host='10.0.0.1'"), "{r}");
+        assert_eq!(redact("no secret here"), "no secret here");
     }
 
     #[test]

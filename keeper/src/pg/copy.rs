@@ -60,6 +60,12 @@ impl LocalPg {
 
     async fn basebackup(&self, up: &Upstream, node_id: i64, password: &str) -> anyhow::Result<()> {
         let dir = clone_dir(&self.pgdata);
+        // pg_basebackup writes backup_manifest last: with it, the copy is
+        // complete (the keeper died before moving it in) and is kept.
+        if is_pgdata(&dir) && dir.join("backup_manifest").is_file() {
+            tracing::info!("{} holds a complete copy; using it", dir.display());
+            return Ok(());
+        }
         if dir.exists() {
             tracing::info!("removing the incomplete copy left in {}", dir.display());
             std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
@@ -86,7 +92,10 @@ impl LocalPg {
                 format!("--slot={slot}"),
             ])
             .args(["--wal-method=stream", "--checkpoint=fast", "--no-password"])
-            .env("PGAPPNAME", &slot)
+            // Not the slot's name: as pgpilot_node_N the copy's WAL stream
+            // would count as a synchronous standby and could acknowledge
+            // commits into a copy that may yet be thrown away.
+            .env("PGAPPNAME", format!("pgpilot_clone_{node_id}"))
             .env("PGCONNECT_TIMEOUT", "5")
             .timeout(CLONE_TIMEOUT)
             .stderr_to_terminal();
@@ -201,11 +210,20 @@ impl LocalPg {
                     up.node_id
                 );
                 self.basebackup(up, node_id, password).await?;
-                // Only now, with a complete copy at hand, the old data goes.
-                let old = self.pgdata.clone();
-                std::fs::remove_dir_all(&old)
-                    .with_context(|| format!("remove the old data in {}", old.display()))?;
+                // Only now, with a complete copy at hand, the old data goes:
+                // moved aside, the copy moved in, then deleted, so a crash
+                // at any point leaves either the old or the new PGDATA.
+                let aside = crate::files::state_dir(&self.pgdata).join("replaced.old");
+                if aside.exists() {
+                    std::fs::remove_dir_all(&aside)
+                        .with_context(|| format!("remove {}", aside.display()))?;
+                }
+                std::fs::rename(&self.pgdata, &aside).with_context(|| {
+                    format!("move the old data {} aside", self.pgdata.display())
+                })?;
                 self.install_clone()?;
+                std::fs::remove_dir_all(&aside)
+                    .with_context(|| format!("remove the old data in {}", aside.display()))?;
                 let detail = match &before {
                     Some(c) => format!(
                         "pg_rewind failed ({e}); the whole old data directory was replaced, discarding \

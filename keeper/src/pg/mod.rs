@@ -56,10 +56,6 @@ impl LocalPg {
         })
     }
 
-    pub fn set_tag(&mut self, tag: &str) {
-        self.tag = tag.to_string();
-    }
-
     pub fn has_pgdata(&self) -> bool {
         pgproc::is_pgdata(&self.pgdata)
     }
@@ -268,8 +264,9 @@ impl LocalPg {
                             .await
                             .unwrap_or_default();
                     bail!(
-                        "after a reload, {w}{source}: a setting pgpilot owns is overridden; remove it \
-                         from postgresql.auto.conf (ALTER SYSTEM RESET) or from the command line"
+                        "after a reload, {}{source}: a setting pgpilot owns is overridden; remove it \
+                         from postgresql.auto.conf (ALTER SYSTEM RESET) or from the command line",
+                        conf::redact(&w)
                     )
                 }
                 Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,

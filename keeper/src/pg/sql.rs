@@ -247,7 +247,8 @@ pub async fn drop_slot(c: &mut PgConnection, name: &str) -> anyhow::Result<()> {
 pub async fn advance_slot(c: &mut PgConnection, name: &str, to: Lsn) -> anyhow::Result<()> {
     sqlx::query(
         "SELECT pg_replication_slot_advance($1, least($2::pg_lsn, pg_last_wal_replay_lsn())) \
-         FROM pg_replication_slots WHERE slot_name = $1 AND restart_lsn < $2::pg_lsn",
+         FROM pg_replication_slots \
+         WHERE slot_name = $1 AND restart_lsn < least($2::pg_lsn, pg_last_wal_replay_lsn())",
     )
     .bind(name)
     .bind(to.to_string())
@@ -335,16 +336,4 @@ pub async fn promote(c: &mut PgConnection) -> anyhow::Result<()> {
         .await
         .context("checkpoint after promotion")?;
     Ok(())
-}
-
-/// Ends every client session but ours and replication's: fencing.
-pub async fn terminate_clients(c: &mut PgConnection) -> anyhow::Result<u64> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
-    )
-    .fetch_one(&mut *c)
-    .await
-    .context("terminate client sessions")?;
-    Ok(n as u64)
 }

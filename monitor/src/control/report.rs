@@ -67,10 +67,12 @@ impl Control {
         let mut view = group_view(&group, &nodes, &self.live)?;
         apply_to_view(&mut view, req.node_id, &report);
         // A new reason why the keeper cannot reach its goal is an event.
+        // Numbers (LSNs, pids, times) change on every attempt; the same
+        // failure with other numbers is not new.
         let new_error = (!req.transition_error.is_empty()
-            && previous
-                .as_ref()
-                .is_none_or(|p| p.transition_error != req.transition_error))
+            && previous.as_ref().is_none_or(|p| {
+                error_kind(&p.transition_error) != error_kind(&req.transition_error)
+            }))
         .then(|| req.transition_error.clone());
         if stored == report && new_error.is_none() && fsm::decide(&view, now, &self.fsm).is_empty()
         {
@@ -160,6 +162,24 @@ impl Control {
             dbname: group.dbname.clone(),
         }
     }
+}
+
+/// An error message with every run of digits replaced by `#`.
+fn error_kind(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_number = false;
+    for ch in text.chars() {
+        if ch.is_ascii_digit() {
+            if !in_number {
+                out.push('#');
+            }
+            in_number = true;
+        } else {
+            out.push(ch);
+            in_number = false;
+        }
+    }
+    out
 }
 
 /// What a keeper learns of another node of its group.

@@ -169,10 +169,10 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
     if voters.is_empty() || promoting {
         return vec![];
     }
-    if voters
-        .iter()
-        .any(|n| n.reported != ReportLsn || !n.pg_running)
-    {
+    // Quorum voters may hold acknowledged commits: wait for each. A
+    // non-quorum voter cannot, so one that never reports is not waited for.
+    let reported = |n: &NodeView| n.reported == ReportLsn && n.pg_running;
+    if voters.iter().any(|n| n.replication_quorum && !reported(n)) {
         return vec![];
     }
     let most_advanced = voters
@@ -183,7 +183,8 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
     let best = voters
         .iter()
         .filter(|n| {
-            n.candidate_priority > 0
+            reported(n)
+                && n.candidate_priority > 0
                 && is_healthy(n, now, cfg)
                 && most_advanced.is_none_or(|m| n.lsn >= m)
         })
@@ -347,25 +348,27 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
         let s = silence(p, now).map_or("never reported".into(), |s| format!("silent {}", secs(s)));
         format!("{s} and probes failing")
     };
-    // With more than one quorum standby, synchronous_standby_names is
-    // ANY k of several: a commit may be acknowledged by a standby other
-    // than the candidate, and a standby still following the old primary
-    // could acknowledge its pending commits if it came back (a frozen
-    // primary resuming). So it is an election: every standby stops
-    // streaming and reports its final LSN (report_lsn), then the most
-    // advanced is promoted ([`elect`]). A quorum standby that is not
-    // healthy may hold commits nobody else has: no automatic failover then.
+    // With another standby besides the candidate, a commit may have been
+    // acknowledged by that standby only (ANY k of several), and a standby
+    // still following the old primary could acknowledge its pending
+    // commits if it came back (a frozen primary resuming). So it is an
+    // election: every standby stops streaming and reports its final LSN
+    // (report_lsn), then the most advanced is promoted ([`elect`]). A
+    // quorum standby that is not healthy may hold commits nobody else
+    // has: no automatic failover then.
     // (The simulation loses acknowledged commits without this: seeds 4
     // and 131 with PGPILOT_SIM_NODES=3.)
-    let quorum: Vec<&NodeView> = g
+    // Standbys that may be streaming from the primary. An old primary
+    // (draining, demoted, ...) or a node still waiting for its copy is not.
+    let followers: Vec<&NodeView> = g
         .nodes
         .iter()
-        .filter(|s| s.id != p.id && s.replication_quorum && s.assigned != Dropped)
+        .filter(|s| s.id != p.id && matches!(s.assigned, Secondary | Catchingup))
         .collect();
-    if quorum.len() > 1 {
-        if quorum
+    if followers.iter().any(|s| s.id != c.id) {
+        if followers
             .iter()
-            .any(|s| !is_healthy(s, now, cfg) || !matches!(s.assigned, Secondary | Catchingup))
+            .any(|s| s.replication_quorum && !is_healthy(s, now, cfg))
         {
             return vec![];
         }

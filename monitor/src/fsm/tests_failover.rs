@@ -84,11 +84,18 @@ fn failover_rules() {
             "",
         ),
         case(
-            "a non-quorum standby does not hold commits: failover to the quorum one",
+            "a non-quorum standby votes too: it may still follow the old primary",
             vec![dead(), sec(2, 3.0).quorum(false), sec(3, 3.0).prio(90)],
             t(),
-            vec![Bump, Goal(3, PreparePromotion), Goal(1, Draining)],
-            "node 3 assigned prepare_promotion",
+            vec![Bump, Goal(2, ReportLsn), Goal(3, ReportLsn), Goal(1, Draining)],
+            "election",
+        ),
+        case(
+            "an unhealthy non-quorum standby holds no commits: it does not block",
+            vec![dead(), sec(2, 3.0).quorum(false).bad().silent_since(Some(at(1.0))), sec(3, 3.0)],
+            t(),
+            vec![Bump, Goal(3, ReportLsn), Goal(1, Draining)],
+            "election",
         ),
         case(
             "self-fenced primary (demote_timeout, goal primary) is not failed over",

@@ -19,6 +19,9 @@ const CRASH_MID_TRANSITION: f64 = 0.03;
 /// What survives a keeper crash is only [`Persisted`] (its state file).
 #[derive(Clone, Debug)]
 pub struct Persisted {
+    /// Highest generation of a goal this keeper acted on (for the check
+    /// that no keeper ever acts on an older one, across restarts).
+    pub acted_generation: i64,
     pub registered: bool,
     pub current: NodeState,
     pub assigned: NodeState,
@@ -40,6 +43,7 @@ impl SimKeeper {
     pub fn new(start_at: u64) -> SimKeeper {
         SimKeeper {
             file: Persisted {
+                acted_generation: 0,
                 registered: false,
                 current: NodeState::Init,
                 assigned: NodeState::Init,
@@ -124,8 +128,7 @@ impl World {
             return;
         };
         let k = &mut self.nodes[i].keeper;
-        let seen_before = k.file.generation_seen;
-        if !plan::accept_goal(seen_before, reply.generation) {
+        if !plan::accept_goal(k.file.generation_seen, reply.generation) {
             k.next_at = now + super::ms(POLL);
             return;
         }
@@ -142,13 +145,15 @@ impl World {
             return;
         }
         let from = k.file.current;
-        if reply.generation < seen_before {
+        let acted = k.file.acted_generation;
+        if reply.generation < acted {
             self.violate(format!(
-                "node {id} acts on generation {} after seeing {seen_before}",
+                "node {id} acts on a goal of generation {} after acting on generation {acted}",
                 reply.generation
             ));
             return;
         }
+        k.file.acted_generation = reply.generation;
         let seen = Observed {
             running: self.nodes[i].pg.running,
             in_recovery: self.nodes[i]

@@ -59,7 +59,7 @@ fn first_violation(rule: Rule, seeds: u64) -> Option<(u64, String)> {
 }
 
 #[test]
-fn without_the_lease_gate_the_simulator_finds_two_writable_nodes() {
+fn without_the_lease_gate_the_simulator_finds_a_violation() {
     let (seed, e) = first_violation(Rule::LeaseGate, 500)
         .expect("with the lease gate off, some seed must break an invariant");
     assert!(
