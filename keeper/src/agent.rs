@@ -71,6 +71,8 @@ pub struct Agent {
     /// Why the last transition attempt failed; sent with every report
     /// until a transition succeeds.
     transition_error: String,
+    /// The last addresses each other node's host name resolved to.
+    resolved: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
 }
 
 impl Agent {
@@ -95,6 +97,7 @@ impl Agent {
             monitor_addrs,
             report_failures: 0,
             transition_error: String::new(),
+            resolved: Default::default(),
         })
     }
 
@@ -551,7 +554,17 @@ impl Agent {
         };
         let mut others = Vec::new();
         for host in hosts {
-            others.extend(resolve(&host).await);
+            // Bounded, and remembered: a DNS hiccup must neither stall the
+            // loop (it also fences) nor flip pg_hba.conf between addresses
+            // and the bare host name.
+            let fresh = resolve_ips(&host).await;
+            let ips = if fresh.is_empty() {
+                self.resolved.get(&host).cloned().unwrap_or_default()
+            } else {
+                self.resolved.insert(host.clone(), fresh.clone());
+                fresh
+            };
+            others.extend(hba::hba_address(&host, &ips));
         }
         let lines = hba::managed_lines(&others, &self.monitor_addrs, self.config.auth);
         self.pg.write_hba(&lines).await
@@ -592,13 +605,20 @@ impl Agent {
     }
 }
 
+/// How long one host name lookup may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The addresses of a host name; empty when it does not resolve in time.
+async fn resolve_ips(host: &str) -> Vec<std::net::IpAddr> {
+    match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
+        Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// pg_hba.conf addresses for a host name.
 async fn resolve(host: &str) -> Vec<String> {
-    let ips: Vec<std::net::IpAddr> = match tokio::net::lookup_host((host, 0)).await {
-        Ok(addrs) => addrs.map(|a| a.ip()).collect(),
-        Err(_) => Vec::new(),
-    };
-    hba::hba_address(host, &ips)
+    hba::hba_address(host, &resolve_ips(host).await)
 }
 
 async fn monitor_addresses(uri: &str) -> Vec<String> {
