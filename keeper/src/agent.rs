@@ -42,6 +42,17 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long promotion waits for the WAL receiver to stop and replay to end.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often the fencing watchdog looks at the lease.
+const WATCHDOG_POLL: Duration = Duration::from_millis(50);
+
+/// What the fencing watchdog needs: when the lease of a writable node ends
+/// and which postmaster to stop then.
+#[derive(Clone, Copy, Debug, Default)]
+struct Fence {
+    deadline: Option<Instant>,
+    postmaster: Option<u32>,
+}
+
 /// Why [`Agent::run_until`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stopped {
@@ -73,6 +84,10 @@ pub struct Agent {
     transition_error: String,
     /// The last addresses each other node's host name resolved to.
     resolved: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
+    fence: Arc<std::sync::Mutex<Fence>>,
+    /// As last observed: every other node streams from this one, so the
+    /// lease does not fence it (see [`plan::must_fence`]).
+    exempt_from_fencing: bool,
 }
 
 impl Agent {
@@ -98,6 +113,8 @@ impl Agent {
             report_failures: 0,
             transition_error: String::new(),
             resolved: Default::default(),
+            fence: Default::default(),
+            exempt_from_fencing: false,
         })
     }
 
@@ -115,8 +132,10 @@ impl Agent {
             self.wake.clone(),
             cancel.child_token(),
         ));
+        let watchdog = tokio::spawn(fence_watchdog(self.fence.clone(), cancel.child_token()));
         let result = self.main_loop(&cancel, until).await;
         watch.abort();
+        watchdog.abort();
         if let Ok(Stopped::Reached(_) | Stopped::Dropped) = result {
             // Tell the monitor the state was reached before going away (a
             // dropped node's row goes once it reported `dropped`).
@@ -145,6 +164,7 @@ impl Agent {
                     false
                 }
             };
+            self.arm_watchdog();
             if self.state.current == NodeState::Dropped && self.state.assigned == NodeState::Dropped
             {
                 return Ok(Stopped::Dropped);
@@ -182,6 +202,7 @@ impl Agent {
             .as_ref()
             .map(|s| s.streaming_standbys.clone())
             .unwrap_or_default();
+        self.exempt_from_fencing = self.all_standbys_streaming(&streaming);
         let Some(reply) = self.report(status.as_ref()).await else {
             self.maybe_fence(&streaming).await?;
             return Ok(false);
@@ -271,6 +292,21 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Tells the watchdog when this node's lease ends, if it holds a
+    /// state that accepts writes (and may be replaced: not `single`).
+    fn arm_watchdog(&self) {
+        let current = self.state.current;
+        let deadline =
+            (current.accepts_writes() && current != NodeState::Single && !self.exempt_from_fencing)
+                .then(|| self.lease_start.map(|t| t + self.lease))
+                .flatten();
+        let mut f = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        *f = Fence {
+            deadline,
+            postmaster: self.pg.pid(),
+        };
     }
 
     fn lease_valid(&self) -> bool {
@@ -363,6 +399,7 @@ impl Agent {
                 }
                 self.report_failures = 0;
                 self.lease_start = Some(sent);
+                self.arm_watchdog();
                 Some(reply.into_inner())
             }
             Ok(Err(status)) => {
@@ -391,16 +428,22 @@ impl Agent {
     }
 
     /// Self-fencing (DESIGN.md §7): see [`plan::must_fence`].
-    async fn maybe_fence(&mut self, streaming: &[String]) -> anyhow::Result<()> {
+    /// Every other node of the group streams from this one (see
+    /// [`plan::must_fence`]).
+    fn all_standbys_streaming(&self, streaming: &[String]) -> bool {
         let others: Vec<i64> = self
             .last_reply
             .iter()
             .flat_map(|r| r.other_nodes.iter().map(|n| n.node_id))
             .collect();
-        let all_streaming = !others.is_empty()
+        !others.is_empty()
             && others
                 .iter()
-                .all(|id| streaming.contains(&node_slot_name(*id)));
+                .all(|id| streaming.contains(&node_slot_name(*id)))
+    }
+
+    async fn maybe_fence(&mut self, streaming: &[String]) -> anyhow::Result<()> {
+        let all_streaming = self.all_standbys_streaming(streaming);
         let since = self.lease_start.map(|t| t.elapsed());
         if !plan::must_fence(self.state.current, since, self.lease, all_streaming) {
             return Ok(());
@@ -602,6 +645,36 @@ impl Agent {
             }
         }
         Ok(())
+    }
+}
+
+/// Fencing that does not wait for the keeper's loop: that loop may be busy
+/// (starting PostgreSQL, a slow query) when the lease runs out, and the
+/// monitor promotes another node once it did. At the deadline the
+/// postmaster gets SIGQUIT (immediate shutdown, every session ends); the
+/// loop then finds PostgreSQL down and, without a lease, does not restart
+/// it but reports `demote_timeout` as usual.
+async fn fence_watchdog(fence: Arc<std::sync::Mutex<Fence>>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(WATCHDOG_POLL) => {}
+        }
+        let mut f = fence.lock().unwrap_or_else(|p| p.into_inner());
+        let (Some(deadline), Some(pid)) = (f.deadline, f.postmaster) else {
+            continue;
+        };
+        if Instant::now() <= deadline {
+            continue;
+        }
+        tracing::error!(
+            "fencing: the lease ran out while the keeper was busy; stopping PostgreSQL (pid {pid}) now"
+        );
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGQUIT,
+        );
+        *f = Fence::default();
     }
 }
 

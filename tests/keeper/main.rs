@@ -8,6 +8,7 @@ mod support;
 mod bad_input;
 mod demo;
 mod election;
+mod fencing;
 mod lifecycle;
 mod restarts;
 mod supervision;

@@ -153,6 +153,27 @@ impl MonitorProc {
         pgpilot_monitor::rpc::connect(&self.uri).await.unwrap()
     }
 
+    /// Starts the stopped monitor again (`pgpilot run`, same port and data).
+    pub async fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let err = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.log.with_file_name("monitor.err"))
+            .unwrap();
+        self.child = Command::new(pgpilot_bin())
+            .args(["run", "--pgdata", path_str(&self.pgdata)])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("restart the monitor");
+        self.wait_ready().await;
+    }
+
     /// How many of the latest 1000 events mention `text`.
     pub async fn count_events(&self, text: &str) -> usize {
         self.client()

@@ -56,6 +56,11 @@ impl LocalPg {
         })
     }
 
+    /// The postmaster's pid while we run one.
+    pub fn pid(&self) -> Option<u32> {
+        self.handle.as_ref().map(|h| h.pid())
+    }
+
     pub fn has_pgdata(&self) -> bool {
         pgproc::is_pgdata(&self.pgdata)
     }
