@@ -12,11 +12,7 @@ const STEP: Duration = Duration::from_secs(60);
 async fn primary_fences_only_when_nothing_vouches_for_it() {
     let dir = TestDir::new("k-fence");
     let mut monitor = MonitorProc::start(&dir).await;
-    let a = KeeperProc::create(&dir, &monitor.uri, "a");
-    wait_state(&monitor, "a", "single", STEP).await;
-    let mut b = KeeperProc::create(&dir, &monitor.uri, "b");
-    wait_state(&monitor, "b", "secondary", STEP).await;
-    wait_state(&monitor, "a", "primary", STEP).await;
+    let (a, mut b) = primary_and_secondary(&dir, &monitor).await;
     a.query("CREATE TABLE t (i int)").await.unwrap();
 
     // The monitor goes away for longer than the lease (3 s): the standby

@@ -11,11 +11,7 @@ const STEP: Duration = Duration::from_secs(60);
 async fn postgres_restarted_in_place_or_failed_over_when_it_cannot_start() {
     let dir = TestDir::new("k-sup");
     let monitor = MonitorProc::start(&dir).await;
-    let a = KeeperProc::create(&dir, &monitor.uri, "a");
-    wait_state(&monitor, "a", "single", STEP).await;
-    let b = KeeperProc::create(&dir, &monitor.uri, "b");
-    wait_state(&monitor, "b", "secondary", STEP).await;
-    wait_state(&monitor, "a", "primary", STEP).await;
+    let (a, b) = primary_and_secondary(&dir, &monitor).await;
     let failovers = monitor.count_events("prepare_promotion").await;
 
     // SIGKILL the postmaster only: the keeper starts it again.

@@ -554,3 +554,17 @@ pub async fn wait_state(monitor: &MonitorProc, name: &str, state: &str, timeout:
     .await;
     let _ = &mut client;
 }
+
+/// A primary "a" and its secondary "b", both keepers running.
+pub async fn primary_and_secondary(
+    dir: &TestDir,
+    monitor: &MonitorProc,
+) -> (KeeperProc, KeeperProc) {
+    let step = Duration::from_secs(60);
+    let a = KeeperProc::create(dir, &monitor.uri, "a");
+    wait_state(monitor, "a", "single", step).await;
+    let b = KeeperProc::create(dir, &monitor.uri, "b");
+    wait_state(monitor, "b", "secondary", step).await;
+    wait_state(monitor, "a", "primary", step).await;
+    (a, b)
+}
