@@ -82,8 +82,8 @@ pub struct Agent {
     /// Why the last transition attempt failed; sent with every report
     /// until a transition succeeds.
     transition_error: String,
-    /// The last addresses each other node's host name resolved to.
-    resolved: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
+    /// When each other node's host name was last resolved, and to what.
+    resolved: std::collections::HashMap<String, (Instant, Vec<std::net::IpAddr>)>,
     fence: Arc<std::sync::Mutex<Fence>>,
     /// As last observed: every other node streams from this one, so the
     /// lease does not fence it (see [`plan::must_fence`]).
@@ -597,15 +597,22 @@ impl Agent {
         };
         let mut others = Vec::new();
         for host in hosts {
-            // Bounded, and remembered: a DNS hiccup must neither stall the
-            // loop (it also fences) nor flip pg_hba.conf between addresses
-            // and the bare host name.
-            let fresh = resolve_ips(&host).await;
-            let ips = if fresh.is_empty() {
-                self.resolved.get(&host).cloned().unwrap_or_default()
-            } else {
-                self.resolved.insert(host.clone(), fresh.clone());
-                fresh
+            // Looked up once a minute, bounded, and remembered: this runs
+            // every round, and a DNS hiccup must neither stall the loop nor
+            // flip pg_hba.conf between addresses and the bare host name.
+            let known = self.resolved.get(&host).cloned();
+            let ips = match known {
+                Some((at, ips)) if at.elapsed() < RESOLVE_EVERY => ips,
+                _ => {
+                    let fresh = resolve_ips(&host).await;
+                    if fresh.is_empty() {
+                        known.map(|(_, ips)| ips).unwrap_or_default()
+                    } else {
+                        self.resolved
+                            .insert(host.clone(), (Instant::now(), fresh.clone()));
+                        fresh
+                    }
+                }
             };
             others.extend(hba::hba_address(&host, &ips));
         }
@@ -680,6 +687,8 @@ async fn fence_watchdog(fence: Arc<std::sync::Mutex<Fence>>, cancel: Cancellatio
 
 /// How long one host name lookup may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the other nodes' host names are looked up again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(60);
 
 /// The addresses of a host name; empty when it does not resolve in time.
 async fn resolve_ips(host: &str) -> Vec<std::net::IpAddr> {

@@ -1,5 +1,7 @@
 //! Three nodes: the primary dies, both standbys stop streaming and report
-//! their LSN, the most advanced is promoted, the other follows it.
+//! their LSN, one is elected and promoted, the other follows it. (Both
+//! hold the same WAL here; the choice of the most advanced is the FSM
+//! tests' and the simulation's to check.)
 
 use std::time::Duration;
 

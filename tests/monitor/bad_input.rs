@@ -4,8 +4,8 @@ use pgpilot_proto::pb;
 use pgpilot_proto::NodeState;
 use tonic::Code;
 
-use crate::keeper::{bootstrap, event_descriptions, register_request, Report};
-use crate::support::{path_str, pgpilot, MonitorProc, NodePg, TestDir};
+use crate::keeper::{bootstrapped, event_descriptions, register_request, Bootstrapped, Report};
+use crate::support::{path_str, pgpilot, MonitorProc, TestDir};
 
 /// Everything an operator can see: every node's full JSON and every event.
 fn snapshot(uri: &str) -> (serde_json::Value, Vec<String>) {
@@ -33,31 +33,18 @@ fn assert_refused(result: Result<impl std::fmt::Debug, tonic::Status>, code: Cod
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_requests_change_nothing() {
     let dir = TestDir::new("badinput");
-    let monitor = MonitorProc::start(&dir).await;
-    let a_pg = NodePg::create(&dir, "a").await;
-    let b_pg = NodePg::create(&dir, "b").await;
-    let mut c = monitor.client().await;
+    // Only the refused requests below may change anything from here.
+    let Bootstrapped {
+        monitor,
+        a_pg,
+        mut c,
+        sysid,
+        a: a_report,
+        b: b_report,
+        b_pg: _b_pg_held,
+        ..
+    } = bootstrapped(&dir).await;
     let uri = monitor.uri.as_str();
-    let sysid = a_pg.system_identifier().await;
-    let (a_report, b_report) = bootstrap(&mut c, a_pg.port, b_pg.port, sysid).await;
-    // Probes turn health from unknown to good on their own: let them do it
-    // first, so that only the refused requests below could change anything.
-    crate::support::eventually(
-        "both nodes probed",
-        std::time::Duration::from_secs(60),
-        || {
-            let mut c = c.clone();
-            async move {
-                let state = c
-                    .show_state(pgpilot_proto::pb::ShowStateRequest::default())
-                    .await
-                    .ok()?
-                    .into_inner();
-                state.nodes.iter().all(|n| n.health == "good").then_some(())
-            }
-        },
-    )
-    .await;
     let before = snapshot(uri);
 
     // Unknown node id.

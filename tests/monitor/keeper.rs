@@ -163,6 +163,63 @@ pub async fn bootstrap(
     (ar, br)
 }
 
+/// A monitor with a primary "a" and a secondary "b" (real PostgreSQL
+/// servers, keepers driven by hand), both probed: from here on only what a
+/// test does changes the store.
+pub struct Bootstrapped {
+    pub monitor: crate::support::MonitorProc,
+    /// The servers run as long as these are held: destructure them into
+    /// named bindings (`a_pg: _a_pg`), never `..`, or they stop at once.
+    pub a_pg: crate::support::NodePg,
+    #[allow(dead_code)]
+    pub b_pg: crate::support::NodePg,
+    pub c: MonitorClient<Channel>,
+    pub sysid: u64,
+    pub a: Report,
+    pub b: Report,
+}
+
+pub async fn bootstrapped(dir: &crate::support::TestDir) -> Bootstrapped {
+    let monitor = crate::support::MonitorProc::start(dir).await;
+    let a_pg = crate::support::NodePg::create(dir, "a").await;
+    let b_pg = crate::support::NodePg::create(dir, "b").await;
+    let mut c = monitor.client().await;
+    let sysid = a_pg.system_identifier().await;
+    let (a, b) = bootstrap(&mut c, a_pg.port, b_pg.port, sysid).await;
+    wait_probed(&c).await;
+    Bootstrapped {
+        monitor,
+        a_pg,
+        b_pg,
+        c,
+        sysid,
+        a,
+        b,
+    }
+}
+
+/// Waits until the monitor's probes have judged every node: health going
+/// from unknown to good is a change no request caused, so tests that count
+/// writes or events start after it.
+pub async fn wait_probed(c: &MonitorClient<Channel>) {
+    crate::support::eventually(
+        "every node probed good",
+        std::time::Duration::from_secs(60),
+        || {
+            let mut c = c.clone();
+            async move {
+                let state = c
+                    .show_state(pb::ShowStateRequest::default())
+                    .await
+                    .ok()?
+                    .into_inner();
+                state.nodes.iter().all(|n| n.health == "good").then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 /// Every event as (node id, assigned state), oldest first.
 pub fn event_goals(monitor_uri: &str) -> Vec<(i64, String)> {
     let out = crate::support::pgpilot_ok(&[

@@ -5,8 +5,8 @@
 use pgpilot_proto::NodeState;
 use sqlx::{ConnectOptions, Connection};
 
-use crate::keeper::bootstrap;
-use crate::support::{MonitorProc, NodePg, TestDir};
+use crate::keeper::{bootstrapped, Bootstrapped};
+use crate::support::{MonitorProc, TestDir};
 
 /// (node_id, xmin) of every node row, and the number of events.
 async fn versions(monitor: &MonitorProc) -> (Vec<(i64, String)>, i64) {
@@ -33,14 +33,15 @@ async fn versions(monitor: &MonitorProc) -> (Vec<(i64, String)>, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_heartbeats_write_nothing() {
     let dir = TestDir::new("writes");
-    let monitor = MonitorProc::start(&dir).await;
-    let a_pg = NodePg::create(&dir, "a").await;
-    let b_pg = NodePg::create(&dir, "b").await;
-    let mut c = monitor.client().await;
-    let sysid = a_pg.system_identifier().await;
-    let (mut a, mut b) = bootstrap(&mut c, a_pg.port, b_pg.port, sysid).await;
-    // Let the probes settle (health unknown -> good is a real change).
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let Bootstrapped {
+        monitor,
+        mut c,
+        mut a,
+        mut b,
+        a_pg: _a_pg_held,
+        b_pg: _b_pg_held,
+        ..
+    } = bootstrapped(&dir).await;
 
     let before = versions(&monitor).await;
     for i in 0..50u64 {
@@ -84,13 +85,14 @@ async fn unchanged_heartbeats_write_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transition_errors_become_events_once() {
     let dir = TestDir::new("errors");
-    let monitor = MonitorProc::start(&dir).await;
-    let a_pg = NodePg::create(&dir, "a").await;
-    let b_pg = NodePg::create(&dir, "b").await;
-    let mut c = monitor.client().await;
-    let sysid = a_pg.system_identifier().await;
-    let (_a, mut b) = bootstrap(&mut c, a_pg.port, b_pg.port, sysid).await;
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let Bootstrapped {
+        monitor,
+        mut c,
+        mut b,
+        a_pg: _a_pg_held,
+        b_pg: _b_pg_held,
+        ..
+    } = bootstrapped(&dir).await;
 
     let (_, events) = versions(&monitor).await;
     // Repeats, and the same failure with other numbers (an LSN that moved,
