@@ -214,7 +214,11 @@ pub enum Drop {
         /// Id of the node, as in `pgpilot show state`.
         #[arg(long)]
         node_id: i64,
-        /// Remove the node at once, without waiting for its keeper.
+        /// The node's keeper is gone for good: do not wait for it. The row
+        /// goes as soon as the node cannot accept writes any more (its
+        /// lease ran out); a dropped primary that had synchronous
+        /// replication on is replaced by the standby that holds every
+        /// acknowledged commit.
         #[arg(long)]
         force: bool,
     },

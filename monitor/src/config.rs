@@ -67,6 +67,14 @@ impl Default for Timings {
 }
 
 impl Timings {
+    /// How long a keeper waits for a reply: at most 800 ms, and at most
+    /// half of what the lease leaves after one poll interval, so that a
+    /// keeper whose first attempt timed out still renews its lease in time.
+    pub fn report_timeout(&self) -> Duration {
+        let slack = self.lease.saturating_sub(self.keeper_poll_interval) / 2;
+        slack.min(Duration::from_millis(800))
+    }
+
     pub fn fsm_config(&self) -> FsmConfig {
         FsmConfig {
             node_unhealthy_timeout: self.node_unhealthy_timeout,
@@ -76,6 +84,8 @@ impl Timings {
             replication_stall_timeout: self.replication_stall_timeout,
             sync_wal_threshold: self.sync_wal_threshold,
             promote_wal_threshold: self.promote_wal_threshold,
+            poll_interval: self.keeper_poll_interval,
+            report_timeout: self.report_timeout(),
         }
     }
 
@@ -89,6 +99,10 @@ impl Timings {
             ("replication_lost_timeout", self.replication_lost_timeout),
             ("lease", self.lease),
             ("replication_stall_timeout", self.replication_stall_timeout),
+            // The margin covers the keepers' clocks running slower than the
+            // monitor's between two reports; without it the lease gate
+            // could open while the old primary still believes in its lease.
+            ("clock_margin", self.clock_margin),
         ];
         for (name, d) in positive {
             if d.is_zero() {

@@ -81,7 +81,7 @@ pub async fn run_monitor(config: MonitorConfig, cancel: CancellationToken) -> an
             store.clone(),
             config.timings.clone(),
             config.monitor_uri(),
-            chrono::Utc::now(),
+            crate::clock::now(),
         );
         let served = serve(control, listener, cancel.clone()).await;
         store.pool.close().await;

@@ -1,6 +1,10 @@
 //! The pgpilot monitor.
 //!
+//! - [`clock`]: wall-clock timestamps that advance monotonically.
 //! - [`fsm`]: the pure group state machine (no I/O, explicit `now`).
+//! - [`core`]: every operation on a group (registration, report, probe,
+//!   drop, tick) as a pure function returning actions; the daemon and the
+//!   simulation both run it.
 //! - [`store`]: the durable state in the monitor's PostgreSQL, and the
 //!   one-transaction-per-decision discipline.
 //! - [`live`]: heartbeat fields kept in memory between writes.
@@ -16,8 +20,10 @@
 //! - [`error`]: [`MonitorError`](error::MonitorError), mapped to gRPC codes.
 #![deny(clippy::print_stdout)]
 
+pub mod clock;
 pub mod config;
 pub mod control;
+pub mod core;
 pub mod daemon;
 pub mod error;
 pub mod events;
@@ -29,6 +35,4 @@ pub mod private_pg;
 pub mod rpc;
 pub mod server;
 pub mod setup;
-#[cfg(test)]
-mod sim;
 pub mod store;

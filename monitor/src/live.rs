@@ -31,6 +31,23 @@ pub struct LiveReport {
     pub replication_stall_since: Option<Timestamp>,
     /// Why the keeper could not reach its goal, as it last said.
     pub transition_error: String,
+    /// The keeper could not read PostgreSQL's status in that report.
+    pub status_unknown: bool,
+}
+
+impl LiveReport {
+    /// The volatile fields of a node as the core left them.
+    pub fn of(n: &NodeView) -> LiveReport {
+        LiveReport {
+            at: n.last_report.unwrap_or_default(),
+            lsn: n.lsn,
+            replication_state: n.replication_state.clone(),
+            upstream_silent: n.upstream_silent,
+            replication_stall_since: n.replication_stall_since,
+            transition_error: n.transition_error.clone(),
+            status_unknown: n.status_unknown,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -83,6 +100,8 @@ impl Live {
                 view.replication_state = live.replication_state;
                 view.upstream_silent = live.upstream_silent;
                 view.replication_stall_since = live.replication_stall_since;
+                view.transition_error = live.transition_error;
+                view.status_unknown = live.status_unknown;
             }
         }
         // See the module documentation: never before our own start.

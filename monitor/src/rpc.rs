@@ -22,7 +22,7 @@ impl MonitorService {
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 fn now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
+    crate::clock::now()
 }
 
 #[tonic::async_trait]

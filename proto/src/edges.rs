@@ -98,13 +98,12 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     // while its goal is unchanged) comes back to its goal.
     (DemoteTimeout, WaitPrimary, KeeperAction::RestartAsPrimary),
     (DemoteTimeout, ApplySettings, KeeperAction::RestartAsPrimary),
-    // The only node left in the group (the others were dropped).
+    // The only node left in the group (the others were dropped): only the
+    // writer or a caught-up secondary; a node that may lack acknowledged
+    // commits is never made writable by the monitor on its own.
     (WaitPrimary, Single, KeeperAction::Noop),
     (Primary, Single, KeeperAction::DisableSyncRep),
-    (Draining, Single, KeeperAction::RestartAsPrimary),
     (DemoteTimeout, Single, KeeperAction::RestartAsPrimary),
-    (Demoted, Single, KeeperAction::RestartAsPrimary),
-    (Catchingup, Single, KeeperAction::PromoteToSingle),
     (Secondary, Single, KeeperAction::PromoteToSingle),
     // Operator drop: the store assigns dropped from whatever state the
     // node is in.

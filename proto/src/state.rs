@@ -105,6 +105,13 @@ impl NodeState {
         }
     }
 
+    /// Whether Postgres runs in this state: the keeper restarts it if it
+    /// dies, and the monitor's model of the keeper relies on the same list.
+    /// Exactly the states in which clients can connect.
+    pub fn wants_running(self) -> bool {
+        self.connection() != Connection::None
+    }
+
     /// Decodes a wire value; unknown numbers are an error, not a default.
     pub fn from_wire(value: i32) -> Result<Self, UnknownState> {
         match NodeState::try_from(value) {
@@ -133,6 +140,14 @@ impl FromStr for NodeState {
             .copied()
             .find(|state| state.name() == s)
             .ok_or_else(|| UnknownState(s.to_string()))
+    }
+}
+
+/// For typed store rows: a state stored by its wire name.
+impl TryFrom<String> for NodeState {
+    type Error = UnknownState;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

@@ -33,7 +33,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .map_err(status_error)?;
             println!(
                 "node {node_id} {}",
-                if force { "removed" } else { "is being dropped" }
+                if force {
+                    "is being removed (forced): its row goes once it cannot accept writes"
+                } else {
+                    "is being dropped"
+                }
             );
             Ok(())
         }

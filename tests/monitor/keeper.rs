@@ -50,6 +50,7 @@ impl Report {
             }),
             system_identifier: self.system_identifier,
             transition_error: self.transition_error.clone(),
+            status_unknown: false,
         }
     }
 

@@ -1,5 +1,7 @@
-//! The monitor's operations: each one locks its group, decides on fresh
-//! rows and commits, or answers from a read without writing.
+//! The monitor's operations, as thin shells around [`crate::core`]: each
+//! one locks its group, loads its view, lets the core decide, applies the
+//! core's actions through the store and commits; or answers from a read
+//! without writing.
 //!
 //! - [`register`](Control::register), [`node_active`](Control::node_active):
 //!   the keeper protocol (`register.rs`, `report.rs`).
@@ -10,15 +12,16 @@
 mod health;
 mod reads;
 mod register;
-pub(crate) mod report;
+mod report;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::config::Timings;
+use crate::core::{self, Core};
 use crate::error::{MonitorError, Result};
 use crate::events::EventBus;
-use crate::fsm::{FsmConfig, Timestamp};
+use crate::fsm::{Action, GroupView, Timestamp};
 use crate::live::Live;
 use crate::store::{GroupTx, Store};
 
@@ -31,7 +34,7 @@ pub struct Control {
     pub live: Live,
     pub bus: EventBus,
     pub timings: Arc<Timings>,
-    pub fsm: Arc<FsmConfig>,
+    pub core: Arc<Core>,
     /// The URI keepers use to reach this monitor (`show uri`).
     pub monitor_uri: Arc<String>,
     locks: Arc<Mutex<HashMap<(String, i32), GroupLock>>>,
@@ -52,7 +55,7 @@ impl Control {
             store,
             live: Live::new(now),
             bus: EventBus::default(),
-            fsm: Arc::new(timings.fsm_config()),
+            core: Arc::new(Core::new(timings.fsm_config())),
             timings: Arc::new(timings),
             monitor_uri: Arc::new(monitor_uri),
             locks: Arc::default(),
@@ -71,7 +74,7 @@ impl Control {
 
     /// Begins the group's transaction; the group must exist.
     async fn begin(&self, formation: &str, group_id: i32, now: Timestamp) -> Result<GroupTx> {
-        GroupTx::begin(&self.store.pool, formation, group_id, now)
+        GroupTx::begin(&self.store.pool, formation, group_id, now, &self.live)
             .await?
             .ok_or_else(|| {
                 MonitorError::NotFound(format!(
@@ -80,70 +83,45 @@ impl Control {
             })
     }
 
-    /// Commits and publishes the transaction's events.
-    async fn commit(&self, tx: GroupTx) -> Result<()> {
-        let events = tx.commit().await?;
-        self.bus.publish(events);
-        Ok(())
+    /// The group's view from an unlocked read, for dry runs: the caller
+    /// holds the group's in-process lock, and every writer of the group
+    /// takes it, so the rows are current.
+    async fn read_view(&self, formation: &str, group_id: i32) -> Result<Option<GroupView>> {
+        let Some((group, nodes)) = self.store.read_group(formation, group_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(crate::store::group_view(&group, &nodes, &self.live)?))
     }
 
-    /// Marks a node for removal: its keeper stops Postgres, reports
-    /// `dropped`, and the row is deleted. With `force` the row is deleted at
-    /// once (the keeper is gone for good).
+    /// Applies the actions, commits and publishes the events. Nodes that
+    /// left the group are forgotten by the live table.
+    async fn finish(&self, mut tx: GroupTx, actions: &[Action]) -> Result<GroupView> {
+        tx.apply(actions).await?;
+        let view = tx.view.clone();
+        let events = tx.commit().await?;
+        for a in actions {
+            if let Action::RemoveNode { node_id, .. } = a {
+                self.live.forget(*node_id);
+            }
+        }
+        self.bus.publish(events);
+        Ok(view)
+    }
+
+    /// The operator drops a node (see [`Core::drop_node`]).
     pub async fn drop_node(&self, node_id: i64, force: bool, now: Timestamp) -> Result<()> {
         let (formation, group_id) = self.group_of(node_id).await?;
         let _guard = self.lock_group(&formation, group_id).await;
         let mut tx = self.begin(&formation, group_id, now).await?;
-        let Some(node) = tx.node(node_id).cloned() else {
-            return Err(unknown_node(node_id));
-        };
-        if force {
-            tx.event(
-                node_id,
-                format!(
-                    "node {node_id} {:?} ({}) removed by the operator (forced)",
-                    node.name,
-                    node.host_port()
-                ),
-            )
-            .await?;
-            sqlx::query("DELETE FROM node WHERE node_id = $1")
-                .bind(node_id)
-                .execute(tx.conn())
-                .await
-                .map_err(anyhow::Error::from)?;
-            tx.nodes.retain(|n| n.node_id != node_id);
-            self.live.forget(node_id);
-        } else if node.assigned_state != "dropped" {
-            let n = tx.node_mut(node_id).expect("checked above");
-            n.assigned_state = "dropped".into();
-            n.goal_changed_at = now;
-            tx.save_node(node_id).await?;
-            tx.event(
-                node_id,
-                format!(
-                    "node {node_id} {:?} ({}) assigned dropped by the operator",
-                    node.name,
-                    node.host_port()
-                ),
-            )
-            .await?;
-        }
-        tx.decide(&self.live, &self.fsm).await?;
-        self.commit(tx).await
+        let actions = self.core.drop_node(&mut tx.view, node_id, force, now)?;
+        self.finish(tx, &actions).await?;
+        Ok(())
     }
 
     async fn group_of(&self, node_id: i64) -> Result<(String, i32)> {
         self.store
             .group_of(node_id)
             .await?
-            .ok_or_else(|| unknown_node(node_id))
+            .ok_or_else(|| core::unknown_node(node_id))
     }
-}
-
-fn unknown_node(node_id: i64) -> MonitorError {
-    MonitorError::NotFound(format!(
-        "node {node_id} is not registered with this monitor; it may have been dropped: \
-         register the node again with `pgpilot create postgres`"
-    ))
 }

@@ -1,25 +1,11 @@
 //! Operator reads: state, events, URIs, settings. No writes.
 
-use anyhow::Context;
 use pgpilot_proto::{pb, NodeState};
 
 use super::Control;
 use crate::error::{MonitorError, Result};
 use crate::fsm;
 use crate::store::{group_view, host_port, u64_to_db};
-
-/// An `event` row as selected for `show events`.
-type EventRow = (
-    i64,
-    fsm::Timestamp,
-    String,
-    i32,
-    i64,
-    String,
-    String,
-    String,
-    String,
-);
 
 /// Default number of events `show events` returns.
 pub const DEFAULT_EVENT_COUNT: u32 = 10;
@@ -49,7 +35,7 @@ impl Control {
             if self.live.get(row.node_id).is_some() {
                 row.last_report = view.last_report;
             }
-            nodes.push(row.to_status()?);
+            nodes.push(row.to_status());
         }
         Ok(pb::ShowStateResponse { nodes })
     }
@@ -61,45 +47,13 @@ impl Control {
         } else {
             count.min(MAX_EVENT_COUNT)
         };
-        let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT event_id, event_time, formation, group_id, node_id, node_name, reported_state, \
-             assigned_state, description FROM event WHERE ($1::text IS NULL OR formation = $1) \
-             ORDER BY event_id DESC LIMIT $2",
-        )
-        .bind(formation)
-        .bind(i64::from(count))
-        .fetch_all(&self.store.pool)
-        .await
-        .context("read events")?;
-        let mut events = rows
-            .into_iter()
-            .map(
-                |(
-                    event_id,
-                    time,
-                    formation,
-                    group_id,
-                    node_id,
-                    node_name,
-                    reported,
-                    assigned,
-                    description,
-                )| {
-                    Ok(pb::Event {
-                        event_id,
-                        time: time.to_rfc3339(),
-                        formation,
-                        group_id,
-                        node_id,
-                        node_name,
-                        reported_state: crate::store::parse_state(&reported)? as i32,
-                        assigned_state: crate::store::parse_state(&assigned)? as i32,
-                        description,
-                    })
-                },
-            )
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        events.reverse();
+        let events = self
+            .store
+            .events(formation.as_deref(), count)
+            .await?
+            .iter()
+            .map(|e| e.to_pb())
+            .collect();
         Ok(pb::ShowEventsResponse { events })
     }
 
@@ -120,7 +74,7 @@ impl Control {
             }
             let hosts: Vec<String> = nodes
                 .iter()
-                .filter(|n| n.formation == name && n.assigned_state != NodeState::Dropped.name())
+                .filter(|n| n.formation == name && n.assigned_state != NodeState::Dropped)
                 .map(|n| host_port(&n.host, n.port))
                 .collect();
             if hosts.is_empty() && only.is_none() {

@@ -23,6 +23,14 @@ pub fn node(id: i64, state: NodeState) -> NodeView {
     NodeView {
         id,
         name: format!("node_{id}"),
+        host: format!("node{id}.test"),
+        port: 5432,
+        system_identifier: None,
+        status_unknown: false,
+        last_probe: None,
+        transition_error: String::new(),
+        drop_forced: false,
+        dropped_from: None,
         reported: state,
         assigned: state,
         pg_running: true,
@@ -51,6 +59,10 @@ pub trait NodeExt {
     fn tli(self, t: u32) -> Self;
     fn stall_since(self, t: Timestamp) -> Self;
     fn changed_at(self, t: Timestamp) -> Self;
+    /// Dropped by the operator after it had reported `from`.
+    fn dropped(self, from: NodeState, forced: bool) -> Self;
+    /// Its keeper could not read PostgreSQL's status.
+    fn unknown(self) -> Self;
 }
 
 impl NodeExt for NodeView {
@@ -98,6 +110,16 @@ impl NodeExt for NodeView {
         self.goal_changed_at = t;
         self
     }
+    fn dropped(mut self, from: NodeState, forced: bool) -> Self {
+        self.assigned = NodeState::Dropped;
+        self.dropped_from = Some(from);
+        self.drop_forced = forced;
+        self
+    }
+    fn unknown(mut self) -> Self {
+        self.status_unknown = true;
+        self
+    }
 }
 
 pub fn group(nodes: Vec<NodeView>) -> GroupView {
@@ -106,6 +128,9 @@ pub fn group(nodes: Vec<NodeView>) -> GroupView {
         group_id: 0,
         number_sync_standbys: 1,
         generation: 1,
+        system_identifier: None,
+        dbname: "postgres".into(),
+        waiting_for: None,
         nodes,
     }
 }

@@ -24,12 +24,13 @@
 //! (RestartAsPrimary). If the monitor did fail over meanwhile, the node's
 //! goal is already draining/demote_timeout/demoted and it stays stopped.
 
+mod failover;
 mod health;
 mod model;
 mod rules;
 mod ssn;
 mod steady;
-pub mod switches;
+mod waits;
 
 #[cfg(test)]
 mod builders;
@@ -46,31 +47,54 @@ pub use health::{is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent, leas
 pub use model::*;
 pub use ssn::synchronous_standby_names;
 
+use failover::*;
 use rules::*;
 use steady::*;
+pub use waits::current_wait;
+use waits::explain_wait;
 
-type Rule = fn(&GroupView, Timestamp, &FsmConfig) -> Vec<Action>;
+/// One rule: a pure function of the group, the time and the timings.
+pub type RuleFn = fn(&GroupView, Timestamp, &FsmConfig) -> Vec<Action>;
+
+/// A rule with the name tests and the simulation know it by.
+#[derive(Clone, Copy)]
+pub struct Rule {
+    pub name: &'static str,
+    pub run: RuleFn,
+}
+
+const fn rule(name: &'static str, run: RuleFn) -> Rule {
+    Rule { name, run }
+}
 
 /// Rules in priority order; the first that fires wins each round.
 /// Failover rules precede every rule that could turn synchronous
-/// replication off (DESIGN.md §8).
-const RULES: &[Rule] = &[
-    remove_dropped,
-    alone,
-    fenced_while_draining,
-    elect,
-    promotion_step,
-    lease_gate,
-    failover,
-    stall,
-    standby_lost,
-    single_to_wait_primary,
-    standby_join,
-    apply_settings_done,
-    catchup_done,
-    enable_sync,
-    rejoin,
-    drop_sync_standby,
+/// replication off (DESIGN.md §8). The table is public so that a test can
+/// run the state machine with one rule replaced from outside (a mutation
+/// test) without any switch inside the rules themselves.
+pub const RULES: &[Rule] = &[
+    rule("fenced_while_draining", fenced_while_draining),
+    rule("alone", alone),
+    // Before the row of a dropped quorum standby goes, the primary
+    // re-applies synchronous_standby_names with the wait that every change
+    // to it gets (a forced drop used to skip it).
+    rule("drop_sync_standby", drop_sync_standby),
+    rule("remove_dropped", remove_dropped),
+    rule("forget_cluster", forget_cluster),
+    rule("elect", elect),
+    rule("promotion_step", promotion_step),
+    rule("lease_gate", lease_gate),
+    rule("failover", failover),
+    rule("stall", stall),
+    rule("standby_lost", standby_lost),
+    rule("single_to_wait_primary", single_to_wait_primary),
+    rule("standby_join", standby_join),
+    rule("apply_settings_done", apply_settings_done),
+    rule("catchup_done", catchup_done),
+    rule("enable_sync", enable_sync),
+    rule("rejoin", rejoin),
+    // Last: only a group that no rule moves on is waiting.
+    rule("explain_wait", explain_wait),
 ];
 
 /// A safety cap on rounds inside one [`decide`] call; every round changes at
@@ -78,14 +102,26 @@ const RULES: &[Rule] = &[
 /// the same inputs, so real runs need a handful.
 const MAX_ROUNDS: usize = 32;
 
-/// Decides what the group must do next. See the module documentation.
+/// Decides what the group must do next with the production rules. See the
+/// module documentation.
 pub fn decide(group: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
+    decide_with(RULES, group, now, cfg)
+}
+
+/// [`decide`] with an explicit rule table: the one fixpoint loop of the
+/// monitor (the store, the operations and the simulation all come here).
+pub fn decide_with(
+    rules: &[Rule],
+    group: &GroupView,
+    now: Timestamp,
+    cfg: &FsmConfig,
+) -> Vec<Action> {
     let mut work = group.clone();
     let mut out = Vec::new();
     for _ in 0..MAX_ROUNDS {
-        let Some(actions) = RULES
+        let Some(actions) = rules
             .iter()
-            .map(|rule| rule(&work, now, cfg))
+            .map(|rule| (rule.run)(&work, now, cfg))
             .find(|a| !a.is_empty())
         else {
             break;
@@ -106,7 +142,17 @@ fn changes(g: &GroupView, a: &Action) -> bool {
             g.node(*node_id).is_some_and(|n| n.assigned != *goal)
         }
         Action::RemoveNode { node_id, .. } => g.node(*node_id).is_some(),
+        Action::ForgetSystemIdentifier => g.system_identifier.is_some(),
+        Action::Wait { reason, .. } => g.waiting_for.as_ref() != Some(reason),
+        Action::WaitOver => g.waiting_for.is_some(),
         Action::BumpGeneration { .. } => true,
+        // Not produced by rules: the operations in `crate::core` emit them
+        // after changing the view themselves.
+        Action::SaveNode { .. }
+        | Action::AddNode { .. }
+        | Action::SaveGroupSystemIdentifier
+        | Action::SaveDbname
+        | Action::Note { .. } => false,
     }
 }
 
@@ -124,6 +170,15 @@ pub fn apply(group: &mut GroupView, actions: &[Action], now: Timestamp) {
                 }
             }
             Action::RemoveNode { node_id, .. } => group.nodes.retain(|n| n.id != *node_id),
+            Action::ForgetSystemIdentifier => group.system_identifier = None,
+            Action::Wait { reason, .. } => group.waiting_for = Some(reason.clone()),
+            Action::WaitOver => group.waiting_for = None,
+            // The view already holds what these write.
+            Action::SaveNode { .. }
+            | Action::AddNode { .. }
+            | Action::SaveGroupSystemIdentifier
+            | Action::SaveDbname
+            | Action::Note { .. } => {}
         }
     }
 }

@@ -19,6 +19,23 @@ pub enum Health {
     Bad,
 }
 
+/// A health name that is not one of unknown, good, bad.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown health {0:?}")]
+pub struct UnknownHealth(pub String);
+
+impl TryFrom<String> for Health {
+    type Error = UnknownHealth;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        match s.as_str() {
+            "unknown" => Ok(Health::Unknown),
+            "good" => Ok(Health::Good),
+            "bad" => Ok(Health::Bad),
+            _ => Err(UnknownHealth(s)),
+        }
+    }
+}
+
 impl Health {
     pub fn name(self) -> &'static str {
         match self {
@@ -34,6 +51,10 @@ impl Health {
 pub struct NodeView {
     pub id: i64,
     pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// PostgreSQL's system identifier, once the keeper reported it.
+    pub system_identifier: Option<u64>,
     /// The state the keeper last reported (the last goal it reached).
     pub reported: NodeState,
     /// The goal the monitor assigned.
@@ -42,7 +63,12 @@ pub struct NodeView {
     /// only after its own restart attempts failed (its restart grace).
     pub pg_running: bool,
     pub tli: u32,
+    /// The last LSN the keeper reported; see `status_unknown`.
     pub lsn: Lsn,
+    /// The keeper's last report said it could not read PostgreSQL's status
+    /// (a failed or timed-out query): `lsn` and `tli` are then not what
+    /// the node holds now, and no rule may count them as final.
+    pub status_unknown: bool,
     /// On a primary: best sync_state of pgpilot standbys, "" when none streams.
     pub replication_state: String,
     /// On a standby: how long its WAL receiver had not heard from the
@@ -51,6 +77,16 @@ pub struct NodeView {
     pub candidate_priority: i32,
     pub replication_quorum: bool,
     pub health: Health,
+    /// When the prober last changed `health`.
+    pub last_probe: Option<Timestamp>,
+    /// Why the keeper last said it cannot reach its goal ("" when it can).
+    pub transition_error: String,
+    /// The operator dropped this node with `--force`: its keeper is gone
+    /// for good, so its row goes once it can no longer accept writes
+    /// (instead of once its keeper reports `dropped`).
+    pub drop_forced: bool,
+    /// The state the node had reported when the operator dropped it.
+    pub dropped_from: Option<NodeState>,
     /// When the monitor received the keeper's last NodeActive.
     pub last_report: Option<Timestamp>,
     /// When `assigned` last changed (drives drain and stall clocks).
@@ -69,6 +105,13 @@ pub struct GroupView {
     pub number_sync_standbys: i32,
     /// Bumped with every promotion decision (fencing token).
     pub generation: i64,
+    /// The system identifier every node of the group must share; set by
+    /// the first node that reports one, cleared when the group is empty.
+    pub system_identifier: Option<u64>,
+    /// The database the formation serves (fixed by its first node).
+    pub dbname: String,
+    /// What the group waits for, as last recorded (see `fsm::waits`).
+    pub waiting_for: Option<String>,
     pub nodes: Vec<NodeView>,
 }
 
@@ -90,8 +133,29 @@ pub enum Action {
         goal: NodeState,
         reason: String,
     },
-    /// Delete the node's row: its keeper reported `dropped`.
+    /// Delete the node's row: its keeper reported `dropped`, or it was
+    /// dropped with `--force` and can no longer accept writes.
     RemoveNode { node_id: i64, reason: String },
+    /// The group has no node left: forget its system identifier, so that
+    /// a new first node (a new cluster) can register.
+    ForgetSystemIdentifier,
+    /// Write the node's row from the view (a significant report field,
+    /// its health or a drop flag changed).
+    SaveNode { node_id: i64 },
+    /// Insert the node (registration) from the view.
+    AddNode { node_id: i64 },
+    /// Write the group's system identifier from the view.
+    SaveGroupSystemIdentifier,
+    /// Write the formation's dbname from the view (first node).
+    SaveDbname,
+    /// The group cannot move on by itself: record why, once, as an
+    /// event on the node it waits for.
+    Wait { node_id: i64, reason: String },
+    /// The recorded wait is over.
+    WaitOver,
+    /// An event about a node with no goal change (a report, a health
+    /// change, a keeper's error, an operator's request).
+    Note { node_id: i64, description: String },
 }
 
 /// Timings and thresholds of the state machine (DESIGN.md section 8).
@@ -113,6 +177,11 @@ pub struct FsmConfig {
     pub sync_wal_threshold: u64,
     /// A secondary further behind than this is never promoted.
     pub promote_wal_threshold: u64,
+    /// How often keepers report (handed to them with every reply).
+    pub poll_interval: Duration,
+    /// How long a keeper waits for one report's reply; shorter than the
+    /// lease less the poll interval, so a renewal always lands in time.
+    pub report_timeout: Duration,
 }
 
 impl Default for FsmConfig {
@@ -125,6 +194,8 @@ impl Default for FsmConfig {
             replication_stall_timeout: Duration::from_secs(10),
             sync_wal_threshold: 16 * 1024 * 1024,
             promote_wal_threshold: 16 * 1024 * 1024,
+            poll_interval: Duration::from_secs(1),
+            report_timeout: Duration::from_millis(800),
         }
     }
 }

@@ -71,7 +71,7 @@ pub(super) struct Limits {
 
 /// Whether the keeper runs PostgreSQL in a state: the keeper's own rule.
 fn runs(s: NodeState) -> bool {
-    pgpilot_keeper::plan::wants_running(s)
+    s.wants_running()
 }
 
 fn standby_like(s: NodeState) -> bool {
@@ -85,6 +85,9 @@ impl Sim {
             group_id: 0,
             number_sync_standbys: 1,
             generation: 1,
+            system_identifier: None,
+            dbname: "postgres".into(),
+            waiting_for: None,
             nodes: vec![],
         };
         Sim {

@@ -86,6 +86,7 @@ pub(super) fn catchup_done(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Ve
         s.id != p.id
             && is_in(s, Catchingup)
             && is_healthy(s, now, cfg)
+            && !s.status_unknown
             && s.tli == p.tli
             && p.lsn.distance_from(s.lsn) <= cfg.sync_wal_threshold
             && s.upstream_silent

@@ -11,8 +11,11 @@ pub(super) enum Want {
     Bump,
     Goal(i64, NodeState),
     Remove(i64),
+    Forget,
+    /// The group waits for this node (an event says why).
+    WaitFor(i64),
 }
-use Want::{Bump, Goal, Remove};
+use Want::{Bump, Forget, Goal, Remove, WaitFor};
 
 pub(super) struct Case {
     name: &'static str,
@@ -34,6 +37,9 @@ pub(super) fn check(c: &Case) {
             Action::BumpGeneration { .. } => Bump,
             Action::AssignGoal { node_id, goal, .. } => Goal(*node_id, *goal),
             Action::RemoveNode { node_id, .. } => Remove(*node_id),
+            Action::ForgetSystemIdentifier => Forget,
+            Action::Wait { node_id, .. } => WaitFor(*node_id),
+            other => panic!("the rules never return {other:?}"),
         })
         .collect();
     assert_eq!(got, c.want, "case {:?}: {actions:#?}", c.name);
@@ -42,7 +48,9 @@ pub(super) fn check(c: &Case) {
         .map(|a| match a {
             Action::BumpGeneration { reason }
             | Action::AssignGoal { reason, .. }
-            | Action::RemoveNode { reason, .. } => reason.as_str(),
+            | Action::RemoveNode { reason, .. }
+            | Action::Wait { reason, .. } => reason.as_str(),
+            _ => "",
         })
         .collect();
     let reasons = reasons.join(" | ");
@@ -269,14 +277,79 @@ fn alone_and_drop_rules() {
             "",
         ),
         case(
-            "standby alone once the dropped primary's lease expired -> single",
+            // Dead end 3: a catching-up standby may lack acknowledged
+            // commits; it was made writable here before.
+            "catching-up standby alone is not made writable",
             vec![
                 node(1, Primary).goal(Dropped),
                 node(2, Catchingup).silent_since(Some(at(4.0))),
             ],
             at(4.1),
-            vec![Goal(2, Single)],
+            vec![],
             "",
+        ),
+        case(
+            "demoted old primary alone is not made writable",
+            vec![node(1, Demoted)],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
+            "secondary alone after a dropped wait_primary is not made writable",
+            vec![
+                node(1, WaitPrimary)
+                    .dropped(WaitPrimary, true)
+                    .silent_since(Some(at(-10.0))),
+                node(2, Secondary),
+            ],
+            t0(),
+            vec![WaitFor(1)],
+            "dropped while wait_primary",
+        ),
+        case(
+            // Dead end 11: two secondaries, the primary dropped for good.
+            "dropped primary of three: election among its secondaries",
+            vec![
+                node(1, Primary)
+                    .dropped(Primary, true)
+                    .silent_since(Some(at(-10.0))),
+                node(2, Secondary),
+                node(3, Secondary),
+            ],
+            t0(),
+            vec![Bump, Goal(2, ReportLsn), Goal(3, ReportLsn), Remove(1)],
+            "the operator dropped primary node 1",
+        ),
+        case(
+            "dropped primary of two: its secondary is promoted once it is fenced",
+            vec![node(1, Primary).dropped(Primary, true), node(2, Secondary)],
+            at(1.0),
+            vec![Bump, Goal(2, PreparePromotion)],
+            "the operator dropped primary node 1",
+        ),
+        case(
+            "a dropped primary that may still write is kept while it may",
+            vec![
+                node(1, Primary).dropped(Primary, true),
+                node(2, StopReplication),
+                node(3, Catchingup),
+            ],
+            at(1.0),
+            vec![],
+            "",
+        ),
+        case(
+            // Dead end 2: a forced drop used to delete the row at once.
+            "force-dropped quorum standby: the primary re-applies its settings first",
+            vec![
+                node(1, Primary).changed_at(at(-5.0)),
+                node(2, Secondary),
+                node(3, Secondary).dropped(Secondary, true),
+            ],
+            t0(),
+            vec![Goal(1, ApplySettings), Remove(3)],
+            "quorum standby node 3 dropped",
         ),
         case(
             "standby that never copied the data waits again",
@@ -286,10 +359,10 @@ fn alone_and_drop_rules() {
             "before it copied",
         ),
         case(
-            "reported dropped -> removed, then the primary is alone",
+            "reported dropped -> the primary is alone, the row goes",
             vec![node(1, Primary), node(2, Dropped)],
             t0(),
-            vec![Remove(2), Goal(1, Single)],
+            vec![Goal(1, Single), Remove(2)],
             "node 2 reported dropped",
         ),
         case(
@@ -315,18 +388,28 @@ fn alone_and_drop_rules() {
             "",
         ),
         case(
-            "dropping the only sync secondary of 3 -> wait_primary",
+            "dropping the only sync secondary of 3 -> apply_settings (then wait_primary)",
             vec![
                 node(1, Primary).changed_at(at(-5.0)),
                 node(2, Catchingup),
                 node(3, Secondary).goal(Dropped),
             ],
             t0(),
-            vec![Goal(1, WaitPrimary)],
-            "no quorum secondary left",
+            vec![Goal(1, ApplySettings)],
+            "quorum standby node 3 dropped",
         ),
     ];
     cases.iter().for_each(check);
+    // Dead end 14: a new first node was refused forever before.
+    let mut last = case(
+        "last node removed: the group forgets its system identifier",
+        vec![node(1, Dropped)],
+        t0(),
+        vec![Remove(1), Forget],
+        "reported dropped",
+    );
+    last.group.system_identifier = Some(42);
+    check(&last);
 }
 
 #[test]

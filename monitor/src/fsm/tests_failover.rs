@@ -63,11 +63,11 @@ fn failover_rules() {
             "",
         ),
         case(
-            "candidate itself silent: no failover",
+            "candidate itself silent: no failover, and the monitor says why",
             vec![dead(), node(2, Secondary).upstream(3.0)],
             t(),
-            vec![],
-            "",
+            vec![WaitFor(2)],
+            "standby node 2 is not healthy",
         ),
         case(
             "two quorum secondaries: an election, every standby reports its LSN",
@@ -80,8 +80,8 @@ fn failover_rules() {
             "a quorum standby that is not healthy may hold commits: no failover",
             vec![dead(), sec(2, 3.0), sec(3, 3.0).bad().silent_since(Some(at(1.0)))],
             t(),
-            vec![],
-            "",
+            vec![WaitFor(3)],
+            "quorum standby node 3 is not healthy",
         ),
         case(
             "a non-quorum standby votes too: it may still follow the old primary",
@@ -96,6 +96,45 @@ fn failover_rules() {
             t(),
             vec![Bump, Goal(3, ReportLsn), Goal(1, Draining)],
             "election",
+        ),
+        case(
+            // Dead end 1: a keeper that cannot read its status reports an
+            // LSN that means nothing.
+            "a candidate whose status is unknown is not promoted",
+            vec![dead(), sec(2, 3.0).unknown()],
+            t(),
+            vec![],
+            "",
+        ),
+        case(
+            // Dead end 13: demoted has no edge to report_lsn.
+            "a quorum standby still rejoining (reported demoted) makes the election wait",
+            vec![dead(), sec(2, 3.0), node(3, Demoted).goal(Catchingup)],
+            t(),
+            vec![WaitFor(3)],
+            "still on its way into catchingup",
+        ),
+        case(
+            "election: the most advanced voter is promoted",
+            vec![
+                node(1, Primary).goal(Draining).bad(),
+                node(2, ReportLsn).lsn_mb(110),
+                node(3, ReportLsn).lsn_mb(100).prio(90),
+            ],
+            t0(),
+            vec![Goal(2, PreparePromotion)],
+            "elected with LSN",
+        ),
+        case(
+            "election: a voter whose status is unknown has no final LSN yet",
+            vec![
+                node(1, Primary).goal(Draining).bad(),
+                node(2, ReportLsn).lsn_mb(100),
+                node(3, ReportLsn).lsn_mb(90).unknown(),
+            ],
+            t0(),
+            vec![],
+            "",
         ),
         case(
             "self-fenced primary (demote_timeout, goal primary) is not failed over",
@@ -261,4 +300,40 @@ fn sync_off_rules_and_their_guards() {
         ),
     ];
     cases.iter().for_each(check);
+}
+
+#[test]
+fn waits_are_named_once() {
+    use crate::fsm::{apply, decide, Action, FsmConfig};
+    let cfg = FsmConfig::default();
+    // Dead end 7: a quorum voter that never reports its LSN.
+    let mut g = group(vec![
+        node(1, Primary)
+            .goal(Draining)
+            .bad()
+            .silent_since(Some(t0())),
+        node(2, ReportLsn).lsn_mb(100),
+        node(3, Secondary).goal(ReportLsn),
+    ]);
+    assert!(
+        decide(&g, at(1.0), &cfg).is_empty(),
+        "a short wait is not named"
+    );
+    let late = at(20.0);
+    let actions = decide(&g, late, &cfg);
+    assert!(
+        matches!(&actions[..], [Action::Wait { node_id: 3, reason }] if reason.contains("election waits for node 3")),
+        "{actions:?}"
+    );
+    apply(&mut g, &actions, late);
+    assert!(
+        decide(&g, at(30.0), &cfg).is_empty(),
+        "the same wait is one event"
+    );
+    // The voter reports: the election goes on and the wait is over.
+    g.nodes[2].reported = ReportLsn;
+    g.nodes[2].last_report = Some(at(30.0));
+    g.nodes[1].last_report = Some(at(30.0));
+    let actions = decide(&g, at(30.0), &cfg);
+    assert!(actions.contains(&Action::WaitOver), "{actions:?}");
 }

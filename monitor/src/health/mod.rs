@@ -47,12 +47,15 @@ async fn probe_round(control: &Control, cancel: &CancellationToken) -> anyhow::R
         joined = probes.join_next() => joined,
     } {
         let result = joined?;
-        if let Err(e) = control.record_probe(result, chrono::Utc::now()).await {
+        if let Err(e) = control.record_probe(result, crate::clock::now()).await {
             tracing::warn!("failed to record a probe result: {e:#}");
         }
     }
     for (formation, group_id) in control.store.groups().await? {
-        if let Err(e) = control.tick(&formation, group_id, chrono::Utc::now()).await {
+        if let Err(e) = control
+            .tick(&formation, group_id, crate::clock::now())
+            .await
+        {
             tracing::warn!(%formation, group_id, "failed to run the group state machine: {e:#}");
         }
     }

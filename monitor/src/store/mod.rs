@@ -17,6 +17,9 @@
 //!   registration and removal, with a sentence saying why: the audit trail
 //!   an operator reads after an incident.
 //!
+//! The store owns every SQL statement of the monitor; the operations in
+//! `crate::control` only call it.
+//!
 //! Volatile heartbeat fields (time of last report, LSN) are kept in memory
 //! between writes; see [`crate::live`].
 //!
@@ -30,7 +33,7 @@ mod rows;
 mod tx;
 
 pub use rows::*;
-pub use tx::{group_view, report_allowed, writable_goal, GroupTx};
+pub use tx::{group_view, GroupTx};
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -118,6 +121,39 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .context("list nodes")
+    }
+
+    /// Creates the group's row if it is new (a first registration).
+    pub async fn ensure_group(&self, formation: &str, group_id: i32) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO node_group (formation, group_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(formation)
+        .bind(group_id)
+        .execute(&self.pool)
+        .await
+        .context("create the group row")?;
+        Ok(())
+    }
+
+    /// The newest `count` events (of one formation, or all), oldest first.
+    pub async fn events(
+        &self,
+        formation: Option<&str>,
+        count: u32,
+    ) -> anyhow::Result<Vec<EventRow>> {
+        let mut rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT event_id, event_time, formation, group_id, node_id, node_name, reported_state, \
+             assigned_state, description FROM event WHERE ($1::text IS NULL OR formation = $1) \
+             ORDER BY event_id DESC LIMIT $2",
+        )
+        .bind(formation)
+        .bind(i64::from(count))
+        .fetch_all(&self.pool)
+        .await
+        .context("read events")?;
+        rows.reverse();
+        Ok(rows)
     }
 
     /// Whether a formation exists.

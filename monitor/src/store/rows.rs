@@ -1,14 +1,15 @@
-//! Rows of the monitor schema and their conversion to FSM views.
+//! Rows of the monitor schema, typed, and their conversion to FSM views.
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
 use pgpilot_proto::{pb, Lsn, NodeState};
 use sqlx::FromRow;
 
 use crate::fsm::{Health, NodeView, Timestamp};
 
-/// A `node` row as stored.
+/// A `node` row as stored. States and health are typed: a value the
+/// schema does not know fails the read ("corrupt monitor store") instead
+/// of travelling on as a string.
 #[derive(Clone, Debug, FromRow)]
 pub struct NodeRow {
     pub node_id: i64,
@@ -18,8 +19,10 @@ pub struct NodeRow {
     pub host: String,
     pub port: i32,
     pub system_identifier: Option<i64>,
-    pub reported_state: String,
-    pub assigned_state: String,
+    #[sqlx(try_from = "String")]
+    pub reported_state: NodeState,
+    #[sqlx(try_from = "String")]
+    pub assigned_state: NodeState,
     pub pg_running: bool,
     pub reported_tli: i32,
     pub reported_lsn: i64,
@@ -27,11 +30,14 @@ pub struct NodeRow {
     pub upstream_silent_ms: Option<i64>,
     pub candidate_priority: i32,
     pub replication_quorum: bool,
-    pub health: String,
+    #[sqlx(try_from = "String")]
+    pub health: Health,
     pub last_report: Option<Timestamp>,
     pub last_probe: Option<Timestamp>,
     pub goal_changed_at: Timestamp,
     pub replication_stall_since: Option<Timestamp>,
+    pub drop_forced: bool,
+    pub dropped_from: Option<String>,
     pub registered_at: Timestamp,
 }
 
@@ -39,7 +45,7 @@ pub const NODE_COLUMNS: &str =
     "node_id, formation, group_id, name, host, port, system_identifier, \
      reported_state, assigned_state, pg_running, reported_tli, reported_lsn, replication_state, \
      upstream_silent_ms, candidate_priority, replication_quorum, health, last_report, last_probe, \
-     goal_changed_at, replication_stall_since, registered_at";
+     goal_changed_at, replication_stall_since, drop_forced, dropped_from, registered_at";
 
 /// The group row plus the formation settings the FSM needs.
 #[derive(Clone, Debug, FromRow)]
@@ -48,21 +54,40 @@ pub struct GroupRow {
     pub group_id: i32,
     pub generation: i64,
     pub system_identifier: Option<i64>,
+    pub waiting_for: Option<String>,
     pub number_sync_standbys: i32,
     pub dbname: String,
 }
 
-pub fn parse_state(s: &str) -> anyhow::Result<NodeState> {
-    s.parse::<NodeState>()
-        .map_err(|e| anyhow!("corrupt monitor store: {e}"))
+/// An `event` row.
+#[derive(Clone, Debug, FromRow)]
+pub struct EventRow {
+    pub event_id: i64,
+    pub event_time: Timestamp,
+    pub formation: String,
+    pub group_id: i32,
+    pub node_id: i64,
+    pub node_name: String,
+    #[sqlx(try_from = "String")]
+    pub reported_state: NodeState,
+    #[sqlx(try_from = "String")]
+    pub assigned_state: NodeState,
+    pub description: String,
 }
 
-pub fn parse_health(s: &str) -> anyhow::Result<Health> {
-    match s {
-        "unknown" => Ok(Health::Unknown),
-        "good" => Ok(Health::Good),
-        "bad" => Ok(Health::Bad),
-        other => Err(anyhow!("corrupt monitor store: unknown health {other:?}")),
+impl EventRow {
+    pub fn to_pb(&self) -> pb::Event {
+        pb::Event {
+            event_id: self.event_id,
+            time: self.event_time.to_rfc3339(),
+            formation: self.formation.clone(),
+            group_id: self.group_id,
+            node_id: self.node_id,
+            node_name: self.node_name.clone(),
+            reported_state: self.reported_state as i32,
+            assigned_state: self.assigned_state as i32,
+            description: self.description.clone(),
+        }
     }
 }
 
@@ -76,29 +101,38 @@ pub fn u64_from_db(v: i64) -> u64 {
 }
 
 impl NodeRow {
-    pub fn reported(&self) -> anyhow::Result<NodeState> {
-        parse_state(&self.reported_state)
-    }
-    pub fn assigned(&self) -> anyhow::Result<NodeState> {
-        parse_state(&self.assigned_state)
-    }
-
     pub fn to_view(&self) -> anyhow::Result<NodeView> {
         Ok(NodeView {
             id: self.node_id,
             name: self.name.clone(),
-            reported: self.reported()?,
-            assigned: self.assigned()?,
+            host: self.host.clone(),
+            port: u16::try_from(self.port)
+                .map_err(|_| anyhow::anyhow!("corrupt monitor store: port {}", self.port))?,
+            system_identifier: self.system_identifier.map(u64_from_db),
+            reported: self.reported_state,
+            assigned: self.assigned_state,
             pg_running: self.pg_running,
-            tli: u32::try_from(self.reported_tli).context("corrupt reported_tli")?,
+            tli: u32::try_from(self.reported_tli).map_err(|_| {
+                anyhow::anyhow!("corrupt monitor store: reported_tli {}", self.reported_tli)
+            })?,
             lsn: Lsn(u64_from_db(self.reported_lsn)),
+            status_unknown: false,
             replication_state: self.replication_state.clone(),
             upstream_silent: self
                 .upstream_silent_ms
                 .map(|ms| Duration::from_millis(ms.max(0) as u64)),
             candidate_priority: self.candidate_priority,
             replication_quorum: self.replication_quorum,
-            health: parse_health(&self.health)?,
+            health: self.health,
+            last_probe: self.last_probe,
+            transition_error: String::new(),
+            drop_forced: self.drop_forced,
+            dropped_from: self
+                .dropped_from
+                .as_deref()
+                .map(|s| s.parse::<NodeState>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("corrupt monitor store: {e}"))?,
             last_report: self.last_report,
             goal_changed_at: self.goal_changed_at,
             replication_stall_since: self.replication_stall_since,
@@ -109,24 +143,24 @@ impl NodeRow {
         host_port(&self.host, self.port)
     }
 
-    pub fn to_status(&self) -> anyhow::Result<pb::NodeStatus> {
-        Ok(pb::NodeStatus {
+    pub fn to_status(&self) -> pb::NodeStatus {
+        pb::NodeStatus {
             node_id: self.node_id,
             name: self.name.clone(),
             formation: self.formation.clone(),
             group_id: self.group_id,
             host: self.host.clone(),
             port: self.port as u32,
-            reported_state: self.reported()? as i32,
-            assigned_state: self.assigned()? as i32,
-            health: self.health.clone(),
+            reported_state: self.reported_state as i32,
+            assigned_state: self.assigned_state as i32,
+            health: self.health.name().to_string(),
             reported_tli: self.reported_tli as u32,
             reported_lsn: u64_from_db(self.reported_lsn),
             candidate_priority: self.candidate_priority,
             replication_quorum: self.replication_quorum,
             pg_running: self.pg_running,
             last_report: self.last_report.map(|t| t.to_rfc3339()).unwrap_or_default(),
-        })
+        }
     }
 }
 

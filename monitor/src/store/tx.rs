@@ -1,17 +1,12 @@
 //! One decision about one group, in one transaction.
 
 use anyhow::{bail, Context};
-use pgpilot_proto::{pb, NodeState};
+use pgpilot_proto::pb;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::rows::{u64_to_db, GroupRow, NodeRow, NODE_COLUMNS};
-use crate::fsm::{self, Action, FsmConfig, GroupView, Timestamp};
+use crate::fsm::{self, Action, GroupView, NodeView, Timestamp};
 use crate::live::Live;
-
-/// How many rounds of the FSM one decision may take. Each round applies
-/// the previous round's goals; a correct FSM settles in two or three. The
-/// cap turns an FSM bug that oscillates into an error instead of a hang.
-const MAX_FSM_ROUNDS: usize = 10;
 
 pub(super) async fn select_group(
     conn: &mut PgConnection,
@@ -20,7 +15,7 @@ pub(super) async fn select_group(
     for_update: bool,
 ) -> anyhow::Result<Option<GroupRow>> {
     let sql = format!(
-        "SELECT g.formation, g.group_id, g.generation, g.system_identifier, \
+        "SELECT g.formation, g.group_id, g.generation, g.system_identifier, g.waiting_for, \
                 f.number_sync_standbys, f.dbname \
          FROM node_group g JOIN formation f ON f.name = g.formation \
          WHERE g.formation = $1 AND g.group_id = $2 {}",
@@ -57,6 +52,9 @@ pub fn group_view(group: &GroupRow, nodes: &[NodeRow], live: &Live) -> anyhow::R
         group_id: group.group_id,
         number_sync_standbys: group.number_sync_standbys,
         generation: group.generation,
+        system_identifier: group.system_identifier.map(super::u64_from_db),
+        dbname: group.dbname.clone(),
+        waiting_for: group.waiting_for.clone(),
         nodes: nodes
             .iter()
             .map(|n| Ok(live.overlay(n.to_view()?)))
@@ -65,12 +63,17 @@ pub fn group_view(group: &GroupRow, nodes: &[NodeRow], live: &Live) -> anyhow::R
 }
 
 /// An open transaction holding the lock on one group row.
+///
+/// `view` is the group as read *after* the lock (with the live overlay):
+/// the operation in `crate::core` changes it, and [`GroupTx::apply`]
+/// writes what its actions name from it.
 pub struct GroupTx {
     tx: Transaction<'static, Postgres>,
     pub now: Timestamp,
-    pub group: GroupRow,
-    /// The group's rows as read after the lock, kept in step with every write.
-    pub nodes: Vec<NodeRow>,
+    pub view: GroupView,
+    /// The view as last written, replayed action by action so that each
+    /// event records the states of the moment it describes.
+    written: GroupView,
     events: Vec<pb::Event>,
 }
 
@@ -82,232 +85,278 @@ impl GroupTx {
         formation: &str,
         group_id: i32,
         now: Timestamp,
+        live: &Live,
     ) -> anyhow::Result<Option<GroupTx>> {
         let mut tx = pool.begin().await.context("begin a transaction")?;
         let Some(group) = select_group(&mut tx, formation, group_id, true).await? else {
             return Ok(None);
         };
         let nodes = select_nodes(&mut tx, formation, group_id).await?;
+        let view = group_view(&group, &nodes, live)?;
         Ok(Some(GroupTx {
             tx,
             now,
-            group,
-            nodes,
+            written: view.clone(),
+            view,
             events: Vec::new(),
         }))
     }
 
-    pub fn conn(&mut self) -> &mut PgConnection {
-        &mut self.tx
+    /// Writes the effects of `actions` (returned by a `crate::core`
+    /// operation that changed `self.view`), in order.
+    pub async fn apply(&mut self, actions: &[Action]) -> anyhow::Result<()> {
+        for action in actions {
+            self.apply_one(action).await?;
+        }
+        // Whatever the operation changed of its nodes is now written.
+        self.written = self.view.clone();
+        Ok(())
     }
 
-    pub fn node(&self, node_id: i64) -> Option<&NodeRow> {
-        self.nodes.iter().find(|n| n.node_id == node_id)
+    async fn apply_one(&mut self, action: &Action) -> anyhow::Result<()> {
+        match action {
+            Action::BumpGeneration { reason } => {
+                let generation: i64 = sqlx::query_scalar(
+                    "UPDATE node_group SET generation = generation + 1 \
+                     WHERE formation = $1 AND group_id = $2 RETURNING generation",
+                )
+                .bind(&self.view.formation)
+                .bind(self.view.group_id)
+                .fetch_one(&mut *self.tx)
+                .await
+                .context("bump the group generation")?;
+                self.written.generation = generation;
+                tracing::info!(
+                    formation = %self.view.formation, group = self.view.group_id,
+                    generation, "generation bumped: {reason}"
+                );
+            }
+            Action::AssignGoal {
+                node_id, reason, ..
+            } => {
+                fsm::apply(&mut self.written, std::slice::from_ref(action), self.now);
+                self.save_node(*node_id).await?;
+                self.event(*node_id, reason.clone()).await?;
+            }
+            Action::SaveNode { node_id } => {
+                // The written copy takes the node's reported side; its goal
+                // moves with the AssignGoal actions that follow.
+                if let (Some(w), Some(v)) = (
+                    self.written.nodes.iter_mut().find(|n| n.id == *node_id),
+                    self.view.node(*node_id),
+                ) {
+                    let (assigned, changed) = (w.assigned, w.goal_changed_at);
+                    *w = v.clone();
+                    w.assigned = assigned;
+                    w.goal_changed_at = changed;
+                }
+                self.save_node(*node_id).await?;
+            }
+            Action::AddNode { node_id } => {
+                let Some(n) = self.view.node(*node_id).cloned() else {
+                    bail!("node {node_id} was added but is not in the view");
+                };
+                self.insert_node(&n).await?;
+                self.written.nodes.push(n);
+            }
+            Action::RemoveNode { node_id, reason } => {
+                self.event(*node_id, reason.clone()).await?;
+                sqlx::query("DELETE FROM node WHERE node_id = $1")
+                    .bind(node_id)
+                    .execute(&mut *self.tx)
+                    .await
+                    .context("delete the node row")?;
+                self.written.nodes.retain(|n| n.id != *node_id);
+            }
+            Action::ForgetSystemIdentifier | Action::SaveGroupSystemIdentifier => {
+                sqlx::query(
+                    "UPDATE node_group SET system_identifier = $3 WHERE formation = $1 AND group_id = $2",
+                )
+                .bind(&self.view.formation)
+                .bind(self.view.group_id)
+                .bind(self.view.system_identifier.map(u64_to_db))
+                .execute(&mut *self.tx)
+                .await
+                .context("record the group's system identifier")?;
+            }
+            Action::Wait { node_id, reason } => {
+                self.save_wait().await?;
+                self.event(*node_id, reason.clone()).await?;
+            }
+            Action::WaitOver => self.save_wait().await?,
+            Action::SaveDbname => {
+                sqlx::query("UPDATE formation SET dbname = $2 WHERE name = $1")
+                    .bind(&self.view.formation)
+                    .bind(&self.view.dbname)
+                    .execute(&mut *self.tx)
+                    .await
+                    .context("set the formation dbname")?;
+            }
+            Action::Note {
+                node_id,
+                description,
+            } => self.event(*node_id, description.clone()).await?,
+        }
+        Ok(())
     }
 
-    pub fn node_mut(&mut self, node_id: i64) -> Option<&mut NodeRow> {
-        self.nodes.iter_mut().find(|n| n.node_id == node_id)
-    }
-
-    pub fn view(&self, live: &Live) -> anyhow::Result<GroupView> {
-        group_view(&self.group, &self.nodes, live)
-    }
-
-    /// Writes a node row back whole (the in-memory copy is the truth inside
-    /// this transaction).
-    pub async fn save_node(&mut self, node_id: i64) -> anyhow::Result<()> {
-        let Some(n) = self.node(node_id).cloned() else {
+    /// Writes a node row whole from the view: its goal as replayed so far,
+    /// everything else as the operation left it (including the live
+    /// heartbeat fields, so the store catches up with memory whenever it
+    /// writes anyway).
+    async fn save_node(&mut self, node_id: i64) -> anyhow::Result<()> {
+        let (Some(v), Some(w)) = (self.view.node(node_id), self.written.node(node_id)) else {
             bail!("node {node_id} vanished inside its own transaction");
+        };
+        let n = NodeView {
+            assigned: w.assigned,
+            goal_changed_at: w.goal_changed_at,
+            ..v.clone()
         };
         sqlx::query(
             "UPDATE node SET system_identifier = $2, reported_state = $3, assigned_state = $4, \
              pg_running = $5, reported_tli = $6, reported_lsn = $7, replication_state = $8, \
              upstream_silent_ms = $9, health = $10, last_report = $11, last_probe = $12, \
-             goal_changed_at = $13, replication_stall_since = $14 WHERE node_id = $1",
+             goal_changed_at = $13, replication_stall_since = $14, drop_forced = $15, \
+             dropped_from = $16 \
+             WHERE node_id = $1",
         )
-        .bind(n.node_id)
-        .bind(n.system_identifier)
-        .bind(&n.reported_state)
-        .bind(&n.assigned_state)
+        .bind(n.id)
+        .bind(n.system_identifier.map(u64_to_db))
+        .bind(n.reported.name())
+        .bind(n.assigned.name())
         .bind(n.pg_running)
-        .bind(n.reported_tli)
-        .bind(n.reported_lsn)
+        .bind(n.tli as i32)
+        .bind(u64_to_db(n.lsn.0))
         .bind(&n.replication_state)
-        .bind(n.upstream_silent_ms)
-        .bind(&n.health)
+        .bind(n.upstream_silent.map(|d| d.as_millis() as i64))
+        .bind(n.health.name())
         .bind(n.last_report)
         .bind(n.last_probe)
         .bind(n.goal_changed_at)
         .bind(n.replication_stall_since)
+        .bind(n.drop_forced)
+        .bind(n.dropped_from.map(|s| s.name()))
         .execute(&mut *self.tx)
         .await
         .context("update the node row")?;
         Ok(())
     }
 
-    /// Records an event about a node; it is published after commit.
-    pub async fn event(&mut self, node_id: i64, description: String) -> anyhow::Result<()> {
-        let Some(n) = self.node(node_id).cloned() else {
+    async fn insert_node(&mut self, n: &NodeView) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO node (node_id, formation, group_id, name, host, port, system_identifier, \
+             reported_state, assigned_state, candidate_priority, replication_quorum, \
+             goal_changed_at, registered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(n.id)
+        .bind(&self.view.formation)
+        .bind(self.view.group_id)
+        .bind(&n.name)
+        .bind(&n.host)
+        .bind(i32::from(n.port))
+        .bind(n.system_identifier.map(u64_to_db))
+        .bind(n.reported.name())
+        .bind(n.assigned.name())
+        .bind(n.candidate_priority)
+        .bind(n.replication_quorum)
+        .bind(n.goal_changed_at)
+        .bind(self.now)
+        .execute(&mut *self.tx)
+        .await
+        .context("insert the node row")?;
+        Ok(())
+    }
+
+    /// Records an event about a node, with its states as written so far;
+    /// it is published after commit.
+    async fn event(&mut self, node_id: i64, description: String) -> anyhow::Result<()> {
+        let Some(n) = self.written.node(node_id).cloned() else {
             bail!("event for unknown node {node_id}");
         };
+        let (formation, group_id) = (self.view.formation.clone(), self.view.group_id);
         let event_id: i64 = sqlx::query_scalar(
             "INSERT INTO event (event_time, formation, group_id, node_id, node_name, \
              reported_state, assigned_state, description) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING event_id",
         )
         .bind(self.now)
-        .bind(&n.formation)
-        .bind(n.group_id)
-        .bind(n.node_id)
+        .bind(&formation)
+        .bind(group_id)
+        .bind(n.id)
         .bind(&n.name)
-        .bind(&n.reported_state)
-        .bind(&n.assigned_state)
+        .bind(n.reported.name())
+        .bind(n.assigned.name())
         .bind(&description)
         .fetch_one(&mut *self.tx)
         .await
         .context("insert an event")?;
         tracing::info!(
-            formation = %n.formation, group = n.group_id, node_id = n.node_id,
-            reported = %n.reported_state, assigned = %n.assigned_state, "{description}"
+            formation = %formation, group = group_id, node_id = n.id,
+            reported = %n.reported, assigned = %n.assigned, "{description}"
         );
         self.events.push(pb::Event {
             event_id,
             time: self.now.to_rfc3339(),
-            formation: n.formation.clone(),
-            group_id: n.group_id,
-            node_id: n.node_id,
+            formation,
+            group_id,
+            node_id: n.id,
             node_name: n.name.clone(),
-            reported_state: n.reported()? as i32,
-            assigned_state: n.assigned()? as i32,
+            reported_state: n.reported as i32,
+            assigned_state: n.assigned as i32,
             description,
         });
         Ok(())
     }
 
-    /// Runs the FSM on the fresh rows until it settles, applying each
-    /// round's actions. Returns whether anything changed.
-    pub async fn decide(&mut self, live: &Live, cfg: &FsmConfig) -> anyhow::Result<bool> {
-        let mut changed = false;
-        for _ in 0..MAX_FSM_ROUNDS {
-            let actions = fsm::decide(&self.view(live)?, self.now, cfg);
-            if actions.is_empty() {
-                return Ok(changed);
-            }
-            changed = true;
-            for action in actions {
-                self.apply(action, live).await?;
-            }
-        }
-        bail!(
-            "the group state machine of {}/{} did not settle after {MAX_FSM_ROUNDS} rounds; \
-             this is a pgpilot bug, please report it with `pgpilot show events`",
-            self.group.formation,
-            self.group.group_id
+    async fn save_wait(&mut self) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE node_group SET waiting_for = $3 WHERE formation = $1 AND group_id = $2",
         )
-    }
-
-    async fn apply(&mut self, action: Action, live: &Live) -> anyhow::Result<()> {
-        match action {
-            Action::BumpGeneration { reason } => {
-                self.group.generation = sqlx::query_scalar(
-                    "UPDATE node_group SET generation = generation + 1 \
-                     WHERE formation = $1 AND group_id = $2 RETURNING generation",
-                )
-                .bind(&self.group.formation)
-                .bind(self.group.group_id)
-                .fetch_one(&mut *self.tx)
-                .await
-                .context("bump the group generation")?;
-                tracing::info!(
-                    formation = %self.group.formation, group = self.group.group_id,
-                    generation = self.group.generation, "generation bumped: {reason}"
-                );
-            }
-            Action::AssignGoal {
-                node_id,
-                goal,
-                reason,
-            } => {
-                let now = self.now;
-                let Some(node) = self.node_mut(node_id) else {
-                    bail!("the FSM assigned {goal} to node {node_id}, which is not in the group");
-                };
-                node.assigned_state = goal.name().to_string();
-                node.goal_changed_at = now;
-                self.persist_live(node_id, live);
-                self.save_node(node_id).await?;
-                self.event(node_id, reason).await?;
-            }
-            Action::RemoveNode { node_id, reason } => {
-                self.event(node_id, reason).await?;
-                sqlx::query("DELETE FROM node WHERE node_id = $1")
-                    .bind(node_id)
-                    .execute(&mut *self.tx)
-                    .await
-                    .context("delete the node row")?;
-                self.nodes.retain(|n| n.node_id != node_id);
-                live.forget(node_id);
-            }
-        }
+        .bind(&self.view.formation)
+        .bind(self.view.group_id)
+        .bind(&self.view.waiting_for)
+        .execute(&mut *self.tx)
+        .await
+        .context("record what the group waits for")?;
         Ok(())
     }
 
-    /// Copies the live heartbeat fields into the row before it is written,
-    /// so the store catches up with memory whenever it writes anyway.
-    pub fn persist_live(&mut self, node_id: i64, live: &Live) {
-        let Some(report) = live.get(node_id) else {
-            return;
-        };
-        if let Some(n) = self.node_mut(node_id) {
-            n.last_report = Some(report.at);
-            n.reported_lsn = u64_to_db(report.lsn.0);
-            n.replication_state = report.replication_state;
-            n.upstream_silent_ms = report.upstream_silent.map(|d| d.as_millis() as i64);
-            n.replication_stall_since = report.replication_stall_since;
-        }
+    /// A new node id from the sequence.
+    pub async fn next_node_id(&mut self) -> anyhow::Result<i64> {
+        sqlx::query_scalar("SELECT nextval('node_node_id_seq')")
+            .fetch_one(&mut *self.tx)
+            .await
+            .context("allocate a node id")
+    }
+
+    /// The node already registered at `host:port`, in any formation.
+    pub async fn node_at(
+        &mut self,
+        host: &str,
+        port: u16,
+    ) -> anyhow::Result<Option<(i64, String)>> {
+        sqlx::query_as("SELECT node_id, formation FROM node WHERE host = $1 AND port = $2")
+            .bind(host)
+            .bind(i32::from(port))
+            .fetch_optional(&mut *self.tx)
+            .await
+            .context("look for a node at the same address")
+    }
+
+    /// The formation's replication password (handed to registering nodes).
+    pub async fn replication_password(&mut self) -> anyhow::Result<String> {
+        sqlx::query_scalar("SELECT replication_password FROM formation WHERE name = $1")
+            .bind(&self.view.formation)
+            .fetch_one(&mut *self.tx)
+            .await
+            .context("read the formation's replication password")
     }
 
     /// Commits and returns the events to publish.
     pub async fn commit(self) -> anyhow::Result<Vec<pb::Event>> {
         self.tx.commit().await.context("commit")?;
         Ok(self.events)
-    }
-}
-
-/// The node that currently holds (or is being given) the write role: its
-/// goal accepts writes. The FSM guarantees at most one.
-pub fn writable_goal(view: &GroupView) -> Option<i64> {
-    view.nodes
-        .iter()
-        .find(|n| n.assigned.accepts_writes())
-        .map(|n| n.id)
-}
-
-/// Whether a state may be reported by a keeper whose last report was
-/// `previous` and whose goal is `goal`: its last state, its goal, a goal the
-/// monitor may have assigned from `previous` and since replaced (goals can
-/// change before the keeper gets there), or demote_timeout when a writable
-/// node fences itself (DESIGN.md section 7).
-pub fn report_allowed(previous: NodeState, goal: NodeState, reported: NodeState) -> bool {
-    reported == previous
-        || reported == goal
-        || pgpilot_proto::action_for(previous, reported).is_some()
-        // Self-fencing: a writable node, or one that reached a writable
-        // goal but crashed or lost the monitor before it could say so
-        // (found by the simulation, seed 11: refusing it left the group
-        // stuck forever).
-        || (reported == NodeState::DemoteTimeout
-            && (previous.accepts_writes() || goal.accepts_writes()))
-}
-
-impl GroupTx {
-    /// Reads one node row inside this transaction.
-    pub async fn reload_node(&mut self, node_id: i64) -> anyhow::Result<NodeRow> {
-        let sql = format!("SELECT {NODE_COLUMNS} FROM node WHERE node_id = $1");
-        sqlx::query_as(&sql)
-            .bind(node_id)
-            .fetch_one(&mut *self.tx)
-            .await
-            .context("read the node row")
     }
 }

@@ -1,8 +1,9 @@
 //! Deterministic simulation of the monitor and its keepers (issue #4,
 //! DESIGN.md §9.2).
 //!
-//! The real pure cores run here: the monitor's FSM ([`crate::fsm`]) behind
-//! a thin in-memory stand-in for the store ([`monitor::SimMonitor`]), and
+//! The real pure cores run here: the monitor's core
+//! ([`pgpilot_monitor::core::Core`], every operation the daemon runs)
+//! behind an in-memory stand-in for the store ([`monitor::SimMonitor`]), and
 //! the keeper's planner ([`pgpilot_keeper::plan`]) behind a stand-in for
 //! the agent loop ([`keeper`]). PostgreSQL ([`pg::SimPg`]), the network,
 //! the clock and every fault are simulated; one seeded RNG decides
@@ -19,9 +20,12 @@
 
 mod keeper;
 mod monitor;
+pub mod mutations;
 mod pg;
 #[cfg(test)]
 mod tests;
+
+pub use pgpilot_monitor::core::Core;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -31,10 +35,10 @@ use pgpilot_proto::NodeState;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::fsm::{FsmConfig, Timestamp};
 use keeper::SimKeeper;
 use monitor::{Assigned, SimMonitor};
 use pg::SimPg;
+use pgpilot_monitor::fsm::{FsmConfig, Health, Timestamp};
 
 /// One simulation step.
 pub const TICK_MS: u64 = 100;
@@ -58,10 +62,7 @@ pub struct Params {
 impl Params {
     pub fn for_seed(seed: u64) -> Params {
         Params {
-            nodes: std::env::var("PGPILOT_SIM_NODES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(if seed % 3 == 2 { 3 } else { 2 }),
+            nodes: if seed % 3 == 2 { 3 } else { 2 },
             faults_from_ms: 8_000,
             heal_at_ms: 48_000,
             converge_within_ms: 60_000,
@@ -116,6 +117,11 @@ pub struct World {
     pub violation: Option<String>,
     /// How many trace lines to keep (a replay keeps them all).
     pub trace_limit: usize,
+    /// Failovers decided while the primary was healthy and every other
+    /// node streamed from it (counted, reported with the seed sweep).
+    pub needless_failovers: u32,
+    /// The generation last seen, to spot each new promotion decision.
+    last_generation: i64,
     /// Test-only: the simulated keeper skips the wait for a synchronous
     /// standby before it reports `primary` (the planner's
     /// `Step::WaitSyncStandby`), to prove the simulation notices.
@@ -124,8 +130,13 @@ pub struct World {
 
 impl World {
     pub fn new(seed: u64, params: Params) -> World {
+        World::with_core(seed, params, Core::new(FsmConfig::default()))
+    }
+
+    /// A world whose monitor runs `core` (a mutation test passes one with
+    /// a rule replaced).
+    pub fn with_core(seed: u64, params: Params, core: Core) -> World {
         let base: Timestamp = "2026-01-01T00:00:00Z".parse().expect("a fixed time");
-        let cfg = FsmConfig::default();
         let nodes = (0..params.nodes)
             .map(|i| Node {
                 id: i as i64 + 1,
@@ -141,7 +152,7 @@ impl World {
             rng: StdRng::seed_from_u64(seed),
             now: 0,
             base,
-            monitor: SimMonitor::new(cfg, base),
+            monitor: SimMonitor::new(core, base),
             monitor_down_until: None,
             next_probe: 1000,
             nodes,
@@ -154,6 +165,8 @@ impl World {
             violation: None,
             trace_limit: TRACE_LINES,
             skip_sync_wait: false,
+            needless_failovers: 0,
+            last_generation: 1,
         }
     }
 
@@ -198,6 +211,11 @@ impl World {
     }
 
     fn note_assignments(&mut self, changes: Vec<Assigned>) {
+        let generation = self.monitor.stored.generation;
+        if generation > self.last_generation {
+            self.last_generation = generation;
+            self.check_needless_failover();
+        }
         let woke = !changes.is_empty();
         for c in changes {
             self.log(format!(
@@ -259,16 +277,12 @@ impl World {
             self.next_probe = self.now + 1000;
             for i in 0..self.nodes.len() {
                 let n = &self.nodes[i];
-                if self.monitor.view.node(n.id).is_none() {
+                if self.monitor.stored.node(n.id).is_none() {
                     continue;
                 }
                 let ok =
                     self.link(0, i + 1) && n.down_until.is_none() && !n.frozen() && n.pg.running;
-                let health = if ok {
-                    crate::fsm::Health::Good
-                } else {
-                    crate::fsm::Health::Bad
-                };
+                let health = if ok { Health::Good } else { Health::Bad };
                 let id = n.id;
                 let changes = self.monitor.probe(id, health, now);
                 self.note_assignments(changes);
@@ -430,8 +444,32 @@ impl World {
         }
     }
 
+    /// A promotion was just decided: was the primary in fact fine?
+    fn check_needless_failover(&mut self) {
+        let alive = |n: &Node| n.down_until.is_none() && !n.frozen() && n.pg.running;
+        let Some(p) = (0..self.nodes.len())
+            .find(|i| alive(&self.nodes[*i]) && self.nodes[*i].pg.accepts_writes())
+        else {
+            return;
+        };
+        let registered: Vec<usize> = (0..self.nodes.len())
+            .filter(|j| *j != p && self.monitor.stored.node(self.nodes[*j].id).is_some())
+            .collect();
+        let all_stream = !registered.is_empty()
+            && registered
+                .iter()
+                .all(|j| self.nodes[*j].pg.streaming_from == Some(p));
+        if all_stream {
+            self.needless_failovers += 1;
+            self.log(format!(
+                "NEEDLESS failover: node {} was healthy and every other node streamed from it",
+                p + 1
+            ));
+        }
+    }
+
     fn check_converged(&mut self) -> Result<(), String> {
-        let view = &self.monitor.view;
+        let view = self.monitor.view();
         let converged = view.nodes.iter().all(|n| n.reported == n.assigned);
         let primaries = view
             .nodes
@@ -452,9 +490,12 @@ impl World {
             .map(|n| format!("node {}: {}/{}", n.id, n.reported, n.assigned))
             .collect();
         let what = format!(
-            "no convergence {} s after the faults healed: {}",
+            "no convergence {} s after the faults healed: {}{}",
             self.params.converge_within_ms / 1000,
-            states.join(", ")
+            states.join(", "),
+            view.waiting_for
+                .as_ref()
+                .map_or(String::new(), |w| format!("; the monitor says: {w}"))
         );
         self.violate(what.clone());
         Err(what)
@@ -588,7 +629,11 @@ impl World {
         }
         for n in &mut self.nodes {
             n.frozen_until = None;
-            if n.down_until.take().is_some() || n.keeper_down_until.take().is_some() {
+            // Both faults end (`a || b` would leave the second one set
+            // when the first was).
+            let machine = n.down_until.take().is_some();
+            let keeper = n.keeper_down_until.take().is_some();
+            if machine || keeper {
                 n.keeper.restart(now);
             }
         }
@@ -598,7 +643,7 @@ impl World {
 /// The command that replays one seed, printed with every failure.
 pub fn replay_command(seed: u64) -> String {
     format!(
-        "PGPILOT_SIM_SEED={seed} cargo test -p pgpilot-monitor --lib sim::tests::replay_one_seed -- --nocapture"
+        "PGPILOT_SIM_SEED={seed} cargo test -p pgpilot-sim --lib tests::replay_one_seed -- --nocapture"
     )
 }
 

@@ -78,8 +78,14 @@ impl World {
         if !self.nodes[i].keeper.file.registered {
             if self.monitor_reachable(i) {
                 let ts = self.timestamp();
-                let (assigned, changes) = self.monitor.register(id, ts);
-                let gen = self.monitor.view.generation;
+                let (assigned, changes) = match self.monitor.register(id, 50, true, ts) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.violate(format!("node {id} cannot register: {e}"));
+                        return;
+                    }
+                };
+                let gen = self.monitor.stored.generation;
                 let k = &mut self.nodes[i].keeper;
                 k.file.registered = true;
                 k.file.assigned = assigned;
@@ -285,6 +291,7 @@ impl World {
             wal_receiver,
             system_identifier: 0,
             transition_error: String::new(),
+            status_unknown: false,
         }
     }
 

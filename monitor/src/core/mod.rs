@@ -1,0 +1,78 @@
+//! The monitor's pure core: every operation on a group as a function of
+//! the group's view, the event and `now`, returning the [`Action`]s the
+//! store must apply in one transaction (DESIGN.md §2, STYLE.md 16b).
+//!
+//! The daemon (`crate::control`) locks the group, loads its view, calls
+//! one of these, applies the actions and commits. The simulation (the
+//! test-only `pgpilot-sim` crate) calls the very same functions on an
+//! in-memory view. Nothing is decided anywhere else.
+//!
+//! Each operation changes the view it is given to what the group is after
+//! the event (the caller builds its reply from it), and returns the list
+//! of durable effects in order. An empty list means nothing durable
+//! changed: a heartbeat that only moved volatile fields (time, LSN) costs
+//! no write.
+//!
+//! - [`Core::register`]: a keeper joins (`register.rs`).
+//! - [`Core::report`]: a keeper's heartbeat (`report.rs`).
+//! - [`Core::probe`], [`Core::drop_node`], [`Core::tick`]: health changes,
+//!   the operator's drop and the clock (`ops.rs`).
+//! - [`reply`]: what a keeper is told (`reply.rs`).
+
+mod ops;
+mod register;
+mod reply;
+mod report;
+
+pub use register::NewNode;
+pub use reply::{node_info, reply, ssn_for};
+pub use report::{report_allowed, Report};
+
+use crate::error::MonitorError;
+use crate::fsm::{self, Action, FsmConfig, GroupView, Rule, Timestamp, RULES};
+
+/// The state machine's rules and timings. Production uses [`Core::new`];
+/// a mutation test builds one with a rule replaced ([`Core::with_rules`]).
+#[derive(Clone)]
+pub struct Core {
+    pub cfg: FsmConfig,
+    rules: Vec<Rule>,
+}
+
+impl Core {
+    pub fn new(cfg: FsmConfig) -> Core {
+        Core {
+            cfg,
+            rules: RULES.to_vec(),
+        }
+    }
+
+    /// The core with another rule table (tests and the simulation only:
+    /// production has no way to change a rule).
+    pub fn with_rules(cfg: FsmConfig, rules: Vec<Rule>) -> Core {
+        Core { cfg, rules }
+    }
+
+    /// Runs the rules to their fixpoint on `g`, applying and appending
+    /// their actions.
+    pub fn settle(&self, g: &mut GroupView, now: Timestamp, out: &mut Vec<Action>) {
+        let actions = fsm::decide_with(&self.rules, g, now, &self.cfg);
+        fsm::apply(g, &actions, now);
+        out.extend(actions);
+    }
+
+    /// The clock: rules that fire on time alone (lease expiry, silence,
+    /// stall).
+    pub fn tick(&self, g: &mut GroupView, now: Timestamp) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.settle(g, now, &mut out);
+        out
+    }
+}
+
+pub(crate) fn unknown_node(node_id: i64) -> MonitorError {
+    MonitorError::NotFound(format!(
+        "node {node_id} is not registered with this monitor; it may have been dropped: \
+         register the node again with `pgpilot create postgres`"
+    ))
+}

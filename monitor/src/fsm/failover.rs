@@ -1,0 +1,295 @@
+//! The failover rules: choosing a candidate (directly or by an
+//! election), promoting it read-only, and the lease gate that lets it take
+//! writes once no other node can.
+
+use pgpilot_proto::{action_for, NodeState::*};
+
+use super::health::{is_fenced, is_healthy, is_in, is_unhealthy, secs, silence};
+use super::rules::{assign, failover_under_way, primary};
+use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
+
+/// Rule 7b, the election: once every standby told to report_lsn stopped
+/// streaming and reported (its LSN is final), the most advanced one with a
+/// candidate priority above 0 is promoted. A candidate behind a quorum
+/// standby would lose commits that standby acknowledged: then nobody is
+/// promoted (fetching the missing WAL first, fast_forward, comes later).
+pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
+    let voters: Vec<&NodeView> = g.nodes.iter().filter(|n| n.assigned == ReportLsn).collect();
+    // One winner per election: once a candidate is on its way, the other
+    // voters wait for the lease gate to send them to it.
+    let promoting = g
+        .nodes
+        .iter()
+        .any(|n| matches!(n.assigned, PreparePromotion | StopReplication));
+    if voters.is_empty() || promoting {
+        return vec![];
+    }
+    // Quorum voters may hold acknowledged commits: wait for each. A
+    // non-quorum voter cannot, so one that never reports is not waited for.
+    // A voter whose keeper could not read its status has no final LSN yet.
+    let reported = |n: &NodeView| n.reported == ReportLsn && n.pg_running && !n.status_unknown;
+    if voters.iter().any(|n| n.replication_quorum && !reported(n)) {
+        return vec![];
+    }
+    let most_advanced = voters
+        .iter()
+        .filter(|n| n.replication_quorum)
+        .map(|n| n.lsn)
+        .max();
+    let best = voters
+        .iter()
+        .filter(|n| {
+            reported(n)
+                && n.candidate_priority > 0
+                && is_healthy(n, now, cfg)
+                && most_advanced.is_none_or(|m| n.lsn >= m)
+        })
+        .max_by_key(|n| (n.candidate_priority, n.lsn, std::cmp::Reverse(n.id)));
+    let Some(c) = best else {
+        return vec![];
+    };
+    let why = format!(
+        "node {} assigned prepare_promotion: elected with LSN {} among {} standbys",
+        c.id,
+        c.lsn,
+        voters.len()
+    );
+    vec![assign(c, PreparePromotion, why)]
+}
+
+/// Rule 8: the candidate is ready; it stops replicating and promotes
+/// read-only, the old primary is told to go (demote_timeout).
+pub(super) fn promotion_step(g: &GroupView, _: Timestamp, _: &FsmConfig) -> Vec<Action> {
+    let Some(c) = g.nodes.iter().find(|n| is_in(n, PreparePromotion)) else {
+        return vec![];
+    };
+    let mut out = vec![assign(
+        c,
+        StopReplication,
+        format!(
+            "node {} assigned stop_replication: promoting it read-only",
+            c.id
+        ),
+    )];
+    for o in g.nodes.iter().filter(|o| o.assigned == Draining) {
+        let why = format!(
+            "node {} assigned demote_timeout: node {} is being promoted",
+            o.id, c.id
+        );
+        out.push(assign(o, DemoteTimeout, why));
+    }
+    out
+}
+
+/// Rule 9, the lease gate: the promoted candidate becomes writable only
+/// when no other node can still acknowledge writes, i.e. the old primary
+/// reported a stopped state or its lease (from its last report, not from
+/// the decision) has expired. Other standbys must re-validate against the
+/// new timeline before they count as secondaries again.
+pub(super) fn lease_gate(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
+    let Some(c) = g.nodes.iter().find(|n| is_in(n, StopReplication)) else {
+        return vec![];
+    };
+    let others: Vec<&NodeView> = g.nodes.iter().filter(|o| o.id != c.id).collect();
+    if others.iter().any(|o| !is_fenced(o, now, cfg)) {
+        return vec![];
+    }
+    let why_old = |o: &NodeView| {
+        if !o.reported.accepts_writes() {
+            format!("node {} reported {}", o.id, o.reported)
+        } else {
+            let s =
+                silence(o, now).map_or("never reported".into(), |s| format!("silent {}", secs(s)));
+            format!(
+                "node {} lease expired ({s}, lease {} + margin {})",
+                o.id,
+                secs(cfg.lease),
+                secs(cfg.clock_margin)
+            )
+        }
+    };
+    let olds: Vec<&&NodeView> = others
+        .iter()
+        .filter(|o| matches!(o.assigned, Draining | DemoteTimeout))
+        .collect();
+    let detail: Vec<String> = olds.iter().map(|o| why_old(o)).collect();
+    let detail = if detail.is_empty() {
+        "no old primary left".to_string()
+    } else {
+        detail.join(", ")
+    };
+    let mut out = vec![assign(
+        c,
+        WaitPrimary,
+        format!("node {} assigned wait_primary: {detail}", c.id),
+    )];
+    for o in olds {
+        out.push(assign(
+            o,
+            Demoted,
+            format!(
+                "node {} assigned demoted: node {} is the new primary",
+                o.id, c.id
+            ),
+        ));
+    }
+    for s in others
+        .iter()
+        .filter(|s| matches!(s.assigned, Secondary | ReportLsn))
+    {
+        let why = format!(
+            "node {} assigned catchingup: it must follow new primary node {}",
+            s.id, c.id
+        );
+        out.push(assign(s, Catchingup, why));
+    }
+    out
+}
+
+/// Rule 7: automatic failover, only from `primary` (synchronous
+/// replication on, so a caught-up secondary has every acknowledged commit)
+/// and only with two witnesses: the monitor finds the primary unhealthy,
+/// and the candidate lost its WAL stream (or the primary's own keeper says
+/// Postgres is down). The monitor alone losing the primary is a network
+/// problem on the monitor's side, not a reason to fail over.
+///
+/// Rule 7c: a primary the operator dropped (it last reported `primary`,
+/// so its standbys hold every acknowledged commit between them) is
+/// replaced the same way; the drop is the witness. Its row stays until a
+/// promotion is under way (see `remove_dropped`).
+pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
+    let (p, dropped) = match g.nodes.iter().find(|n| is_in(n, Primary)) {
+        Some(p) if is_unhealthy(p, now, cfg) => (p, false),
+        Some(_) => return vec![],
+        None => match g
+            .nodes
+            .iter()
+            .find(|n| n.assigned == Dropped && n.dropped_from == Some(Primary))
+        {
+            Some(p) if primary(g).is_none() && !failover_under_way(g) => (p, true),
+            _ => return vec![],
+        },
+    };
+    let witness = |s: &NodeView| {
+        if dropped {
+            Some(format!("the operator dropped primary node {}", p.id))
+        } else if !p.pg_running {
+            Some(format!(
+                "primary node {}'s keeper reports Postgres down",
+                p.id
+            ))
+        } else {
+            match s.upstream_silent {
+                Some(d) if d >= cfg.replication_lost_timeout => {
+                    Some(format!("node {} lost replication {} ago", s.id, secs(d)))
+                }
+                _ => None,
+            }
+        }
+    };
+    // Any quorum secondary may hold a commit the others lack: never pick a
+    // candidate behind one of them.
+    let most_advanced = g
+        .nodes
+        .iter()
+        .filter(|s| s.id != p.id && s.assigned == Secondary && s.replication_quorum)
+        .map(|s| s.lsn)
+        .max();
+    let best = g
+        .nodes
+        .iter()
+        .filter(|s| {
+            s.id != p.id
+                && is_in(s, Secondary)
+                && is_healthy(s, now, cfg)
+                && !s.status_unknown
+                && s.candidate_priority > 0
+                && p.lsn.distance_from(s.lsn) <= cfg.promote_wal_threshold
+                && most_advanced.is_none_or(|m| s.lsn >= m)
+                && witness(s).is_some()
+        })
+        .max_by_key(|s| (s.candidate_priority, s.lsn, std::cmp::Reverse(s.id)));
+    let Some(c) = best else {
+        return vec![];
+    };
+    let down = if dropped {
+        "was dropped by the operator".to_string()
+    } else if !p.pg_running {
+        "reports Postgres down".to_string()
+    } else {
+        let s = silence(p, now).map_or("never reported".into(), |s| format!("silent {}", secs(s)));
+        format!("{s} and probes failing")
+    };
+    // The old primary is told to go, unless the operator dropped it (its
+    // goal stays `dropped`).
+    let demote = |why: String| (!dropped).then(|| assign(p, Draining, why));
+    // With another standby besides the candidate, a commit may have been
+    // acknowledged by that standby only (ANY k of several), and a standby
+    // still following the old primary could acknowledge its pending
+    // commits if it came back (a frozen primary resuming). So it is an
+    // election: every standby stops streaming and reports its final LSN
+    // (report_lsn), then the most advanced is promoted ([`elect`]). A
+    // quorum standby that is not healthy may hold commits nobody else
+    // has: no automatic failover then.
+    // (The simulation loses acknowledged commits without this: seeds 4
+    // and 131 with PGPILOT_SIM_NODES=3.)
+    // Standbys that may be streaming from the primary. An old primary
+    // (draining, demoted, ...) or a node still waiting for its copy is not.
+    let followers: Vec<&NodeView> = g
+        .nodes
+        .iter()
+        .filter(|s| s.id != p.id && matches!(s.assigned, Secondary | Catchingup))
+        .collect();
+    if followers.iter().any(|s| s.id != c.id) {
+        // A quorum follower that is unhealthy, or still on its way into
+        // catchingup (a rejoining old primary: no edge to report_lsn yet),
+        // may hold commits nobody else has: wait for it.
+        let can_vote = |s: &NodeView| action_for(s.reported, ReportLsn).is_some();
+        if followers
+            .iter()
+            .any(|s| s.replication_quorum && (!is_healthy(s, now, cfg) || !can_vote(s)))
+        {
+            return vec![];
+        }
+        let why = format!(
+            "election: primary node {} {down}, {}",
+            p.id,
+            witness(c).unwrap_or_default()
+        );
+        let mut out = vec![Action::BumpGeneration {
+            reason: why.clone(),
+        }];
+        for s in followers
+            .iter()
+            .filter(|s| is_healthy(s, now, cfg) && can_vote(s))
+        {
+            out.push(assign(
+                s,
+                ReportLsn,
+                format!("node {} assigned report_lsn: {why}", s.id),
+            ));
+        }
+        out.extend(demote(format!(
+            "node {} assigned draining: an election is under way",
+            p.id
+        )));
+        return out;
+    }
+    let why = format!(
+        "node {} assigned prepare_promotion: primary node {} {down}, {}",
+        c.id,
+        p.id,
+        witness(c).unwrap_or_default()
+    );
+    let mut out = vec![
+        Action::BumpGeneration {
+            reason: why.clone(),
+        },
+        assign(c, PreparePromotion, why),
+    ];
+    out.extend(demote(format!(
+        "node {} assigned draining: node {} is being promoted",
+        p.id, c.id
+    )));
+    out
+}

@@ -1,0 +1,175 @@
+//! Promise 3: a group that waits says what it waits for.
+//!
+//! [`explain_wait`] runs last: it names the first reason the group cannot
+//! move on by itself (a voter that does not report, a quorum standby that
+//! blocks failover, a node that may lack acknowledged commits and is not
+//! promoted without an operator), and records it once as an event on the
+//! node it concerns. Short waits that are part of normal operation (a
+//! lease running out, a keeper taking its next step) are named only once
+//! they last longer than [`grace`]. Reasons carry no times or LSNs, so the
+//! same wait is one event however long it lasts.
+
+use pgpilot_proto::{action_for, NodeState::*};
+
+use super::health::{age, is_fenced, is_healthy, is_in, is_unhealthy};
+use super::rules::{active, primary};
+use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
+
+/// How long a normal wait may last before it is named.
+fn grace(cfg: &FsmConfig) -> std::time::Duration {
+    cfg.node_unhealthy_timeout + cfg.lease + cfg.clock_margin
+}
+
+/// Records the group's current wait when it changed.
+pub(super) fn explain_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
+    let wait = current_wait(g, now, cfg);
+    let text = wait.as_ref().map(|(_, why)| why.clone());
+    if text == g.waiting_for {
+        return vec![];
+    }
+    match wait {
+        Some((node_id, reason)) => vec![Action::Wait { node_id, reason }],
+        None => vec![Action::WaitOver],
+    }
+}
+
+/// The node the group waits for and why, if it cannot move on by itself.
+pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i64, String)> {
+    let long = |n: &NodeView| age(n.goal_changed_at, now) > grace(cfg);
+    // An election whose quorum voter does not report its final LSN.
+    let voters: Vec<&NodeView> = g.nodes.iter().filter(|n| n.assigned == ReportLsn).collect();
+    let promoting = g
+        .nodes
+        .iter()
+        .any(|n| matches!(n.assigned, PreparePromotion | StopReplication));
+    if !voters.is_empty() && !promoting {
+        if let Some(v) = voters.iter().find(|v| {
+            v.replication_quorum
+                && long(v)
+                && (v.reported != ReportLsn || !v.pg_running || v.status_unknown)
+        }) {
+            return Some((
+                v.id,
+                format!(
+                    "election waits for node {}: it may hold acknowledged commits and has not reported \
+                     its final LSN (it reports {}{})",
+                    v.id,
+                    v.reported,
+                    if v.status_unknown { ", its keeper cannot read PostgreSQL's status" } else { "" }
+                ),
+            ));
+        }
+        let most = voters
+            .iter()
+            .filter(|v| v.replication_quorum)
+            .max_by_key(|v| v.lsn);
+        if let Some(m) =
+            most.filter(|m| voters.iter().all(|v| long(v)) && m.candidate_priority == 0)
+        {
+            return Some((
+                m.id,
+                format!(
+                    "election waits: node {} is the most advanced standby but has candidate priority 0, \
+                     and no candidate holds all it has",
+                    m.id
+                ),
+            ));
+        }
+        if let Some(v) = voters.iter().find(|v| long(v) && !is_healthy(v, now, cfg)) {
+            return Some((
+                v.id,
+                format!("election waits: node {} is not healthy", v.id),
+            ));
+        }
+    }
+    // A promoted candidate waits for the old primary to stop accepting writes.
+    if let Some(c) = g
+        .nodes
+        .iter()
+        .find(|n| is_in(n, StopReplication) && long(n))
+    {
+        if let Some(o) = g
+            .nodes
+            .iter()
+            .find(|o| o.id != c.id && !is_fenced(o, now, cfg))
+        {
+            return Some((
+                c.id,
+                format!(
+                    "node {} stays read-only: node {} may still accept writes (it reports {} and its keeper \
+                     still renews its lease)",
+                    c.id, o.id, o.reported
+                ),
+            ));
+        }
+    }
+    // Automatic failover blocked by a quorum standby that may hold commits.
+    if let Some(p) = g
+        .nodes
+        .iter()
+        .find(|n| is_in(n, Primary) && is_unhealthy(n, now, cfg))
+    {
+        let blocker = g.nodes.iter().find_map(|s| {
+            let follower = s.id != p.id
+                && matches!(s.assigned, Secondary | Catchingup)
+                && s.replication_quorum;
+            if !follower {
+                None
+            } else if action_for(s.reported, ReportLsn).is_none() {
+                Some((
+                    s,
+                    format!(
+                        "is still on its way into {} (it reports {})",
+                        s.assigned, s.reported
+                    ),
+                ))
+            } else if !is_healthy(s, now, cfg) {
+                Some((s, "is not healthy".to_string()))
+            } else {
+                None
+            }
+        });
+        if let Some((s, what)) = blocker {
+            return Some((
+                s.id,
+                format!(
+                    "no automatic failover from unhealthy primary node {}: quorum standby node {} {what} \
+                     (it may hold acknowledged commits the others lack)",
+                    p.id, s.id
+                ),
+            ));
+        }
+    }
+    // A dropped writer whose standbys are not known to hold every commit.
+    if primary(g).is_none() && active(g).next().is_some() {
+        if let Some(d) = g.nodes.iter().find(|d| {
+            d.assigned == Dropped
+                && d.dropped_from
+                    .is_some_and(|s| s.accepts_writes() && s != Primary)
+        }) {
+            return Some((
+                d.id,
+                format!(
+                    "no standby is promoted: node {} was dropped while {} (synchronous replication off), \
+                     so no standby is known to hold every acknowledged commit",
+                    d.id,
+                    d.dropped_from.unwrap_or(Dropped)
+                ),
+            ));
+        }
+        let mut act = active(g);
+        if let (Some(n), None) = (act.next(), act.next()) {
+            if matches!(n.assigned, Catchingup | Draining | DemoteTimeout | Demoted) && long(n) {
+                return Some((
+                    n.id,
+                    format!(
+                        "node {} is the only node left but is not made writable: as {} it may lack \
+                         acknowledged commits",
+                        n.id, n.assigned
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,152 @@
+//! `cargo test` runs a fixed set of seeds; `PGPILOT_SIM_SEEDS=N` runs N
+//! (from `PGPILOT_SIM_FIRST_SEED`, default 0); `PGPILOT_SIM_SEED=S` replays
+//! one with its whole trace. `PGPILOT_SIM_NODES` fixes the group size.
+
+use pgpilot_monitor::fsm::FsmConfig;
+
+use super::mutations::{core_with, Mutation};
+use super::{replay_command, Params, World};
+
+/// Seeds run by `cargo test`: enough to cover every fault kind many times
+/// over, within seconds in a debug build.
+const DEFAULT_SEEDS: u64 = 500;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// The run's shape for a seed, with the group size from the environment
+/// when it is set (the model itself reads no environment).
+fn params(seed: u64) -> Params {
+    let mut p = Params::for_seed(seed);
+    if let Some(n) = env_u64("PGPILOT_SIM_NODES") {
+        p.nodes = n as usize;
+    }
+    p
+}
+
+/// Runs one seed; on failure, the message names the seed, the replay
+/// command and the trace that led there.
+fn run_world(seed: u64, mut w: World) -> Result<u32, String> {
+    match w.run() {
+        Ok(()) => Ok(w.needless_failovers),
+        Err(v) => Err(format!(
+            "seed {seed}: {v}\nreplay: {}\ntrace (last events):\n{}",
+            replay_command(seed),
+            w.trace()
+        )),
+    }
+}
+
+#[test]
+fn seeds_hold_every_invariant() {
+    let first = env_u64("PGPILOT_SIM_FIRST_SEED").unwrap_or(0);
+    let count = env_u64("PGPILOT_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let started = std::time::Instant::now();
+    let mut needless = 0;
+    let mut needless_seeds = Vec::new();
+    for seed in first..first + count {
+        match run_world(seed, World::new(seed, params(seed))) {
+            Ok(0) => {}
+            Ok(n) => {
+                needless += n;
+                needless_seeds.push(seed);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // Read by whoever runs a long sweep: the numbers of the run.
+    eprintln!(
+        "simulation: seeds {first}..{}: 0 violations, {needless} needless failover(s) (seeds {needless_seeds:?}), {:.1} s",
+        first + count,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn replay_one_seed() {
+    let Some(seed) = env_u64("PGPILOT_SIM_SEED") else {
+        return;
+    };
+    let mut w = World::new(seed, params(seed));
+    w.trace_limit = usize::MAX;
+    let result = w.run();
+    // A replay is read by a person: the whole trace, on stderr.
+    eprintln!("{}", w.trace());
+    if let Err(e) = result {
+        panic!("seed {seed}: {e}");
+    }
+}
+
+/// The first default seed whose run breaks an invariant (or, with
+/// `needless`, fails over needlessly more often than the production core
+/// does on the same seed) with mutation `m`.
+fn first_catch(m: Mutation, needless: bool) -> Option<(u64, String)> {
+    (0..DEFAULT_SEEDS).find_map(|seed| {
+        let w = World::with_core(
+            seed,
+            Params::for_seed(seed),
+            core_with(m, FsmConfig::default()),
+        );
+        match run_world(seed, w) {
+            Err(e) => Some((seed, e)),
+            Ok(n) if needless && n > 0 => {
+                let base = run_world(seed, World::new(seed, Params::for_seed(seed))).unwrap_or(0);
+                (n > base).then(|| {
+                    (
+                        seed,
+                        format!("{n} needless failover(s), {base} without the mutation"),
+                    )
+                })
+            }
+            Ok(_) => None,
+        }
+    })
+}
+
+#[test]
+fn without_the_lease_gate_two_nodes_accept_writes() {
+    let (seed, e) = first_catch(Mutation::LeaseGate, false)
+        .expect("with the lease gate off, some seed must break an invariant");
+    assert!(
+        e.contains("accept writes at the same time") || e.contains("acknowledged commit"),
+        "seed {seed}: {e}"
+    );
+}
+
+#[test]
+fn without_the_second_witness_healthy_primaries_are_failed_over() {
+    let (seed, e) = first_catch(Mutation::SecondWitness, true)
+        .expect("without the second witness, some seed must fail over a healthy primary");
+    assert!(e.contains("needless"), "seed {seed}: {e}");
+}
+
+#[test]
+fn failing_over_from_wait_primary_is_caught() {
+    first_catch(Mutation::OnlyFromPrimary, false)
+        .expect("failing over from wait_primary must break an invariant in some seed");
+}
+
+#[test]
+fn an_election_blind_to_lsns_loses_acknowledged_writes() {
+    let (seed, e) = first_catch(Mutation::ElectionByLsn, false)
+        .expect("an election that ignores LSNs must lose a write in some seed");
+    assert!(e.contains("acknowledged commit"), "seed {seed}: {e}");
+}
+
+#[test]
+fn without_the_sync_catch_up_wait_acknowledged_writes_are_lost() {
+    let found = (0..5000).find_map(|seed| {
+        // Busier schedules find the window sooner.
+        let params = Params {
+            nodes: 2,
+            fault_rate: 0.08,
+            ..Params::for_seed(seed)
+        };
+        let mut w = World::new(seed, params);
+        w.skip_sync_wait = true;
+        w.run().err().map(|e| (seed, e))
+    });
+    let (seed, e) = found.expect("skipping the wait must lose an acknowledged write in some seed");
+    assert!(e.contains("acknowledged commit"), "seed {seed}: {e}");
+}

@@ -1,0 +1,84 @@
+//! The operator drops a dead primary of three nodes (`drop node --force`)
+//! before automatic failover acted: a secondary is still promoted, with
+//! every acknowledged row. (Before, the row went at once and the group
+//! kept two secondaries and no primary, forever.)
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const STEP: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_dead_primary_of_three_promotes_a_secondary() {
+    let dir = TestDir::new("k-dropprim");
+    let monitor = MonitorProc::start(&dir).await;
+    let mut a = KeeperProc::create(&dir, &monitor.uri, "a");
+    wait_state(&monitor, "a", "single", STEP).await;
+    let b = KeeperProc::create(&dir, &monitor.uri, "b");
+    wait_state(&monitor, "b", "secondary", STEP).await;
+    let c = KeeperProc::create(&dir, &monitor.uri, "c");
+    wait_state(&monitor, "c", "secondary", STEP).await;
+    wait_state(&monitor, "a", "primary", STEP).await;
+    eventually("both standbys synchronous", STEP, || async {
+        (a.query("SHOW synchronous_standby_names")
+            .await
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("ANY 1 (pgpilot_node_2, pgpilot_node_3)"))
+        .then_some(())
+    })
+    .await;
+    a.query("CREATE TABLE acked (i int)").await.unwrap();
+    for i in 1..=20 {
+        a.query(&format!("INSERT INTO acked VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+    let a_id = a.state()["node_id"]
+        .as_i64()
+        .expect("node id in the state file");
+
+    a.kill9();
+    // At once, before the monitor could see the primary as unhealthy.
+    let id = a_id.to_string();
+    pgpilot_ok(&[
+        "drop",
+        "node",
+        "--monitor",
+        &monitor.uri,
+        "--node-id",
+        &id,
+        "--force",
+    ]);
+    let new = eventually("a new primary", STEP, || async {
+        let states = node_states(&mut monitor.client().await).await;
+        let writable = |n: &str| {
+            states
+                .get(n)
+                .is_some_and(|(r, g)| r == g && (r == "wait_primary" || r == "primary"))
+        };
+        if writable("b") {
+            Some(&b)
+        } else if writable("c") {
+            Some(&c)
+        } else {
+            None
+        }
+    })
+    .await;
+    let count = "SELECT count(*)::text FROM acked";
+    assert_eq!(new.query(count).await.unwrap(), Some("20".into()));
+    eventually("the dropped primary's row removed", STEP, || async {
+        let states = node_states(&mut monitor.client().await).await;
+        (!states.contains_key("a")).then_some(())
+    })
+    .await;
+    assert!(
+        monitor
+            .count_events("the operator dropped primary node")
+            .await
+            >= 1
+    );
+}
