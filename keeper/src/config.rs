@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::DEFAULT_LEASE;
 use crate::files::{config_path, write_durably};
 
 /// How the other nodes authenticate to this node's PostgreSQL.
@@ -93,12 +94,24 @@ impl KeeperConfig {
         }
         // The heartbeat doubles as the lease renewal; see DESIGN.md §7 and
         // the monitor's Timings::validate for the other half of the check.
-        if self.poll_interval < Duration::from_millis(100)
-            || self.poll_interval > Duration::from_secs(10)
-        {
+        let fmt = humantime_serde::re::humantime::format_duration;
+        if self.poll_interval < Duration::from_millis(100) {
             bail!(
-                "poll_interval {} is outside 100ms..10s",
-                humantime_serde::re::humantime::format_duration(self.poll_interval)
+                "poll_interval {} is below 100ms: the monitor would be flooded with reports",
+                fmt(self.poll_interval)
+            );
+        }
+        // The keeper uses this interval only until the monitor's first
+        // reply names the contract, but that first stretch must already
+        // renew the lease: a primary reporting less often than its lease
+        // runs fences itself although nothing is wrong.
+        if self.poll_interval >= DEFAULT_LEASE {
+            bail!(
+                "poll_interval {} is not shorter than the default lease of {}: a healthy primary \
+                 would fence itself between two reports; set poll_interval to 1s (the monitor \
+                 names the interval it wants once the keeper reports)",
+                fmt(self.poll_interval),
+                fmt(DEFAULT_LEASE)
             );
         }
         Ok(())
@@ -187,6 +200,15 @@ mod tests {
         .unwrap();
         let err = format!("{:#}", KeeperConfig::load(&pgdata).unwrap_err());
         assert!(err.contains("poll_interval"), "{err}");
+        // Within the old 100ms..10s range, but no shorter than the lease.
+        std::fs::write(
+            config_path(&pgdata),
+            text.replace("poll_interval = \"1s\"", "poll_interval = \"5s\""),
+        )
+        .unwrap();
+        let err = format!("{:#}", KeeperConfig::load(&pgdata).unwrap_err());
+        assert!(err.contains("would fence itself"), "{err}");
+        assert!(err.contains("set poll_interval to 1s"), "{err}");
 
         std::fs::write(config_path(&pgdata), "pgport = \"x\"").unwrap();
         let err = format!("{:#}", KeeperConfig::load(&pgdata).unwrap_err());

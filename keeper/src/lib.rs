@@ -1,15 +1,20 @@
 //! The pgpilot keeper: runs beside one PostgreSQL node, reports to the
 //! monitor and applies the goals it assigns (DESIGN.md §7).
 //!
-//! - [`plan`]: the pure decisions (goal + observation -> steps, fencing).
-//! - [`agent`]: the loop that runs them.
+//! - [`engine`]: every keeper decision, sans I/O, with an explicit `now`
+//!   (lease, fencing deadline, restart budget, what a report says).
+//! - [`plan`]: the pure step planning (goal + observation -> steps).
+//! - [`agent`]: the daemon, an I/O shell around the engine.
+//! - [`clock`]: the one clock (CLOCK_BOOTTIME) of the agent and watchdog.
 //! - [`pg`]: the node's PostgreSQL: process, settings, HBA, SQL, copies.
 //! - [`setup`]: `create postgres`.
 //! - [`config`], [`statefile`], [`files`]: the keeper's own files.
 //! - [`service`]: `run` and `stop` for a node.
 
 pub mod agent;
+pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod files;
 pub mod pg;
 pub mod plan;

@@ -7,8 +7,10 @@ mod support;
 
 mod bad_input;
 mod demo;
+mod drop;
 mod election;
 mod fencing;
 mod lifecycle;
 mod restarts;
+mod standby_restart;
 mod supervision;

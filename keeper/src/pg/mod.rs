@@ -1,6 +1,7 @@
 //! The node's PostgreSQL, as the keeper drives it: a supervised child
 //! process, its settings file, pg_hba.conf, and the SQL the keeper runs on
-//! it. Everything here is I/O; the decisions are in [`crate::plan`].
+//! it. Everything here is I/O; the decisions are in [`crate::engine`] and
+//! [`crate::plan`].
 
 pub mod conf;
 pub mod copy;
@@ -29,6 +30,19 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a reload may take to show in SHOW before it counts as failed.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connecting over the local socket takes milliseconds; one that takes
+/// longer is a PostgreSQL that is stuck (or not accepting connections yet)
+/// and must not stall the heartbeat.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Every statement the keeper runs is bounded, so that a hung query (a
+/// lock held by a client, a stuck backend) cannot stall the heartbeat, and
+/// with it the lease, forever. The keeper's waits are loops of short
+/// statements; the few long statements (pg_promote, the checkpoint after
+/// it) raise their own limit on their connection (see [`sql::promote`]).
+const STATEMENT_TIMEOUT: &str = "5s";
+/// The keeper's DDL (roles, grants, slots) must not queue behind a
+/// client's lock: it fails and is retried on the next round instead.
+const LOCK_TIMEOUT: &str = "2s";
 
 /// The node's PostgreSQL and the keeper's handle on it.
 pub struct LocalPg {
@@ -40,6 +54,9 @@ pub struct LocalPg {
     superuser: String,
     tag: String,
     handle: Option<PostgresHandle>,
+    /// Exits of our postmaster that we did not ask for, not yet taken by
+    /// the keeper's loop (they count against the restart budget).
+    deaths: u32,
 }
 
 impl LocalPg {
@@ -53,6 +70,7 @@ impl LocalPg {
             superuser: config.username.clone(),
             tag: tag.to_string(),
             handle: None,
+            deaths: 0,
         })
     }
 
@@ -79,6 +97,7 @@ impl LocalPg {
                     h.log_tail().join("\n")
                 );
                 self.handle = None;
+                self.deaths += 1;
                 false
             }
             Err(e) => {
@@ -86,6 +105,11 @@ impl LocalPg {
                 true
             }
         }
+    }
+
+    /// How many times our postmaster exited on its own since the last call.
+    pub fn take_deaths(&mut self) -> u32 {
+        std::mem::take(&mut self.deaths)
     }
 
     /// Starts PostgreSQL unless it runs.
@@ -156,18 +180,19 @@ impl LocalPg {
             .username(&self.superuser)
             .database(database)
             .application_name("pgpilot-keeper")
+            .options([
+                ("statement_timeout", STATEMENT_TIMEOUT),
+                ("lock_timeout", LOCK_TIMEOUT),
+            ])
             .disable_statement_logging()
     }
 
     /// A superuser connection over the private socket.
     pub async fn connect(&self) -> anyhow::Result<PgConnection> {
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            self.connect_options("postgres").connect(),
-        )
-        .await
-        .context("connecting to the local PostgreSQL timed out")?
-        .context("connect to the local PostgreSQL")
+        tokio::time::timeout(CONNECT_TIMEOUT, self.connect_options("postgres").connect())
+            .await
+            .context("connecting to the local PostgreSQL timed out")?
+            .context("connect to the local PostgreSQL")
     }
 
     /// Writes a file inside PGDATA, crash-safely, owned by PostgreSQL's user.

@@ -9,23 +9,9 @@ use sqlx::Row;
 
 use super::conf::REPLICATION_USER;
 
-/// What the keeper reports about a running PostgreSQL.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Status {
-    pub in_recovery: bool,
-    pub timeline: u32,
-    /// Flush LSN on a primary; received (or, before anything was received
-    /// since start, replayed) LSN on a standby.
-    pub lsn: Lsn,
-    /// Best sync_state among pgpilot standbys streaming from us, or "".
-    pub replication_state: String,
-    /// pgpilot standbys streaming from us (application_name).
-    pub streaming_standbys: Vec<String>,
-    /// Our WAL receiver, if one runs: streaming now, and milliseconds since
-    /// it last heard from the upstream (`None` before its first message: a
-    /// receiver still connecting has heard nothing).
-    pub wal_receiver: Option<(bool, Option<u64>)>,
-}
+/// What the keeper reports about a running PostgreSQL (defined beside the
+/// decisions that use it, so that a simulation can build one).
+pub use crate::engine::PgStatus as Status;
 
 fn lsn(text: Option<String>) -> anyhow::Result<Lsn> {
     match text {
@@ -319,7 +305,17 @@ pub async fn wait_sync_standby(c: &mut PgConnection, timeout: Duration) -> anyho
 }
 
 /// pg_promote, waiting for it to finish.
+///
+/// Both statements here may legitimately outlast the connection's
+/// statement_timeout: pg_promote waits up to 30 s for the end of recovery,
+/// and the checkpoint writes every dirty buffer. Each gets its own bound on
+/// this connection (a killed checkpoint would leave pg_control on the old
+/// timeline, see below, so it gets a generous one).
 pub async fn promote(c: &mut PgConnection) -> anyhow::Result<()> {
+    sqlx::query("SET statement_timeout = '40s'")
+        .execute(&mut *c)
+        .await
+        .context("raise statement_timeout for pg_promote")?;
     let done: bool = sqlx::query_scalar("SELECT pg_promote(true, 30)")
         .fetch_one(&mut *c)
         .await
@@ -331,9 +327,17 @@ pub async fn promote(c: &mut PgConnection) -> anyhow::Result<()> {
     // after promotion, which PostgreSQL otherwise spreads over minutes;
     // until then pg_rewind on the old primary finds "the same timeline"
     // and rewinds nothing. pg_auto_failover and Patroni do the same.
+    sqlx::query("SET statement_timeout = '300s'")
+        .execute(&mut *c)
+        .await
+        .context("raise statement_timeout for the checkpoint")?;
     sqlx::query("CHECKPOINT")
         .execute(&mut *c)
         .await
         .context("checkpoint after promotion")?;
+    sqlx::query("RESET statement_timeout")
+        .execute(&mut *c)
+        .await
+        .context("reset statement_timeout")?;
     Ok(())
 }

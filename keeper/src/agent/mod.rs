@@ -1,0 +1,270 @@
+//! The keeper's daemon: the I/O shell around [`crate::engine`] (DESIGN.md
+//! §7). It reads PostgreSQL, sends the engine's report to the monitor,
+//! runs the steps the engine plans, and writes the state file when the
+//! engine says so; every decision is the engine's.
+//!
+//! One task does everything in order, so two transitions never overlap.
+//! Beside it run two helpers that never decide anything: a Watch stream on
+//! the group wakes the loop early ([`watch`]; the poll interval is the
+//! heartbeat otherwise), and the fencing watchdog ([`watchdog`]) stops
+//! PostgreSQL at the engine's deadline when the loop is too busy to.
+//!
+//! - [`report`]: observing PostgreSQL and reporting to the monitor.
+//! - [`transition`]: running a transition's steps, and the steady state.
+//! - [`access`]: pg_hba.conf, replication slots, host name lookups.
+
+mod access;
+mod report;
+mod transition;
+mod watch;
+mod watchdog;
+
+use std::sync::Arc;
+
+use pgpilot_proto::pb::monitor_client::MonitorClient;
+use pgpilot_proto::NodeState;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::clock;
+use crate::config::KeeperConfig;
+use crate::engine::{Decision, Engine, RESTART_BACKOFF, RESTART_LIMIT, RESTART_WINDOW};
+use crate::pg::LocalPg;
+use crate::statefile::KeeperState;
+
+/// Why [`Agent::run_until`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    Cancelled,
+    Reached(NodeState),
+    Dropped,
+}
+
+pub struct Agent {
+    pub config: KeeperConfig,
+    pub pg: LocalPg,
+    engine: Engine,
+    client: MonitorClient<Channel>,
+    wake: Arc<Notify>,
+    /// Read once from pg_control; cleared when PGDATA is replaced.
+    system_identifier: Option<u64>,
+    monitor_addrs: Vec<String>,
+    report_failures: u32,
+    resolved: access::Resolved,
+    fence: watchdog::Arm,
+}
+
+impl Agent {
+    pub async fn new(config: KeeperConfig, state: KeeperState) -> anyhow::Result<Agent> {
+        let client = pgpilot_proto::client::connect_lazy(&config.monitor)?;
+        let pg = LocalPg::new(&config, &state.name)?;
+        let monitor_addrs = access::monitor_addresses(&config.monitor).await;
+        let engine = Engine::new(state, config.poll_interval);
+        Ok(Agent {
+            config,
+            pg,
+            engine,
+            client,
+            wake: Arc::new(Notify::new()),
+            system_identifier: None,
+            monitor_addrs,
+            report_failures: 0,
+            resolved: Default::default(),
+            fence: Default::default(),
+        })
+    }
+
+    /// Runs until cancelled, dropped, or (with `until`) the node reached
+    /// one of those states. PostgreSQL is stopped on the way out.
+    pub async fn run_until(
+        &mut self,
+        cancel: CancellationToken,
+        until: &[NodeState],
+    ) -> anyhow::Result<Stopped> {
+        let state = self.engine.state();
+        let watch = tokio::spawn(watch::watch_group(
+            self.config.monitor.clone(),
+            self.config.formation.clone(),
+            state.group_id,
+            self.wake.clone(),
+            cancel.child_token(),
+        ));
+        // Armed before the first round: a keeper restarted in a writable
+        // state fences from its first instant until it has a lease.
+        self.arm();
+        let watchdog = tokio::spawn(watchdog::run(
+            self.fence.clone(),
+            self.config.pgdata.clone(),
+            cancel.child_token(),
+        ));
+        let result = self.main_loop(&cancel, until).await;
+        watch.abort();
+        watchdog.abort();
+        if let Ok(Stopped::Reached(_) | Stopped::Dropped) = result {
+            // Tell the monitor the state was reached before going away (a
+            // dropped node's row goes once it reported `dropped`).
+            self.observe().await;
+            self.report().await;
+        }
+        if let Err(e) = self.pg.stop().await {
+            tracing::error!("failed to {e:#}");
+        }
+        result
+    }
+
+    async fn main_loop(
+        &mut self,
+        cancel: &CancellationToken,
+        until: &[NodeState],
+    ) -> anyhow::Result<Stopped> {
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(Stopped::Cancelled);
+            }
+            let progressed = match self.tick().await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    false
+                }
+            };
+            self.arm();
+            let s = self.engine.state();
+            if s.current == NodeState::Dropped && s.assigned == NodeState::Dropped {
+                return Ok(Stopped::Dropped);
+            }
+            if until.contains(&s.current) && s.current == s.assigned {
+                return Ok(Stopped::Reached(s.current));
+            }
+            if progressed {
+                continue;
+            }
+            let wait = self.engine.next_wait(clock::now());
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(Stopped::Cancelled),
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One round (see the engine's module doc for the order). Returns true
+    /// when a transition completed (report again at once so the monitor
+    /// can take the next step).
+    async fn tick(&mut self) -> anyhow::Result<bool> {
+        self.observe().await;
+        self.supervise().await;
+        let Some((sent_at, reply)) = self.report().await else {
+            if self.engine.on_no_reply(clock::now()) {
+                self.fence().await?;
+            }
+            return Ok(false);
+        };
+        let decision = self.engine.on_reply(sent_at, clock::now(), reply);
+        self.arm();
+        self.persist()?;
+        match decision {
+            Decision::Ignore(why) => {
+                tracing::warn!("{why}");
+                Ok(false)
+            }
+            Decision::Steady(goal) => {
+                // A writable node waits for a lease before it starts
+                // PostgreSQL; it just got one. Only in a steady state: an
+                // old primary whose goal moved on must never come up
+                // writable, not even briefly.
+                self.supervise().await;
+                self.reconcile(&goal).await?;
+                Ok(false)
+            }
+            Decision::Transition { from, goal } => match self.transition(from, &goal).await {
+                Ok(()) => {
+                    self.engine.transition_ok(goal.state);
+                    self.arm();
+                    self.persist()?;
+                    Ok(true)
+                }
+                Err(e) => {
+                    self.engine.transition_failed(format!("{e:#}"));
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    /// Writes the state file when the engine changed it. Before the next
+    /// report: the monitor must never hear of a state the disk lacks.
+    fn persist(&mut self) -> anyhow::Result<()> {
+        if self.engine.needs_save() {
+            self.engine.state().save(&self.config.pgdata)?;
+            self.engine.saved();
+        }
+        Ok(())
+    }
+
+    /// Hands the engine's fencing deadline to the watchdog. Called after
+    /// every engine call that can move it, and before anything that may
+    /// keep the loop busy.
+    fn arm(&self) {
+        self.fence.set(self.engine.fence_deadline());
+    }
+
+    /// Takes the exits of PostgreSQL the loop did not ask for.
+    fn note_deaths(&mut self) {
+        for _ in 0..self.pg.take_deaths() {
+            if self.engine.pg_died(clock::now()) {
+                self.budget_spent("died");
+            }
+        }
+    }
+
+    fn budget_spent(&self, how: &str) {
+        tracing::error!(
+            "PostgreSQL {how} {RESTART_LIMIT} times within {} s: reporting it down; retrying every {} s",
+            RESTART_WINDOW.as_secs(),
+            RESTART_BACKOFF.as_secs()
+        );
+    }
+
+    /// Starts PostgreSQL when the engine says so (a state that wants it
+    /// running, a lease for a writable node, within the restart budget).
+    async fn supervise(&mut self) {
+        self.note_deaths();
+        if !self.engine.should_start_pg(clock::now()) {
+            return;
+        }
+        let current = self.engine.state().current;
+        tracing::warn!("PostgreSQL is not running in state {current}: starting it");
+        // Crash recovery can take a minute: the watchdog keeps the lease's
+        // deadline all along, so a start cannot outlive the lease.
+        self.arm();
+        let result = self.pg.start().await;
+        if let Err(e) = &result {
+            tracing::error!("failed to {e:#}");
+        }
+        if self.engine.pg_start_result(clock::now(), result.is_ok()) {
+            self.budget_spent("failed");
+        }
+        if result.is_ok() {
+            // The report must carry the new PostgreSQL's position, not
+            // "status unknown".
+            self.observe().await;
+        }
+    }
+
+    /// Self-fencing (DESIGN.md §7): the lease ran out.
+    async fn fence(&mut self) -> anyhow::Result<()> {
+        tracing::error!(
+            "fencing: lease of {} ms expired without a word from the monitor; stopping PostgreSQL \
+             so that no write is acknowledged while another node may be promoted",
+            self.engine.lease().as_millis(),
+        );
+        // Immediate shutdown ends every session at once; acknowledged
+        // commits are already on a synchronous standby.
+        self.pg.stop_immediately().await?;
+        self.engine.fenced();
+        self.arm();
+        self.persist()
+    }
+}

@@ -1,0 +1,124 @@
+//! Fencing that does not wait for the keeper's loop. The loop may be busy
+//! (starting PostgreSQL through a minute of crash recovery, a slow step)
+//! when the lease runs out, and the monitor promotes another node once it
+//! did. At the engine's deadline ([`crate::engine::Engine::fence_deadline`],
+//! the one definition the loop uses too) the postmaster gets SIGQUIT
+//! (immediate shutdown, every session ends); the loop then finds
+//! PostgreSQL down and, without a lease, does not restart it.
+//!
+//! The watchdog signals only a postmaster it has verified to be this
+//! node's: postmaster.pid in PGDATA names it, it is alive, and its working
+//! directory is PGDATA (the postmaster changes into its data directory at
+//! start, before it writes postmaster.pid). A stale postmaster.pid after a
+//! crash may name a pid the kernel has since given to another process;
+//! that process is never signalled. Reading postmaster.pid rather than
+//! waiting for the loop's handle also covers a postmaster that is still
+//! starting: it writes the file before crash recovery begins.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::engine::Mono;
+
+/// How often the fencing watchdog looks at the deadline: the fencing
+/// delay this adds to the lease is at most this.
+const WATCHDOG_POLL: Duration = Duration::from_millis(50);
+
+/// The deadline the loop hands to the watchdog. A plain mutex: it is held
+/// only to copy an `Option<Duration>`, never across an await.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Arm(Arc<Mutex<Option<Mono>>>);
+
+impl Arm {
+    pub(super) fn set(&self, deadline: Option<Mono>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = deadline;
+    }
+
+    fn get(&self) -> Option<Mono> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(super) async fn run(arm: Arm, pgdata: PathBuf, cancel: CancellationToken) {
+    // The postmaster already signalled: once is enough, and a restarted
+    // one (new pid, after a new lease moved the deadline) is fair game.
+    let mut signalled: Option<i32> = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(WATCHDOG_POLL) => {}
+        }
+        let Some(deadline) = arm.get() else {
+            continue;
+        };
+        if clock::now() < deadline {
+            continue;
+        }
+        let Some(pid) = our_postmaster(&pgdata) else {
+            continue;
+        };
+        if signalled == Some(pid) {
+            continue;
+        }
+        tracing::error!(
+            "fencing: the lease ran out while the keeper was busy; stopping PostgreSQL (pid {pid}) now"
+        );
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGQUIT,
+        );
+        signalled = Some(pid);
+    }
+}
+
+/// The pid of the live postmaster of `pgdata`, verified (see the module
+/// doc), or `None`.
+fn our_postmaster(pgdata: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    if pid <= 0 {
+        return None;
+    }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    let ours = std::fs::canonicalize(pgdata).ok()?;
+    (cwd == ours).then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_pid_file_names_no_postmaster() {
+        let dir = tempfile::tempdir().unwrap();
+        // Our own pid is alive, but its working directory is not PGDATA.
+        let me = std::process::id();
+        std::fs::write(dir.path().join("postmaster.pid"), format!("{me}\n/x\n")).unwrap();
+        assert_eq!(our_postmaster(dir.path()), None);
+        std::fs::write(dir.path().join("postmaster.pid"), "garbage\n").unwrap();
+        assert_eq!(our_postmaster(dir.path()), None);
+        std::fs::remove_file(dir.path().join("postmaster.pid")).unwrap();
+        assert_eq!(our_postmaster(dir.path()), None);
+    }
+
+    #[test]
+    fn a_live_process_in_pgdata_is_the_postmaster() {
+        let dir = tempfile::tempdir().unwrap();
+        // Stands in for a postmaster: alive, working directory PGDATA.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        std::fs::write(dir.path().join("postmaster.pid"), format!("{pid}\n")).unwrap();
+        assert_eq!(our_postmaster(dir.path()), Some(pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(our_postmaster(dir.path()), None, "a dead pid is no one");
+    }
+}

@@ -1,0 +1,465 @@
+//! The keeper's engine: every decision of the keeper (DESIGN.md §7), as a
+//! state machine without I/O and with an explicit `now`.
+//!
+//! Two drivers run this same code: the daemon ([`crate::agent`], with
+//! [`crate::clock::now`] and a real PostgreSQL) and the simulation (with
+//! simulated time and a simulated PostgreSQL). Neither keeps a private copy
+//! of a decision (STYLE.md 16b): the lease, the fencing deadline, the
+//! restart budget, the failover witness (upstream silence), the timing
+//! contract and what goes into a report are all here. [`crate::plan`]
+//! keeps the pure step planning the engine hands out.
+//!
+//! # Time
+//!
+//! [`Mono`] is a monotonic instant, as time since an arbitrary origin. The
+//! daemon uses CLOCK_BOOTTIME so that a suspended machine's lease is not
+//! still valid on resume; a simulation may start at zero.
+//!
+//! # One round, in order
+//!
+//! 1. [`Engine::observe`] with what was just read of PostgreSQL. A status
+//!    read that failed or timed out while the process runs is
+//!    `running: true, status: None` ("unknown").
+//! 2. If [`Engine::should_start_pg`]: start it, then
+//!    [`Engine::pg_start_result`]. Whenever the driver finds that a
+//!    PostgreSQL it had started exited on its own: [`Engine::pg_died`].
+//!    Both return true when the restart budget just ran out (log it).
+//!    After a successful start, observe again: until then the engine
+//!    knows the process runs but not its status, and would report
+//!    `status_unknown`.
+//! 3. [`Engine::request`] builds the report; note `now` as `sent_at`
+//!    *before* sending it, and give up on it after
+//!    [`Engine::report_timeout`].
+//! 4. [`Engine::on_reply`] with `sent_at`, or [`Engine::on_no_reply`].
+//!    `on_no_reply` returns [`Engine::must_fence`]: if true, stop
+//!    PostgreSQL at once (immediate shutdown), then [`Engine::fenced`].
+//!    `on_reply` returns a [`Decision`]:
+//!    - `Ignore`: log the reason, nothing else;
+//!    - `Steady(goal)`: start PostgreSQL if [`Engine::should_start_pg`]
+//!      now says so (a writable node just got its lease), apply
+//!      [`Engine::role_to_apply`] then [`Engine::role_applied`];
+//!    - `Transition { from, goal }`: run the steps of [`Engine::plan`],
+//!      then [`Engine::transition_ok`] or [`Engine::transition_failed`].
+//!      Record a rejoin with [`Engine::record_rejoin`].
+//! 5. Whenever [`Engine::needs_save`]: write [`Engine::state`] durably,
+//!    then [`Engine::saved`]. A state must be on disk before the next
+//!    report claims it.
+//! 6. Sleep [`Engine::next_wait`] (or until woken).
+//!
+//! Fencing has one definition, [`Engine::fence_deadline`]: the loop uses
+//! it through [`Engine::must_fence`], and a watchdog beside a busy loop
+//! (starting PostgreSQL, a slow step) is armed with the same deadline
+//! after every engine call that can move it.
+
+mod budget;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use std::time::Duration;
+
+use pgpilot_proto::{node_slot_name, pb, NodeState};
+
+use crate::plan::{self, Goal, Observed, PlanError, Role, Step};
+use crate::statefile::{KeeperState, RejoinRecord};
+
+pub use budget::{RESTART_BACKOFF, RESTART_LIMIT, RESTART_WINDOW};
+pub use types::{Decision, Observation, PgStatus};
+
+/// A monotonic instant: time since an arbitrary origin.
+pub type Mono = Duration;
+
+/// The lease the keeper assumes before the monitor named one (DESIGN.md §8).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
+/// How long a report may take before the first reply named a limit. It
+/// must come back well within the lease, or the keeper could not fence in
+/// time: the lease runs from when the report was *sent*.
+pub const DEFAULT_REPORT_TIMEOUT: Duration = Duration::from_millis(800);
+/// The shortest wait between rounds: a deadline already past (fencing
+/// failed and is retried) must not turn the loop into a busy loop.
+const MIN_WAIT: Duration = Duration::from_millis(10);
+
+/// The keeper's decisions and the memory they need. See the module doc
+/// for the order of calls in one round.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    /// The persisted part (the state file's contents).
+    state: KeeperState,
+    /// `state` changed since it was last saved.
+    dirty: bool,
+    /// The keeper config's poll interval: used until a reply names one.
+    config_poll: Duration,
+    lease: Duration,
+    /// When the last report that got a reply was *sent*.
+    lease_start: Option<Mono>,
+    last_reply: Option<pb::NodeActiveResponse>,
+    /// The monitor's timing contract, from its last reply (0 = not said).
+    poll_ms: u64,
+    report_timeout_ms: u64,
+    obs: Observation,
+    /// When our WAL receiver last heard from its upstream.
+    upstream_contact: Option<Mono>,
+    /// With no contact known: the first time this process saw the node in
+    /// recovery without a streaming receiver. The silence counts from
+    /// there, a lower bound on the true silence (a keeper restarted beside
+    /// a standby whose primary is already gone must still be able to
+    /// witness the failure).
+    silence_since: Option<Mono>,
+    /// When every other node was last seen streaming from this one (the
+    /// fencing exemption, see [`Engine::fence_deadline`]).
+    exempt_seen: Option<Mono>,
+    budget: budget::Budget,
+    /// The role the settings were last verified for; `None` forces a
+    /// re-check (after a start, a stop, a fence).
+    applied_role: Option<Role>,
+    /// Why the last transition attempt failed; sent with every report
+    /// until a transition succeeds or the node is steady.
+    transition_error: String,
+}
+
+impl Engine {
+    /// An engine for a keeper process that just started with `state` (its
+    /// state file) and the configured poll interval.
+    pub fn new(state: KeeperState, config_poll: Duration) -> Engine {
+        Engine {
+            state,
+            dirty: false,
+            config_poll,
+            lease: DEFAULT_LEASE,
+            lease_start: None,
+            last_reply: None,
+            poll_ms: 0,
+            report_timeout_ms: 0,
+            obs: Observation::default(),
+            upstream_contact: None,
+            silence_since: None,
+            exempt_seen: None,
+            budget: budget::Budget::default(),
+            applied_role: None,
+            transition_error: String::new(),
+        }
+    }
+
+    pub fn state(&self) -> &KeeperState {
+        &self.state
+    }
+
+    /// The state changed and must be written before the next report.
+    pub fn needs_save(&self) -> bool {
+        self.dirty
+    }
+
+    /// The driver wrote [`Engine::state`] durably.
+    pub fn saved(&mut self) {
+        self.dirty = false;
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    pub fn last_reply(&self) -> Option<&pb::NodeActiveResponse> {
+        self.last_reply.as_ref()
+    }
+
+    pub fn observation(&self) -> &Observation {
+        &self.obs
+    }
+
+    pub fn transition_error(&self) -> &str {
+        &self.transition_error
+    }
+
+    /// How often to report: the monitor's word once it gave one.
+    pub fn poll_interval(&self) -> Duration {
+        match self.poll_ms {
+            0 => self.config_poll,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// How long one report may take before the keeper gives up on it.
+    pub fn report_timeout(&self) -> Duration {
+        match self.report_timeout_ms {
+            0 => DEFAULT_REPORT_TIMEOUT,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// Step 1 of a round: what the driver just read of PostgreSQL.
+    pub fn observe(&mut self, now: Mono, obs: Observation) {
+        match &obs.status {
+            Some(s) => {
+                self.note_upstream(now, s);
+                self.exempt_seen = self.all_others_stream(s).then_some(now);
+            }
+            // Nobody streams from a PostgreSQL that does not run.
+            None if !obs.running => self.exempt_seen = None,
+            // Unknown: the last exemption stands until it expires.
+            None => {}
+        }
+        self.obs = obs;
+    }
+
+    /// Only a receiver that streams has heard from the primary: one that is
+    /// (re)connecting, which happens every second once the primary is
+    /// gone, must not reset the silence the monitor counts as the failover
+    /// witness.
+    fn note_upstream(&mut self, now: Mono, s: &PgStatus) {
+        if !s.in_recovery {
+            return;
+        }
+        match s.wal_receiver {
+            Some((true, Some(silent_ms))) => {
+                let contact = now.saturating_sub(Duration::from_millis(silent_ms));
+                if self.upstream_contact.is_none_or(|c| contact > c) {
+                    self.upstream_contact = Some(contact);
+                }
+            }
+            _ if self.upstream_contact.is_none() => {
+                self.silence_since.get_or_insert(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// How long the upstream has been silent, as far as this process knows.
+    pub fn upstream_silent(&self, now: Mono) -> Option<Duration> {
+        self.upstream_contact
+            .or(self.silence_since)
+            .map(|c| now.saturating_sub(c))
+    }
+
+    /// Every other node of the group streams from this one (see
+    /// [`plan::must_fence`] for why that vouches for the primary).
+    fn all_others_stream(&self, s: &PgStatus) -> bool {
+        let others: Vec<i64> = self
+            .last_reply
+            .iter()
+            .flat_map(|r| r.other_nodes.iter().map(|n| n.node_id))
+            .collect();
+        !others.is_empty()
+            && others
+                .iter()
+                .all(|id| s.streaming_standbys.contains(&node_slot_name(*id)))
+    }
+
+    fn lease_valid(&self, now: Mono) -> bool {
+        self.lease_start.is_some_and(|t| now < t + self.lease)
+    }
+
+    /// Whether to start a stopped PostgreSQL now: the state wants it
+    /// running, a writable node holds a lease (the monitor may have
+    /// promoted another node while this keeper was away), and the restart
+    /// budget is not spent (or its backoff is over).
+    pub fn should_start_pg(&self, now: Mono) -> bool {
+        !self.obs.running
+            && self.obs.has_pgdata
+            && plan::may_start(self.state.current, self.lease_valid(now))
+            && self.budget.may_start(now)
+    }
+
+    /// A start the engine asked for finished. True when the restart budget
+    /// just ran out: the node is reported down from now on.
+    pub fn pg_start_result(&mut self, now: Mono, ok: bool) -> bool {
+        // The settings are verified again on the next steady round.
+        self.applied_role = None;
+        if ok {
+            self.obs.running = true;
+            false
+        } else {
+            self.budget.failed(now)
+        }
+    }
+
+    /// A PostgreSQL that was running exited on its own. It counts against
+    /// the restart budget like a failed start: one that starts and then
+    /// crashes in a loop is reported down too. True when the budget just
+    /// ran out.
+    pub fn pg_died(&mut self, now: Mono) -> bool {
+        self.obs.running = false;
+        self.obs.status = None;
+        self.applied_role = None;
+        self.exempt_seen = None;
+        self.budget.failed(now)
+    }
+
+    /// Step 3: the report for the monitor.
+    pub fn request(&self, now: Mono) -> pb::NodeActiveRequest {
+        let status = self.obs.status.as_ref();
+        let in_standby = status.is_some_and(|s| s.in_recovery);
+        let wal_receiver = status.map(|s| pb::WalReceiver {
+            streaming: s.wal_receiver.is_some_and(|w| w.0),
+            upstream_silent_ms: if in_standby {
+                self.upstream_silent(now).map(|d| d.as_millis() as u64)
+            } else {
+                None
+            },
+        });
+        pb::NodeActiveRequest {
+            node_id: self.state.node_id,
+            reported_state: self.state.current as i32,
+            generation_seen: self.state.generation_seen,
+            pg_running: plan::report_pg_running(
+                self.obs.running,
+                self.state.current,
+                self.obs.has_pgdata,
+                self.budget.spent(now),
+            ),
+            timeline: status.map_or(0, |s| s.timeline),
+            lsn: status.map_or(0, |s| s.lsn.0),
+            replication_state: status
+                .map(|s| s.replication_state.clone())
+                .unwrap_or_default(),
+            wal_receiver,
+            system_identifier: self.obs.system_identifier.unwrap_or(0),
+            transition_error: self.transition_error.clone(),
+            status_unknown: self.obs.running && status.is_none(),
+        }
+    }
+
+    /// Step 4: the monitor answered the report sent at `sent_at`.
+    pub fn on_reply(
+        &mut self,
+        sent_at: Mono,
+        _now: Mono,
+        reply: pb::NodeActiveResponse,
+    ) -> Decision {
+        // The lease counts from when the report was sent, so it ends no
+        // later than the monitor believes it does.
+        if self.lease_start.is_none_or(|t| sent_at > t) {
+            self.lease_start = Some(sent_at);
+        }
+        if !plan::accept_goal(self.state.generation_seen, reply.generation) {
+            return Decision::Ignore(format!(
+                "ignoring goal {:?} of generation {}: already saw generation {}",
+                NodeState::from_wire(reply.assigned_state).map(|s| s.name()),
+                reply.generation,
+                self.state.generation_seen
+            ));
+        }
+        let goal_state = match NodeState::from_wire(reply.assigned_state) {
+            Ok(s) => s,
+            Err(e) => {
+                return Decision::Ignore(format!("the monitor assigned an unknown state: {e}"))
+            }
+        };
+        if reply.generation != self.state.generation_seen || goal_state != self.state.assigned {
+            self.state.generation_seen = reply.generation;
+            self.state.assigned = goal_state;
+            self.dirty = true;
+        }
+        self.lease = Duration::from_millis(reply.lease_ms.max(1));
+        if reply.poll_interval_ms > 0 {
+            self.poll_ms = reply.poll_interval_ms;
+        }
+        if reply.report_timeout_ms > 0 {
+            self.report_timeout_ms = reply.report_timeout_ms;
+        }
+        let goal = plan::goal_from_reply(&reply, goal_state);
+        self.last_reply = Some(reply);
+        if goal_state == self.state.current {
+            self.transition_error.clear();
+            Decision::Steady(goal)
+        } else {
+            Decision::Transition {
+                from: self.state.current,
+                goal,
+            }
+        }
+    }
+
+    /// Step 4, the other way: no reply (unreachable, refused, timed out).
+    /// Returns [`Engine::must_fence`].
+    pub fn on_no_reply(&mut self, now: Mono) -> bool {
+        self.must_fence(now)
+    }
+
+    /// When a writable node must stop taking writes (DESIGN.md §7), or
+    /// `None` for a node that never fences (not writable, or `single`: no
+    /// other node can be promoted in its place). Never `None` for a
+    /// writable node that can be replaced: a watchdog armed with it always
+    /// has a deadline.
+    ///
+    /// The lease ends one lease after the last successful report was sent
+    /// (no report yet: already ended). The exemption "every other node
+    /// streams from me" holds one lease after it was last observed: a loop
+    /// too busy to look again cannot keep it forever.
+    pub fn fence_deadline(&self) -> Option<Mono> {
+        let current = self.state.current;
+        if !current.accepts_writes() || current == NodeState::Single {
+            return None;
+        }
+        let lease_end = self.lease_start.map_or(Mono::ZERO, |t| t + self.lease);
+        let exempt_end = self.exempt_seen.map_or(Mono::ZERO, |t| t + self.lease);
+        Some(lease_end.max(exempt_end))
+    }
+
+    /// The lease ran out: stop PostgreSQL at once, then [`Engine::fenced`].
+    pub fn must_fence(&self, now: Mono) -> bool {
+        self.fence_deadline().is_some_and(|d| now >= d)
+    }
+
+    /// PostgreSQL was stopped for fencing: the node self-assigns
+    /// demote_timeout (and comes back if the monitor did not fail over).
+    pub fn fenced(&mut self) {
+        self.state.current = NodeState::DemoteTimeout;
+        self.dirty = true;
+        self.applied_role = None;
+        self.exempt_seen = None;
+    }
+
+    /// The steps from the current state to `goal`, given this round's
+    /// observation.
+    pub fn plan(&self, goal: &Goal) -> Result<Vec<Step>, PlanError> {
+        let seen = Observed {
+            running: self.obs.running,
+            in_recovery: self.obs.status.as_ref().map(|s| s.in_recovery),
+        };
+        plan::plan(self.state.current, goal, seen)
+    }
+
+    /// Every step of the transition to `state` succeeded.
+    pub fn transition_ok(&mut self, state: NodeState) {
+        self.state.current = state;
+        self.dirty = true;
+        self.transition_error.clear();
+    }
+
+    /// A step failed; the error goes with every report until a transition
+    /// succeeds. The current state is unchanged: the transition re-runs.
+    pub fn transition_failed(&mut self, err: String) {
+        self.transition_error = err;
+    }
+
+    pub fn record_rejoin(&mut self, record: RejoinRecord) {
+        self.state.last_rejoin = Some(record);
+        self.dirty = true;
+    }
+
+    /// The configuration to apply in a steady state, if PostgreSQL runs
+    /// and the settings were not verified for it yet.
+    pub fn role_to_apply(&self, goal: &Goal) -> Option<Role> {
+        plan::steady_role(self.state.current, goal)
+            .filter(|r| self.obs.running && self.applied_role.as_ref() != Some(r))
+    }
+
+    /// The settings were written and verified for `role` (`None`: stopped,
+    /// or unknown).
+    pub fn role_applied(&mut self, role: Option<Role>) {
+        self.applied_role = role;
+    }
+
+    /// Until the next round: the poll interval, or sooner when the fencing
+    /// deadline comes first, so that fencing is never late by a whole
+    /// interval.
+    pub fn next_wait(&self, now: Mono) -> Duration {
+        let poll = self.poll_interval();
+        match self.fence_deadline() {
+            Some(d) => poll
+                .min(d.saturating_sub(now) + Duration::from_millis(1))
+                .max(MIN_WAIT),
+            None => poll,
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The engine's decisions, each driven through its public calls with
+//! explicit time, the way both drivers use it.
+
+use super::*;
+use pgpilot_proto::Lsn;
+use NodeState::*;
+
+fn s(secs: f64) -> Mono {
+    Duration::from_secs_f64(secs)
+}
+
+fn engine(current: NodeState) -> Engine {
+    Engine::new(
+        KeeperState {
+            node_id: 1,
+            group_id: 0,
+            name: "node_1".into(),
+            current,
+            assigned: current,
+            generation_seen: 5,
+            last_rejoin: None,
+        },
+        Duration::from_secs(1),
+    )
+}
+
+fn reply(state: NodeState, generation: i64, others: &[i64]) -> pb::NodeActiveResponse {
+    pb::NodeActiveResponse {
+        assigned_state: state as i32,
+        generation,
+        lease_ms: 3000,
+        other_nodes: others
+            .iter()
+            .map(|id| pb::NodeInfo {
+                node_id: *id,
+                host: "10.0.0.2".into(),
+                port: 5432,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn running(status: PgStatus) -> Observation {
+    Observation {
+        has_pgdata: true,
+        running: true,
+        status: Some(status),
+        system_identifier: Some(7),
+    }
+}
+
+fn stopped() -> Observation {
+    Observation {
+        has_pgdata: true,
+        ..Default::default()
+    }
+}
+
+fn primary_streamed_by(names: &[&str]) -> PgStatus {
+    PgStatus {
+        timeline: 1,
+        lsn: Lsn(100),
+        streaming_standbys: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn standby(receiver: Option<(bool, Option<u64>)>) -> PgStatus {
+    PgStatus {
+        in_recovery: true,
+        timeline: 1,
+        lsn: Lsn(100),
+        wal_receiver: receiver,
+        ..Default::default()
+    }
+}
+
+/// A primary of a two-node group whose last report (sent at 10 s) got a
+/// reply naming node 2.
+fn primary_with_lease() -> Engine {
+    let mut e = engine(Primary);
+    e.observe(s(10.0), running(primary_streamed_by(&[])));
+    let d = e.on_reply(s(10.0), s(10.1), reply(Primary, 5, &[2]));
+    assert!(matches!(d, Decision::Steady(_)), "{d:?}");
+    e
+}
+
+#[test]
+fn fencing_deadline() {
+    // (what, state, observed streaming standbys at 12 s, now, deadline, fence)
+    type Case = (
+        &'static str,
+        NodeState,
+        Option<&'static [&'static str]>,
+        f64,
+    );
+    let cases: &[(Case, Option<f64>, bool)] = &[
+        (("lease valid", Primary, None, 12.9), Some(13.0), false),
+        (("lease ran out", Primary, None, 13.0), Some(13.0), true),
+        (
+            (
+                "exemption observed",
+                Primary,
+                Some(&["pgpilot_node_2"]),
+                14.9,
+            ),
+            Some(15.0),
+            false,
+        ),
+        (
+            (
+                "exemption expired",
+                Primary,
+                Some(&["pgpilot_node_2"]),
+                15.0,
+            ),
+            Some(15.0),
+            true,
+        ),
+        (
+            ("a standby not streaming", Primary, Some(&[]), 13.5),
+            Some(13.0),
+            true,
+        ),
+        (("single never fences", Single, None, 100.0), None, false),
+        (
+            ("standbys never fence", Secondary, None, 100.0),
+            None,
+            false,
+        ),
+    ];
+    for ((what, state, streaming, now), deadline, fence) in cases {
+        let mut e = engine(*state);
+        e.observe(s(10.0), running(primary_streamed_by(&[])));
+        e.on_reply(s(10.0), s(10.1), reply(*state, 5, &[2]));
+        if let Some(names) = streaming {
+            e.observe(s(12.0), running(primary_streamed_by(names)));
+        }
+        assert_eq!(e.fence_deadline(), deadline.map(s), "{what}");
+        assert_eq!(e.must_fence(s(*now)), *fence, "{what}");
+        assert_eq!(e.on_no_reply(s(*now)), *fence, "{what}");
+    }
+}
+
+#[test]
+fn a_writable_node_without_a_lease_has_a_past_deadline() {
+    // A keeper restarted in `primary`: no report yet, the lease is over.
+    let e = engine(Primary);
+    assert_eq!(e.fence_deadline(), Some(Mono::ZERO));
+    assert!(e.must_fence(s(1.0)));
+    assert!(!e.should_start_pg(s(1.0)), "no lease, no writable start");
+}
+
+#[test]
+fn the_exemption_does_not_outlive_a_busy_loop() {
+    let mut e = primary_with_lease();
+    e.observe(s(11.0), running(primary_streamed_by(&["pgpilot_node_2"])));
+    // The loop is then stuck (no more observations): the watchdog's
+    // deadline stays finite.
+    assert_eq!(e.fence_deadline(), Some(s(14.0)));
+    assert!(e.must_fence(s(14.0)));
+    // Fenced: the node leaves the writable states.
+    e.fenced();
+    assert_eq!(e.state().current, DemoteTimeout);
+    assert!(e.needs_save());
+    assert_eq!(e.fence_deadline(), None);
+}
+
+#[test]
+fn the_deadline_holds_while_postgres_starts() {
+    // A primary whose PostgreSQL is down gets its lease, then starts it:
+    // during the start the deadline is the lease's end.
+    let mut e = engine(Primary);
+    e.observe(s(10.0), stopped());
+    assert!(!e.should_start_pg(s(10.0)));
+    e.on_reply(s(10.0), s(10.1), reply(Primary, 5, &[2]));
+    assert!(e.should_start_pg(s(10.1)));
+    assert_eq!(e.fence_deadline(), Some(s(13.0)));
+    // The start took 60 s of crash recovery: fencing is due.
+    assert!(!e.pg_start_result(s(70.0), true));
+    assert!(e.must_fence(s(70.0)));
+}
+
+#[test]
+fn failed_starts_spend_the_budget() {
+    let mut e = engine(Secondary);
+    e.observe(s(0.0), stopped());
+    for (i, t) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+        assert!(e.should_start_pg(s(t)), "start {i}");
+        assert!(e.request(s(t)).pg_running, "being restarted counts as up");
+        let spent = e.pg_start_result(s(t), false);
+        assert_eq!(spent, i == 2, "start {i}");
+    }
+    assert!(!e.request(s(3.0)).pg_running, "reported down");
+    assert!(!e.should_start_pg(s(12.9)), "backoff");
+    assert!(e.should_start_pg(s(13.0)), "retry after the backoff");
+    // Out of the window, the budget is whole again.
+    assert!(e.request(s(64.0)).pg_running);
+}
+
+#[test]
+fn a_crash_loop_spends_the_budget() {
+    let mut e = engine(Secondary);
+    e.observe(s(0.0), stopped());
+    let mut spent = false;
+    for t in [1.0, 5.0, 9.0] {
+        assert!(e.should_start_pg(s(t)));
+        assert!(!e.pg_start_result(s(t), true), "the start itself works");
+        assert!(e.request(s(t)).pg_running);
+        spent = e.pg_died(s(t + 2.0));
+    }
+    assert!(spent, "the third death spends the budget");
+    assert!(!e.request(s(11.0)).pg_running, "reported down");
+    assert!(!e.should_start_pg(s(12.0)), "backoff after the last death");
+    assert!(e.should_start_pg(s(21.0)));
+}
+
+#[test]
+fn upstream_silence_after_a_fresh_engine_start() {
+    // A new keeper process beside a standby whose primary is already dead:
+    // the receiver only ever (re)connects.
+    let mut e = engine(Secondary);
+    e.observe(s(100.0), running(standby(None)));
+    let silent = |e: &Engine, t| {
+        e.request(s(t))
+            .wal_receiver
+            .and_then(|w| w.upstream_silent_ms)
+    };
+    assert_eq!(silent(&e, 100.0), Some(0));
+    e.observe(s(101.0), running(standby(Some((false, None)))));
+    assert_eq!(
+        silent(&e, 104.0),
+        Some(4000),
+        "counted from the first observation, reconnecting is no contact"
+    );
+    // Contact once the receiver streams: from then on it counts.
+    e.observe(s(105.0), running(standby(Some((true, Some(200))))));
+    assert_eq!(silent(&e, 105.0), Some(200));
+    e.observe(s(106.0), running(standby(Some((false, None)))));
+    assert_eq!(
+        silent(&e, 107.0),
+        Some(2200),
+        "a reconnect keeps the contact"
+    );
+}
+
+#[test]
+fn primaries_report_no_upstream_silence() {
+    let mut e = engine(Primary);
+    e.observe(s(1.0), running(primary_streamed_by(&[])));
+    let req = e.request(s(5.0));
+    assert_eq!(req.wal_receiver.unwrap().upstream_silent_ms, None);
+}
+
+#[test]
+fn unknown_status_is_reported_as_unknown() {
+    let mut e = engine(Secondary);
+    e.observe(
+        s(1.0),
+        Observation {
+            has_pgdata: true,
+            running: true,
+            status: None,
+            system_identifier: Some(7),
+        },
+    );
+    let req = e.request(s(1.0));
+    assert!(req.status_unknown);
+    assert!(req.pg_running);
+    assert_eq!((req.lsn, req.timeline), (0, 0));
+    e.observe(s(2.0), running(standby(None)));
+    assert!(!e.request(s(2.0)).status_unknown);
+    e.observe(s(3.0), stopped());
+    assert!(!e.request(s(3.0)).status_unknown, "stopped is known");
+}
+
+#[test]
+fn a_stale_generation_is_ignored() {
+    let mut e = engine(Secondary);
+    let d = e.on_reply(s(1.0), s(1.1), reply(PreparePromotion, 4, &[2]));
+    assert!(matches!(d, Decision::Ignore(_)), "{d:?}");
+    assert_eq!(e.state().assigned, Secondary);
+    assert!(!e.needs_save());
+    let d = e.on_reply(s(2.0), s(2.1), reply(PreparePromotion, 6, &[2]));
+    assert!(
+        matches!(&d, Decision::Transition { from: Secondary, goal } if goal.state == PreparePromotion),
+        "{d:?}"
+    );
+    assert_eq!(e.state().generation_seen, 6);
+    assert!(e.needs_save());
+    e.saved();
+    e.transition_ok(PreparePromotion);
+    assert_eq!(e.state().current, PreparePromotion);
+    assert!(e.needs_save());
+}
+
+#[test]
+fn the_lease_counts_from_when_the_report_was_sent() {
+    let mut e = engine(Primary);
+    e.on_reply(s(10.0), s(10.7), reply(Primary, 5, &[2]));
+    assert_eq!(e.fence_deadline(), Some(s(13.0)));
+    // A late reply to an older report does not move the lease back.
+    e.on_reply(s(9.0), s(11.0), reply(Primary, 5, &[2]));
+    assert_eq!(e.fence_deadline(), Some(s(13.0)));
+}
+
+#[test]
+fn timing_contract_from_the_reply() {
+    let mut e = engine(Secondary);
+    assert_eq!(e.poll_interval(), Duration::from_secs(1), "config first");
+    assert_eq!(e.report_timeout(), DEFAULT_REPORT_TIMEOUT);
+    let mut r = reply(Secondary, 5, &[2]);
+    r.poll_interval_ms = 500;
+    r.report_timeout_ms = 400;
+    e.on_reply(s(1.0), s(1.1), r);
+    assert_eq!(e.poll_interval(), Duration::from_millis(500));
+    assert_eq!(e.report_timeout(), Duration::from_millis(400));
+    assert_eq!(e.next_wait(s(2.0)), Duration::from_millis(500));
+    // A reply that says nothing keeps the contract.
+    e.on_reply(s(2.0), s(2.1), reply(Secondary, 5, &[2]));
+    assert_eq!(e.poll_interval(), Duration::from_millis(500));
+}
+
+#[test]
+fn next_wait() {
+    // (state, now, wait): the poll interval, or just past the deadline.
+    let cases = [
+        (Secondary, 12.5, 1000),
+        (Primary, 11.0, 1000),
+        (Primary, 12.5, 501),
+        (Primary, 14.0, 10),
+        (Single, 12.5, 1000),
+    ];
+    for (state, now, ms) in cases {
+        let mut e = engine(state);
+        e.on_reply(s(10.0), s(10.1), reply(state, 5, &[2]));
+        assert_eq!(
+            e.next_wait(s(now)),
+            Duration::from_millis(ms),
+            "{state} at {now}"
+        );
+    }
+}
+
+#[test]
+fn steady_role_is_applied_once_per_start() {
+    let mut e = primary_with_lease();
+    let goal = plan::goal_from_reply(&reply(Primary, 5, &[2]), Primary);
+    let role = e.role_to_apply(&goal).expect("not verified yet");
+    e.role_applied(Some(role));
+    assert_eq!(e.role_to_apply(&goal), None);
+    e.pg_died(s(11.0));
+    e.observe(s(11.0), stopped());
+    assert_eq!(e.role_to_apply(&goal), None, "nothing to apply to");
+    assert!(e.should_start_pg(s(11.0)));
+    e.pg_start_result(s(11.5), true);
+    assert!(
+        e.role_to_apply(&goal).is_some(),
+        "verified again after a start"
+    );
+}

@@ -1,0 +1,48 @@
+//! What goes into the engine (an observation of PostgreSQL) and what comes
+//! out of a reply (a decision), as plain data a simulation can build.
+
+use pgpilot_proto::{Lsn, NodeState};
+
+use crate::plan::Goal;
+
+/// What the keeper reports about a running PostgreSQL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PgStatus {
+    pub in_recovery: bool,
+    pub timeline: u32,
+    /// Flush LSN on a primary; received (or, before anything was received
+    /// since start, replayed) LSN on a standby.
+    pub lsn: Lsn,
+    /// Best sync_state among pgpilot standbys streaming from us, or "".
+    pub replication_state: String,
+    /// pgpilot standbys streaming from us (application_name).
+    pub streaming_standbys: Vec<String>,
+    /// Our WAL receiver, if one runs: streaming now, and milliseconds since
+    /// it last heard from the upstream (`None` before its first message: a
+    /// receiver still connecting has heard nothing).
+    pub wal_receiver: Option<(bool, Option<u64>)>,
+}
+
+/// What the driver saw of its PostgreSQL this round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observation {
+    pub has_pgdata: bool,
+    /// The postmaster process runs.
+    pub running: bool,
+    /// `None` when not running, or when the status could not be read
+    /// (query failed or timed out): then nothing is known of its LSN.
+    pub status: Option<PgStatus>,
+    /// From pg_control, once read.
+    pub system_identifier: Option<u64>,
+}
+
+/// What a reply asks of the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do: the reply is stale (older generation) or unusable.
+    Ignore(String),
+    /// The goal is the current state: keep PostgreSQL in line with it.
+    Steady(Goal),
+    /// Run the transition from `from` to `goal.state`.
+    Transition { from: NodeState, goal: Goal },
+}
