@@ -183,8 +183,19 @@ pub(super) fn fenced_while_draining(g: &GroupView, _: Timestamp, _: &FsmConfig) 
 /// streamed from it for `replication_stall_timeout`: with synchronous
 /// replication on its writes would hang forever, so it goes wait_primary
 /// and the standbys lose eligibility (they may now miss commits).
+///
+/// Dead end 8: the same holds for a node on its way into `primary` (it
+/// reports wait_primary or apply_settings and has applied the new
+/// synchronous_standby_names) whose wait for a synchronous standby keeps
+/// failing because none streams: once its goal has been `primary` for the
+/// stall timeout too, it goes back to wait_primary.
 pub(super) fn stall(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
-    let Some(p) = g.nodes.iter().find(|n| is_in(n, Primary)) else {
+    let entering = |n: &NodeView| {
+        n.assigned == Primary
+            && matches!(n.reported, WaitPrimary | ApplySettings)
+            && age(n.goal_changed_at, now) > cfg.replication_stall_timeout
+    };
+    let Some(p) = g.nodes.iter().find(|n| is_in(n, Primary) || entering(n)) else {
         return vec![];
     };
     let Some(since) = p.replication_stall_since else {

@@ -261,6 +261,33 @@ fn sync_off_rules_and_their_guards() {
             "no standby streamed from it for 10.5 s",
         ),
         case(
+            // Dead end 8: its wait for a synchronous standby kept failing.
+            "stall: a node stuck on its way into primary goes back to wait_primary",
+            vec![
+                node(1, WaitPrimary)
+                    .goal(Primary)
+                    .changed_at(at(-11.0))
+                    .stall_since(at(-10.5)),
+                node(2, Secondary).upstream(12.0),
+            ],
+            t0(),
+            vec![Goal(1, WaitPrimary), Goal(2, Catchingup)],
+            "no standby streamed from it",
+        ),
+        case(
+            "...but not before its goal has been primary for the stall timeout",
+            vec![
+                node(1, WaitPrimary)
+                    .goal(Primary)
+                    .changed_at(at(-2.0))
+                    .stall_since(at(-10.5)),
+                node(2, Secondary).upstream(12.0),
+            ],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
             "stall not long enough",
             vec![node(1, Primary).stall_since(at(-9.0)), node(2, Secondary)],
             t0(),
