@@ -83,7 +83,11 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (Secondary, ReportLsn, KeeperAction::StopStreaming),
     (Catchingup, ReportLsn, KeeperAction::StopStreaming),
     (ReportLsn, PreparePromotion, KeeperAction::Noop),
-    (ReportLsn, Catchingup, KeeperAction::Noop),
+    // An election's loser follows the winner. It may hold WAL the winner
+    // lacks (an asynchronous standby ahead of it, or the old primary's
+    // last records): rewound first, or it could never stream again (a
+    // no-op rewind when it is behind).
+    (ReportLsn, Catchingup, KeeperAction::Rejoin),
     // Failover, old primary side.
     (Primary, Draining, KeeperAction::StopPostgres),
     (Primary, DemoteTimeout, KeeperAction::StopPostgres),

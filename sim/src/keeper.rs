@@ -1,42 +1,55 @@
-//! The simulated keeper: the agent loop of `pgpilot_keeper::agent`, step for
-//! step, with the real pure decisions of `pgpilot_keeper::plan`, acting on
-//! a [`super::pg::SimPg`].
+//! The simulated keeper: the real engine ([`pgpilot_keeper::engine`])
+//! driven the way `pgpilot_keeper::agent` drives it, with every step
+//! acting on a [`super::pg::SimPg`] instead of PostgreSQL. Nothing is
+//! decided here: the lease, fencing, the restart budget, the failover
+//! witness, what goes into a report and the steps of a transition all
+//! come from the engine.
 
 use std::time::Duration;
 
-use pgpilot_keeper::plan::{self, Observed, PlanError, Role, Step};
-use pgpilot_proto::{node_slot_name, pb, NodeState};
+use pgpilot_keeper::engine::{Decision, Engine, Mono, Observation, PgStatus};
+use pgpilot_keeper::plan::{PlanError, Role, Step};
+use pgpilot_keeper::statefile::KeeperState;
+use pgpilot_proto::{node_slot_name, Lsn, NodeState};
 
 use super::pg::{parse_ssn, Data};
 use super::{World, TICK_MS};
 
+/// The keeper configuration's poll interval (the monitor's reply says the
+/// same).
 const POLL: Duration = Duration::from_secs(1);
-/// As in the agent: a report that does not come back costs this long.
-const REPORT_TIMEOUT_MS: u64 = 800;
 /// Chance that a keeper crash strikes in the middle of a transition.
 const CRASH_MID_TRANSITION: f64 = 0.03;
+/// Chance that a copy or rewind keeps the keeper's loop busy for a while
+/// (a big copy: no report, only the watchdog runs).
+const SLOW_TRANSITION: f64 = 0.05;
 
-/// What survives a keeper crash is only [`Persisted`] (its state file).
+/// What survives a keeper crash: its state file, and the highest
+/// generation it ever acted on (for the check that no keeper acts on an
+/// older one, across restarts).
 #[derive(Clone, Debug)]
 pub struct Persisted {
-    /// Highest generation of a goal this keeper acted on (for the check
-    /// that no keeper ever acts on an older one, across restarts).
     pub acted_generation: i64,
-    pub registered: bool,
-    pub current: NodeState,
-    pub assigned: NodeState,
-    pub generation_seen: i64,
+    pub state: Option<KeeperState>,
 }
 
 #[derive(Clone, Debug)]
 pub struct SimKeeper {
     pub file: Persisted,
     pub next_at: u64,
-    lease_start: Option<u64>,
-    lease_ms: u64,
-    last_reply: Option<pb::NodeActiveResponse>,
-    upstream_contact: Option<u64>,
-    applied_role: Option<Role>,
+    /// The running process's memory; `None` before registration.
+    pub engine: Option<Engine>,
+    /// This keeper started the PostgreSQL that runs (a PostgreSQL that
+    /// stops without the keeper stopping it died).
+    expected_running: bool,
+    /// The keeper reached `dropped` and exited for good.
+    pub gone: bool,
+    /// It reached `dropped`: one last report, then it exits (as the
+    /// agent does).
+    exit_after_report: bool,
+    /// The loop is busy (a long copy) until then: no Watch wake-up
+    /// reaches it.
+    pub busy_until: u64,
 }
 
 impl SimKeeper {
@@ -44,68 +57,96 @@ impl SimKeeper {
         SimKeeper {
             file: Persisted {
                 acted_generation: 0,
-                registered: false,
-                current: NodeState::Init,
-                assigned: NodeState::Init,
-                generation_seen: 0,
+                state: None,
             },
             next_at: start_at,
-            lease_start: None,
-            lease_ms: 3000,
-            last_reply: None,
-            upstream_contact: None,
-            applied_role: None,
+            engine: None,
+            expected_running: false,
+            gone: false,
+            exit_after_report: false,
+            busy_until: 0,
         }
     }
 
     /// A new keeper process: memory gone, state file kept.
     pub fn restart(&mut self, now: u64) {
         let file = self.file.clone();
+        let gone = self.gone;
         *self = SimKeeper::new(now);
+        self.engine = file.state.clone().map(|s| Engine::new(s, POLL));
         self.file = file;
+        self.gone = gone;
     }
 
-    fn lease_valid(&self, now: u64) -> bool {
-        self.lease_start
-            .is_some_and(|t| now.saturating_sub(t) <= self.lease_ms)
+    /// Writes the state file when the engine asks for it.
+    fn save(&mut self) {
+        if let Some(e) = self.engine.as_mut() {
+            if e.needs_save() {
+                self.file.state = Some(e.state().clone());
+                e.saved();
+            }
+        }
     }
 }
 
+fn mono(ms: u64) -> Mono {
+    Duration::from_millis(ms)
+}
+
 impl World {
+    /// The fencing watchdog: it runs beside the loop, so a frozen or busy
+    /// loop still fences at the engine's deadline (every step, as the real
+    /// one polls every 50 ms).
+    pub(super) fn watchdog(&mut self, i: usize) {
+        let now = mono(self.now);
+        let n = &mut self.nodes[i];
+        let Some(e) = n.keeper.engine.as_ref() else {
+            return;
+        };
+        if n.pg.running && e.must_fence(now) {
+            n.pg.stop();
+            let id = n.id;
+            self.log(format!(
+                "node {id} watchdog stops postgres: the lease ran out"
+            ));
+        }
+    }
+
     pub(super) fn keeper_tick(&mut self, i: usize) {
         let id = self.nodes[i].id;
         let now = self.now;
-        if !self.nodes[i].keeper.file.registered {
-            if self.monitor_reachable(i) {
-                let ts = self.timestamp();
-                let (assigned, changes) = match self.monitor.register(id, 50, true, ts) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.violate(format!("node {id} cannot register: {e}"));
-                        return;
-                    }
-                };
-                let gen = self.monitor.stored.generation;
-                let k = &mut self.nodes[i].keeper;
-                k.file.registered = true;
-                k.file.assigned = assigned;
-                k.file.generation_seen = gen;
-                self.log(format!("node {id} registered, goal {assigned}"));
-                self.note_assignments(changes);
-            }
+        if self.nodes[i].keeper.engine.is_none() {
+            self.register(i);
             self.nodes[i].keeper.next_at = now + 1000;
             return;
         }
-        self.supervise(i);
-        let req = self.observe(i);
-        let streaming: Vec<String> = (0..self.nodes.len())
-            .filter(|j| self.nodes[*j].pg.streaming_from == Some(i))
-            .map(|j| node_slot_name(j as i64 + 1))
-            .collect();
+        // A keeper that starts in `dropped` (it reached it, then was
+        // restarted) only says so once more and exits, as the agent does.
+        let s = self.engine(i).state();
+        if s.current == NodeState::Dropped && s.assigned == NodeState::Dropped {
+            self.nodes[i].keeper.exit_after_report = true;
+        }
+        if self.nodes[i].keeper.expected_running && !self.nodes[i].pg.running {
+            self.nodes[i].keeper.expected_running = false;
+            let spent = self.engine(i).pg_died(mono(now));
+            self.log(format!(
+                "node {id} keeper: postgres died{}",
+                if spent {
+                    ", restart budget spent: reporting it down"
+                } else {
+                    ""
+                }
+            ));
+        }
+        self.observe(i);
+        self.maybe_start(i);
         // The network: while faults run, a request or its reply may be
         // lost, and a request takes up to 300 ms to arrive (the keeper's
         // lease counts from when it was sent, the monitor's from receipt).
+        let req = self.engine(i).request(mono(now));
         let (delay, lose_request, lose_reply) = self.network_weather();
+        let sent_at = mono(now.saturating_sub(delay));
+        let mut refused = false;
         let reply = if self.monitor_reachable(i) && !lose_request {
             let ts = self.timestamp();
             match self.monitor.node_active(&req, ts) {
@@ -115,59 +156,118 @@ impl World {
                     None
                 }
                 Ok((reply, changes)) => {
-                    self.nodes[i].keeper.lease_start = Some(now.saturating_sub(delay));
                     self.note_assignments(changes);
                     Some(reply)
                 }
                 Err(e) => {
                     self.log(format!("node {id}: the monitor refused the report: {e}"));
+                    refused = true;
                     None
                 }
             }
         } else {
             None
         };
-        let Some(reply) = reply else {
-            self.maybe_fence(i, &streaming);
-            let k = &mut self.nodes[i].keeper;
-            k.next_at = now + REPORT_TIMEOUT_MS.max(TICK_MS);
+        // A dropped keeper exits once its last report was answered (or
+        // refused: its row is gone), as the agent does.
+        if self.nodes[i].keeper.exit_after_report && (reply.is_some() || refused) {
+            self.nodes[i].keeper.gone = true;
+            self.log(format!("node {id} keeper exits: dropped"));
             return;
+        }
+        let Some(reply) = reply else {
+            if self.engine(i).on_no_reply(mono(now)) {
+                self.fence(i);
+            }
+            self.nodes[i].keeper.save();
+            let wait = self
+                .engine(i)
+                .report_timeout()
+                .max(self.engine(i).next_wait(mono(now)));
+            self.nodes[i].keeper.next_at = now + super::ms(wait).max(TICK_MS);
+            return;
+        };
+        let generation = reply.generation;
+        let decision = self.engine(i).on_reply(sent_at, mono(now), reply);
+        self.nodes[i].keeper.save();
+        match decision {
+            Decision::Ignore(why) => {
+                self.log(format!("node {id}: {why}"));
+                self.schedule(i);
+            }
+            Decision::Steady(goal) => {
+                // A writable node may have just got its lease.
+                self.maybe_start(i);
+                if let Some(role) = self.engine(i).role_to_apply(&goal) {
+                    configure(&mut self.nodes[i], &role);
+                    self.engine(i).role_applied(Some(role));
+                }
+                let k = &self.nodes[i].keeper;
+                if k.engine.as_ref().is_some_and(|e| {
+                    e.state().current == NodeState::Dropped
+                        && e.state().assigned == NodeState::Dropped
+                }) {
+                    self.nodes[i].keeper.gone = true;
+                    self.log(format!("node {id} keeper exits: dropped"));
+                    return;
+                }
+                self.schedule(i);
+            }
+            Decision::Transition { from, goal } => {
+                let acted = self.nodes[i].keeper.file.acted_generation;
+                if generation < acted {
+                    self.violate(format!(
+                        "node {id} acts on a goal of generation {generation} after acting on generation {acted}"
+                    ));
+                    return;
+                }
+                self.nodes[i].keeper.file.acted_generation = generation;
+                self.transition(i, from, goal);
+            }
+        }
+    }
+
+    fn register(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        if !self.monitor_reachable(i) {
+            return;
+        }
+        let ts = self.timestamp();
+        let quorum = self.params.quorum.get(i).copied().unwrap_or(true);
+        let (assigned, changes) = match self.monitor.register(id, 50, quorum, ts) {
+            Ok(r) => r,
+            Err(e) => {
+                self.violate(format!("node {id} cannot register: {e}"));
+                return;
+            }
+        };
+        let state = KeeperState {
+            node_id: id,
+            group_id: 0,
+            name: format!("node_{id}"),
+            current: NodeState::Init,
+            assigned,
+            generation_seen: self.monitor.stored.generation,
+            last_rejoin: None,
         };
         let k = &mut self.nodes[i].keeper;
-        if !plan::accept_goal(k.file.generation_seen, reply.generation) {
-            k.next_at = now + super::ms(POLL);
-            return;
-        }
-        let goal_state = NodeState::from_wire(reply.assigned_state).expect("a known state");
-        k.file.generation_seen = reply.generation;
-        k.file.assigned = goal_state;
-        k.lease_ms = reply.lease_ms;
-        let goal = plan::goal_from_reply(&reply, goal_state);
-        k.last_reply = Some(reply.clone());
-        if goal_state == k.file.current {
-            self.supervise(i);
-            self.reconcile(i, &goal);
-            self.schedule(i);
-            return;
-        }
-        let from = k.file.current;
-        let acted = k.file.acted_generation;
-        if reply.generation < acted {
-            self.violate(format!(
-                "node {id} acts on a goal of generation {} after acting on generation {acted}",
-                reply.generation
-            ));
-            return;
-        }
-        k.file.acted_generation = reply.generation;
-        let seen = Observed {
-            running: self.nodes[i].pg.running,
-            in_recovery: self.nodes[i]
-                .pg
-                .running
-                .then_some(self.nodes[i].pg.in_recovery),
-        };
-        let steps = match plan::plan(from, &goal, seen) {
+        k.file.state = Some(state.clone());
+        k.engine = Some(Engine::new(state, POLL));
+        self.log(format!("node {id} registered, goal {assigned}"));
+        self.note_assignments(changes);
+    }
+
+    fn engine(&mut self, i: usize) -> &mut Engine {
+        self.nodes[i]
+            .keeper
+            .engine
+            .as_mut()
+            .expect("a registered keeper has an engine")
+    }
+
+    fn transition(&mut self, i: usize, from: NodeState, goal: pgpilot_keeper::plan::Goal) {
+        let (id, now) = (self.nodes[i].id, self.now);
+        let steps = match self.engine(i).plan(&goal) {
             Ok(s) => s,
             Err(e @ PlanError::NoEdge { .. }) => {
                 self.violate(format!("node {id}: {e}"));
@@ -175,6 +275,7 @@ impl World {
             }
             Err(e) => {
                 self.log(format!("node {id}: {e}"));
+                self.engine(i).transition_failed(e.to_string());
                 self.schedule(i);
                 return;
             }
@@ -182,70 +283,98 @@ impl World {
         let crash_after = self
             .rng_chance(CRASH_MID_TRANSITION)
             .then(|| self.rng_below(steps.len().max(1)));
+        let mut busy = 0;
         for (n, step) in steps.iter().enumerate() {
             if crash_after == Some(n) && now < self.params.heal_at_ms {
                 let node = &mut self.nodes[i];
                 node.keeper_down_until = Some(now + 2000);
                 node.pg.stop();
                 self.log(format!(
-                    "FAULT node {id} keeper killed during {from} -> {goal_state} before {step:?}"
+                    "FAULT node {id} keeper killed during {from} -> {} before {step:?}",
+                    goal.state
                 ));
                 return;
             }
             if let Err(e) = self.run_step(i, step) {
                 self.log(format!(
-                    "node {id}: {from} -> {goal_state}: {step:?} failed: {e}"
+                    "node {id}: {from} -> {}: {step:?} failed: {e}",
+                    goal.state
                 ));
+                self.engine(i).transition_failed(e);
                 self.schedule(i);
                 return;
             }
+            if matches!(step, Step::Clone(_) | Step::Rewind(_))
+                && now < self.params.heal_at_ms
+                && self.rng_chance(SLOW_TRANSITION)
+            {
+                busy = self.rng_below(20) as u64 * 1000 + 2000;
+            }
         }
-        let k = &mut self.nodes[i].keeper;
-        k.file.current = goal_state;
-        // Report again at once, as the agent does after a transition.
-        k.next_at = now + TICK_MS;
-        self.log(format!("node {id} reached {goal_state} (from {from})"));
+        self.engine(i).transition_ok(goal.state);
+        self.nodes[i].keeper.save();
+        if goal.state == NodeState::Dropped {
+            self.nodes[i].keeper.exit_after_report = true;
+        }
+        // Report again at once, as the agent does after a transition
+        // (unless the copy kept the loop busy).
+        self.nodes[i].keeper.next_at = now + TICK_MS + busy;
+        self.nodes[i].keeper.busy_until = now + busy;
+        if busy > 0 {
+            self.log(format!(
+                "node {id} keeper busy for {busy} ms after its copy"
+            ));
+        }
+        self.log(format!("node {id} reached {} (from {from})", goal.state));
     }
 
     fn schedule(&mut self, i: usize) {
         let now = self.now;
-        let k = &mut self.nodes[i].keeper;
-        let left = k
-            .lease_start
-            .map(|t| Duration::from_millis((t + k.lease_ms).saturating_sub(now)));
-        let wait = plan::next_wait(POLL, k.file.current, left);
-        k.next_at = now + super::ms(wait).max(TICK_MS);
+        let wait = self.engine(i).next_wait(mono(now));
+        self.nodes[i].keeper.next_at = now + super::ms(wait).max(TICK_MS);
     }
 
-    fn supervise(&mut self, i: usize) {
-        let now = self.now;
+    /// Starts PostgreSQL when the engine says so (a failing start is a
+    /// fault the simulation injects).
+    fn maybe_start(&mut self, i: usize) {
+        let now = mono(self.now);
+        if !self.engine(i).should_start_pg(now) {
+            return;
+        }
+        let broken = self.nodes[i].start_fails_until.is_some();
+        let ok = !broken && self.nodes[i].pg.start().is_ok();
+        let spent = self.engine(i).pg_start_result(now, ok);
         let n = &mut self.nodes[i];
-        let k = &n.keeper;
-        if plan::may_start(k.file.current, k.lease_valid(now))
-            && n.pg.data.is_some()
-            && !n.pg.running
-        {
-            let _ = n.pg.start();
-            n.keeper.applied_role = None;
-            let msg = format!(
-                "node {} keeper starts postgres in {}",
-                n.id, n.keeper.file.current
-            );
-            self.log(msg);
+        if ok {
+            n.keeper.expected_running = true;
+        }
+        let (id, current) = (n.id, n.keeper.engine.as_ref().map(|e| e.state().current));
+        self.log(format!(
+            "node {id} keeper starts postgres in {current:?}: {}{}",
+            if ok { "started" } else { "it fails to start" },
+            if spent {
+                ", restart budget spent: reporting it down"
+            } else {
+                ""
+            }
+        ));
+        if ok {
+            self.observe(i);
         }
     }
 
-    fn observe(&mut self, i: usize) -> pb::NodeActiveRequest {
+    /// What the keeper reads of its PostgreSQL.
+    fn observe(&mut self, i: usize) {
         let now = self.now;
-        let ssn_names = self.nodes[i]
-            .pg
-            .ssn()
-            .and_then(parse_ssn)
-            .map(|(_, ids)| ids)
-            .unwrap_or_default();
         let standbys: Vec<usize> = (0..self.nodes.len())
             .filter(|j| self.nodes[*j].pg.streaming_from == Some(i))
             .collect();
+        let n = &self.nodes[i];
+        let ssn_names =
+            n.pg.ssn()
+                .and_then(parse_ssn)
+                .map(|(_, ids)| ids)
+                .unwrap_or_default();
         let replication_state = if standbys.is_empty() {
             String::new()
         } else if standbys.iter().any(|j| ssn_names.contains(&(j + 1))) {
@@ -253,80 +382,39 @@ impl World {
         } else {
             "async".to_string()
         };
-        let n = &mut self.nodes[i];
-        if n.pg.streaming_from.is_some() {
-            n.keeper.upstream_contact = n.pg.last_contact;
-        }
-        let running = n.pg.running;
-        let wal_receiver = running.then(|| pb::WalReceiver {
-            streaming: n.pg.streaming_from.is_some(),
-            upstream_silent_ms: if n.pg.in_recovery {
-                n.keeper.upstream_contact.map(|c| now.saturating_sub(c))
-            } else {
-                None
-            },
-        });
-        let k = &n.keeper;
-        pb::NodeActiveRequest {
-            node_id: n.id,
-            reported_state: k.file.current as i32,
-            generation_seen: k.file.generation_seen,
-            pg_running: plan::report_pg_running(
-                running,
-                k.file.current,
-                n.pg.data.is_some(),
-                false,
-            ),
-            timeline: if running {
-                n.pg.data.as_ref().map_or(0, |d| d.tli)
-            } else {
-                0
-            },
-            lsn: if running { n.pg.lsn() } else { 0 },
-            replication_state: if running {
-                replication_state
-            } else {
-                String::new()
-            },
-            wal_receiver,
-            system_identifier: 0,
-            transition_error: String::new(),
-            status_unknown: false,
-        }
-    }
-
-    fn maybe_fence(&mut self, i: usize, streaming: &[String]) {
-        let now = self.now;
-        let n = &mut self.nodes[i];
-        let k = &n.keeper;
-        let others: Vec<i64> = k
-            .last_reply
-            .iter()
-            .flat_map(|r| r.other_nodes.iter().map(|o| o.node_id))
-            .collect();
-        let all_streaming = !others.is_empty()
-            && others
+        let status_fails = n.status_fails_until.is_some();
+        let status = (n.pg.running && !status_fails).then(|| PgStatus {
+            in_recovery: n.pg.in_recovery,
+            timeline: n.pg.data.as_ref().map_or(0, |d| d.tli),
+            lsn: Lsn(n.pg.lsn()),
+            replication_state,
+            streaming_standbys: standbys
                 .iter()
-                .all(|o| streaming.contains(&node_slot_name(*o)));
-        let since = k.lease_start.map(|t| Duration::from_millis(now - t));
-        let lease = Duration::from_millis(k.lease_ms);
-        if plan::must_fence(k.file.current, since, lease, all_streaming) {
-            n.pg.stop();
-            n.keeper.file.current = NodeState::DemoteTimeout;
-            n.keeper.applied_role = None;
-            let id = n.id;
-            self.log(format!("node {id} fences itself: lease expired"));
-        }
+                .map(|j| node_slot_name(*j as i64 + 1))
+                .collect(),
+            wal_receiver: n.pg.in_recovery.then(|| match n.pg.streaming_from {
+                Some(_) => (true, n.pg.last_contact.map(|c| now.saturating_sub(c))),
+                None => (false, None),
+            }),
+        });
+        let obs = Observation {
+            has_pgdata: n.pg.data.is_some(),
+            running: n.pg.running,
+            status,
+            system_identifier: None,
+        };
+        self.engine(i).observe(mono(now), obs);
     }
 
-    fn reconcile(&mut self, i: usize, goal: &plan::Goal) {
+    /// The keeper's own fencing (the loop's turn; the watchdog may have
+    /// been first).
+    fn fence(&mut self, i: usize) {
+        let id = self.nodes[i].id;
         let n = &mut self.nodes[i];
-        if let Some(role) = plan::steady_role(n.keeper.file.current, goal) {
-            if n.pg.running && n.keeper.applied_role.as_ref() != Some(&role) {
-                configure(n, &role);
-                n.keeper.applied_role = Some(role);
-            }
-        }
+        n.pg.stop();
+        n.keeper.expected_running = false;
+        self.engine(i).fenced();
+        self.log(format!("node {id} fences itself: lease expired"));
     }
 
     fn run_step(&mut self, i: usize, step: &Step) -> Result<(), String> {
@@ -377,14 +465,20 @@ impl World {
                 }
             }
             Step::Configure(role) => {
-                let n = &mut self.nodes[i];
-                configure(n, role);
-                n.keeper.applied_role = Some(role.clone());
+                configure(&mut self.nodes[i], role);
+                self.engine(i).role_applied(Some(role.clone()));
             }
-            Step::Start => self.nodes[i].pg.start()?,
+            Step::Start => {
+                if self.nodes[i].start_fails_until.is_some() {
+                    return Err("postgres fails to start".into());
+                }
+                self.nodes[i].pg.start()?;
+                self.nodes[i].keeper.expected_running = true;
+            }
             Step::Stop => {
                 self.nodes[i].pg.stop();
-                self.nodes[i].keeper.applied_role = None;
+                self.nodes[i].keeper.expected_running = false;
+                self.engine(i).role_applied(None);
             }
             Step::EnsureReplicationRole => {}
             Step::WaitSyncStandby => {
@@ -464,12 +558,12 @@ impl World {
         )
     }
 
-    fn rng_chance(&mut self, p: f64) -> bool {
+    pub(super) fn rng_chance(&mut self, p: f64) -> bool {
         use rand::Rng;
         self.rng.random_bool(p)
     }
 
-    fn rng_below(&mut self, n: usize) -> usize {
+    pub(super) fn rng_below(&mut self, n: usize) -> usize {
         use rand::Rng;
         self.rng.random_range(0..n)
     }

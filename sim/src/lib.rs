@@ -57,16 +57,28 @@ pub struct Params {
     pub converge_within_ms: u64,
     /// Chance per step that a new fault starts.
     pub fault_rate: f64,
+    /// Replication quorum of each node (a node without it is an
+    /// asynchronous standby that never acknowledges commits).
+    pub quorum: Vec<bool>,
+    /// The operator may drop one node during the faults.
+    pub drops: bool,
 }
 
 impl Params {
     pub fn for_seed(seed: u64) -> Params {
+        let nodes = if seed % 3 == 2 { 3 } else { 2 };
+        let mut quorum = vec![true; nodes];
+        if seed % 5 == 1 {
+            quorum[nodes - 1] = false;
+        }
         Params {
-            nodes: if seed % 3 == 2 { 3 } else { 2 },
+            nodes,
             faults_from_ms: 8_000,
             heal_at_ms: 48_000,
             converge_within_ms: 60_000,
             fault_rate: 0.03,
+            quorum,
+            drops: seed % 4 == 3,
         }
     }
 }
@@ -80,11 +92,26 @@ pub struct Node {
     pub down_until: Option<u64>,
     /// The keeper process is down until then (PostgreSQL died with it).
     pub keeper_down_until: Option<u64>,
+    /// PostgreSQL fails to start until then (a broken setting, a full disk).
+    pub start_fails_until: Option<u64>,
+    /// PostgreSQL crashes soon after every start until then.
+    pub crash_loop_until: Option<u64>,
+    /// The keeper's status query fails or times out until then.
+    pub status_fails_until: Option<u64>,
 }
 
 impl Node {
     fn frozen(&self) -> bool {
         self.frozen_until.is_some()
+    }
+
+    /// Its keeper process runs and is not frozen (it reached `dropped` and
+    /// exited, or was dropped for good with its machine).
+    fn keeper_runs(&self) -> bool {
+        self.down_until.is_none()
+            && self.keeper_down_until.is_none()
+            && !self.frozen()
+            && !self.keeper.gone
     }
 }
 
@@ -122,6 +149,8 @@ pub struct World {
     pub needless_failovers: u32,
     /// The generation last seen, to spot each new promotion decision.
     last_generation: i64,
+    /// The operator dropped a node already (at most one per run).
+    dropped_one: bool,
     /// Test-only: the simulated keeper skips the wait for a synchronous
     /// standby before it reports `primary` (the planner's
     /// `Step::WaitSyncStandby`), to prove the simulation notices.
@@ -145,6 +174,9 @@ impl World {
                 frozen_until: None,
                 down_until: None,
                 keeper_down_until: None,
+                start_fails_until: None,
+                crash_loop_until: None,
+                status_fails_until: None,
             })
             .collect();
         World {
@@ -167,6 +199,7 @@ impl World {
             skip_sync_wait: false,
             needless_failovers: 0,
             last_generation: 1,
+            dropped_one: false,
         }
     }
 
@@ -228,7 +261,7 @@ impl World {
             for i in 0..self.nodes.len() {
                 if self.monitor_reachable(i) {
                     let k = &mut self.nodes[i].keeper;
-                    k.next_at = k.next_at.min(self.now + TICK_MS);
+                    k.next_at = k.next_at.min((self.now + TICK_MS).max(k.busy_until));
                 }
             }
         }
@@ -257,10 +290,13 @@ impl World {
             order.swap(i, j);
         }
         for i in order {
-            let n = &self.nodes[i];
-            let alive = n.down_until.is_none() && n.keeper_down_until.is_none() && !n.frozen();
-            if alive && n.keeper.next_at <= self.now {
+            if self.nodes[i].keeper_runs() && self.nodes[i].keeper.next_at <= self.now {
                 self.keeper_tick(i);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].keeper_runs() {
+                self.watchdog(i);
             }
         }
         self.monitor_step();
@@ -471,17 +507,24 @@ impl World {
     fn check_converged(&mut self) -> Result<(), String> {
         let view = self.monitor.view();
         let converged = view.nodes.iter().all(|n| n.reported == n.assigned);
+        // Without a quorum standby the primary stays wait_primary.
+        let quorum_standby = |p: i64| view.nodes.iter().any(|n| n.id != p && n.replication_quorum);
         let primaries = view
             .nodes
             .iter()
-            .filter(|n| matches!(n.assigned, NodeState::Primary | NodeState::Single))
+            .filter(|n| match n.assigned {
+                NodeState::Primary | NodeState::Single => true,
+                NodeState::WaitPrimary => !quorum_standby(n.id),
+                _ => false,
+            })
             .count();
         let secondaries = view
             .nodes
             .iter()
             .filter(|n| n.assigned == NodeState::Secondary)
             .count();
-        if converged && primaries == 1 && primaries + secondaries == self.nodes.len() {
+        let remaining = self.nodes.iter().filter(|n| !n.keeper.gone).count();
+        if converged && primaries == 1 && primaries + secondaries == remaining {
             return Ok(());
         }
         let states: Vec<String> = view
@@ -530,6 +573,24 @@ impl World {
                 n.keeper.restart(now);
                 self.log(format!("node {} keeper restarted", i + 1));
             }
+            let n = &mut self.nodes[i];
+            for until in [
+                &mut n.start_fails_until,
+                &mut n.crash_loop_until,
+                &mut n.status_fails_until,
+            ] {
+                if until.is_some_and(|t| t <= now) {
+                    *until = None;
+                }
+            }
+            // A crash loop: PostgreSQL dies a moment after each start.
+            if n.crash_loop_until.is_some() && n.pg.running && self.rng.random_bool(0.5) {
+                n.pg.stop();
+                self.log(format!(
+                    "FAULT node {} postgres crashed (crash loop)",
+                    i + 1
+                ));
+            }
         }
         if now == self.params.heal_at_ms {
             self.heal();
@@ -544,7 +605,33 @@ impl World {
         let n = self.nodes.len();
         let i = self.rng.random_range(0..n);
         let dur = self.rng.random_range(1..=8) * 1000 + self.rng.random_range(0..10) * 100;
-        match self.rng.random_range(0..7) {
+        match self.rng.random_range(0..11) {
+            7 => {
+                let node = &mut self.nodes[i];
+                node.start_fails_until = Some(now + dur * 4);
+                node.pg.stop();
+                self.log(format!(
+                    "FAULT node {} postgres killed and fails to start for {} ms",
+                    i + 1,
+                    dur * 4
+                ));
+            }
+            8 => {
+                self.nodes[i].crash_loop_until = Some(now + dur * 4);
+                self.log(format!(
+                    "FAULT node {} postgres crash loop for {} ms",
+                    i + 1,
+                    dur * 4
+                ));
+            }
+            9 => {
+                self.nodes[i].status_fails_until = Some(now + dur);
+                self.log(format!(
+                    "FAULT node {} status reads fail for {dur} ms",
+                    i + 1
+                ));
+            }
+            10 => self.operator_drop(i),
             0 => {
                 let node = &mut self.nodes[i];
                 if node.down_until.is_none() {
@@ -629,6 +716,9 @@ impl World {
         }
         for n in &mut self.nodes {
             n.frozen_until = None;
+            n.start_fails_until = None;
+            n.crash_loop_until = None;
+            n.status_fails_until = None;
             // Both faults end (`a || b` would leave the second one set
             // when the first was).
             let machine = n.down_until.take().is_some();
@@ -636,6 +726,56 @@ impl World {
             if machine || keeper {
                 n.keeper.restart(now);
             }
+        }
+    }
+}
+
+impl World {
+    /// The operator drops node `i` (at most once per run, never the last
+    /// node): with `--force` as for a machine that is gone for good (it is
+    /// taken away for the rest of the run), or normally, when its keeper
+    /// takes it out. A writer is dropped only as a primary with
+    /// synchronous replication on: dropping a wait_primary leaves no
+    /// standby known to hold every commit, and the group then waits for
+    /// an operator decision (perform failover, not simulated yet).
+    fn operator_drop(&mut self, i: usize) {
+        if !self.params.drops || self.dropped_one {
+            return;
+        }
+        let id = self.nodes[i].id;
+        let stored = &self.monitor.stored;
+        let Some(node) = stored.node(id) else {
+            return;
+        };
+        let others = stored
+            .nodes
+            .iter()
+            .filter(|n| n.id != id && n.assigned != NodeState::Dropped)
+            .count();
+        let writer_with_sync_off = node.assigned.accepts_writes()
+            && !(node.assigned == NodeState::Primary && node.reported == NodeState::Primary);
+        if others == 0 || writer_with_sync_off || self.monitor_down_until.is_some() {
+            return;
+        }
+        let force = self.rng.random_bool(0.5);
+        if force {
+            let n = &mut self.nodes[i];
+            n.pg.stop();
+            n.keeper.gone = true;
+        }
+        self.dropped_one = true;
+        self.log(format!(
+            "OPERATOR drop node {id}{}",
+            if force {
+                " --force (its machine is gone for good)"
+            } else {
+                ""
+            }
+        ));
+        let ts = self.timestamp();
+        match self.monitor.drop_node(id, force, ts) {
+            Ok(changes) => self.note_assignments(changes),
+            Err(e) => self.violate(format!("drop node {id} refused: {e}")),
         }
     }
 }

@@ -82,16 +82,21 @@ fn replay_one_seed() {
 /// `needless`, fails over needlessly more often than the production core
 /// does on the same seed) with mutation `m`.
 fn first_catch(m: Mutation, needless: bool) -> Option<(u64, String)> {
-    (0..DEFAULT_SEEDS).find_map(|seed| {
-        let w = World::with_core(
-            seed,
-            Params::for_seed(seed),
-            core_with(m, FsmConfig::default()),
-        );
+    first_catch_in(m, needless, DEFAULT_SEEDS, Params::for_seed)
+}
+
+fn first_catch_in(
+    m: Mutation,
+    needless: bool,
+    seeds: u64,
+    params: fn(u64) -> Params,
+) -> Option<(u64, String)> {
+    (0..seeds).find_map(|seed| {
+        let w = World::with_core(seed, params(seed), core_with(m, FsmConfig::default()));
         match run_world(seed, w) {
             Err(e) => Some((seed, e)),
             Ok(n) if needless && n > 0 => {
-                let base = run_world(seed, World::new(seed, Params::for_seed(seed))).unwrap_or(0);
+                let base = run_world(seed, World::new(seed, params(seed))).unwrap_or(0);
                 (n > base).then(|| {
                     (
                         seed,
@@ -104,9 +109,17 @@ fn first_catch(m: Mutation, needless: bool) -> Option<(u64, String)> {
     })
 }
 
+/// Busier schedules find narrow windows sooner.
+fn busy(seed: u64) -> Params {
+    Params {
+        fault_rate: 0.08,
+        ..Params::for_seed(seed)
+    }
+}
+
 #[test]
 fn without_the_lease_gate_two_nodes_accept_writes() {
-    let (seed, e) = first_catch(Mutation::LeaseGate, false)
+    let (seed, e) = first_catch_in(Mutation::LeaseGate, false, 3000, busy)
         .expect("with the lease gate off, some seed must break an invariant");
     assert!(
         e.contains("accept writes at the same time") || e.contains("acknowledged commit"),

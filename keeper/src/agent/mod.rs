@@ -41,6 +41,10 @@ pub enum Stopped {
     Dropped,
 }
 
+/// How often a dropped keeper tries its last report before it exits
+/// anyway (one second apart); the operator can still `drop node --force`.
+const FINAL_REPORT_ATTEMPTS: u32 = 10;
+
 pub struct Agent {
     pub config: KeeperConfig,
     pub pg: LocalPg,
@@ -103,9 +107,23 @@ impl Agent {
         watchdog.abort();
         if let Ok(Stopped::Reached(_) | Stopped::Dropped) = result {
             // Tell the monitor the state was reached before going away (a
-            // dropped node's row goes once it reported `dropped`).
-            self.observe().await;
-            self.report().await;
+            // dropped node's row goes once it reported `dropped`). A lost
+            // report would leave the row `dropped` forever, so it is tried
+            // again, a bounded number of times.
+            let attempts = if result.as_ref().is_ok_and(|r| *r == Stopped::Dropped) {
+                FINAL_REPORT_ATTEMPTS
+            } else {
+                1
+            };
+            for attempt in 1..=attempts {
+                self.observe().await;
+                if self.report().await.is_some() {
+                    break;
+                }
+                if attempt < attempts {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
         }
         if let Err(e) = self.pg.stop().await {
             tracing::error!("failed to {e:#}");
