@@ -104,11 +104,20 @@ impl Live {
                 view.status_unknown = live.status_unknown;
             }
         }
-        // See the module documentation: never before our own start.
-        view.last_report = Some(
-            view.last_report
-                .map_or(self.started_at, |t| t.max(self.started_at)),
-        );
+        // This process has not heard from the keeper: what the row says of
+        // its position may be older than a report the previous monitor
+        // process received (it is written only with significant changes),
+        // so no rule may count it as final until the keeper reports again.
+        //
+        // Its last report is then taken to be our own start: in real time
+        // every report the store holds came before it. Neither earlier (the
+        // lease gate must not open on a stale time) nor later (a stored time
+        // from a clock that was ahead before a step back would make a dead
+        // node look alive for as long as the step).
+        if self.get(view.id).is_none() {
+            view.status_unknown = true;
+            view.last_report = Some(self.started_at);
+        }
         view
     }
 
@@ -121,4 +130,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave a map inconsistent
     // (single inserts and removes), so a poisoned lock is still usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsm::builders::{at, node, t0};
+    use pgpilot_proto::NodeState;
+
+    #[test]
+    fn after_a_restart_nothing_stored_is_taken_as_final() {
+        // The row says the node reported at t0; this process started later
+        // and has heard nothing yet.
+        let live = Live::new(at(10.0));
+        let v = live.overlay(node(1, NodeState::ReportLsn));
+        assert!(v.status_unknown, "a stored LSN is not a final one");
+        assert_eq!(v.last_report, Some(at(10.0)), "never before our start");
+        // A stored time ahead of our start (the clock stepped back across
+        // the restart) does not make the node look alive for longer.
+        let mut ahead = node(1, NodeState::Primary);
+        ahead.last_report = Some(at(3600.0));
+        assert_eq!(live.overlay(ahead).last_report, Some(at(10.0)));
+        // Once the keeper reports, its word counts.
+        let mut n = node(1, NodeState::ReportLsn);
+        n.last_report = Some(at(11.0));
+        live.set(1, LiveReport::of(&n));
+        let v = live.overlay(node(1, NodeState::ReportLsn));
+        assert!(!v.status_unknown);
+        assert_eq!(v.last_report, Some(at(11.0)));
+        let _ = t0();
+    }
 }

@@ -122,7 +122,6 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (WaitStandby, Dropped, KeeperAction::Drop),
     (Catchingup, Dropped, KeeperAction::Drop),
     (Secondary, Dropped, KeeperAction::Drop),
-    (PreparePromotion, Dropped, KeeperAction::Drop),
     (StopReplication, Dropped, KeeperAction::Drop),
     (ReportLsn, Dropped, KeeperAction::Drop),
 ];

@@ -151,6 +151,9 @@ pub struct World {
     last_generation: i64,
     /// The operator dropped a node already (at most one per run).
     dropped_one: bool,
+    /// How far the wall clock was stepped (NTP, an operator) before the
+    /// running monitor process started: it reads the wall clock once.
+    monitor_clock_step_ms: i64,
     /// Test-only: the simulated keeper skips the wait for a synchronous
     /// standby before it reports `primary` (the planner's
     /// `Step::WaitSyncStandby`), to prove the simulation notices.
@@ -200,11 +203,14 @@ impl World {
             needless_failovers: 0,
             last_generation: 1,
             dropped_one: false,
+            monitor_clock_step_ms: 0,
         }
     }
 
+    /// The monitor's clock: monotonic within one monitor process, with
+    /// the wall-clock step the process found when it started.
     pub fn timestamp(&self) -> Timestamp {
-        self.base + chrono::Duration::milliseconds(self.now as i64)
+        self.base + chrono::Duration::milliseconds(self.now as i64 + self.monitor_clock_step_ms)
     }
 
     fn log(&mut self, line: String) {
@@ -550,9 +556,17 @@ impl World {
         // Ends first.
         if self.monitor_down_until.is_some_and(|t| t <= now) {
             self.monitor_down_until = None;
+            // Half the time the wall clock was stepped meanwhile, by up to
+            // an hour either way.
+            if self.rng.random_bool(0.5) {
+                self.monitor_clock_step_ms += self.rng.random_range(-3_600_000..=3_600_000);
+            }
             let ts = self.timestamp();
             self.monitor.restart(ts);
-            self.log("monitor back (in-memory state lost)".into());
+            self.log(format!(
+                "monitor back (in-memory state lost), its wall clock stepped by {} s in all",
+                self.monitor_clock_step_ms / 1000
+            ));
         }
         self.cuts.retain(|c| c.until > now);
         for i in 0..self.nodes.len() {
@@ -758,6 +772,16 @@ impl World {
             return;
         }
         let force = self.rng.random_bool(0.5);
+        let ts = self.timestamp();
+        let changes = match self.monitor.drop_node(id, force, ts) {
+            Ok(changes) => changes,
+            // The monitor says no (it could lose acknowledged commits):
+            // the operator is told why, nothing changed.
+            Err(e) => {
+                self.log(format!("OPERATOR drop node {id} refused: {e}"));
+                return;
+            }
+        };
         if force {
             let n = &mut self.nodes[i];
             n.pg.stop();
@@ -772,11 +796,7 @@ impl World {
                 ""
             }
         ));
-        let ts = self.timestamp();
-        match self.monitor.drop_node(id, force, ts) {
-            Ok(changes) => self.note_assignments(changes),
-            Err(e) => self.violate(format!("drop node {id} refused: {e}")),
-        }
+        self.note_assignments(changes);
     }
 }
 

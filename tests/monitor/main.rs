@@ -8,6 +8,7 @@ mod support;
 
 mod bad_input;
 mod concurrency;
+mod drops;
 mod keeper;
 mod lifecycle;
 mod writes;

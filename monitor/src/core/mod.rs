@@ -23,7 +23,10 @@ mod ops;
 mod register;
 mod reply;
 mod report;
+#[cfg(test)]
+mod tests;
 
+pub use ops::mark_dropped;
 pub use register::NewNode;
 pub use reply::{node_info, reply, ssn_for};
 pub use report::{report_allowed, Report};

@@ -3,7 +3,7 @@
 use pgpilot_proto::NodeState;
 
 use super::{unknown_node, Core};
-use crate::error::Result;
+use crate::error::{MonitorError, Result};
 use crate::fsm::{self, Action, GroupView, Health, Timestamp};
 
 impl Core {
@@ -53,10 +53,30 @@ impl Core {
         force: bool,
         now: Timestamp,
     ) -> Result<Vec<Action>> {
+        let mut out = mark_dropped(g, node_id, force, now, &self.cfg)?;
+        self.settle(g, now, &mut out);
+        Ok(out)
+    }
+}
+
+/// The operator's drop itself, before the rules run (the edge-table test
+/// explores it this way): refuses a drop that could lose acknowledged
+/// commits, records how the node left, and assigns `dropped`.
+pub fn mark_dropped(
+    g: &mut GroupView,
+    node_id: i64,
+    force: bool,
+    now: Timestamp,
+    cfg: &crate::fsm::FsmConfig,
+) -> Result<Vec<Action>> {
+    {
         let n = g
             .node(node_id)
             .ok_or_else(|| unknown_node(node_id))?
             .clone();
+        if let Some(why) = fsm::drop_refusal(g, &n, now, cfg) {
+            return Err(MonitorError::FailedPrecondition(why));
+        }
         let mut out = Vec::new();
         if force && !n.drop_forced {
             if let Some(m) = g.nodes.iter_mut().find(|m| m.id == node_id) {
@@ -65,8 +85,20 @@ impl Core {
             out.push(Action::SaveNode { node_id });
         }
         if n.assigned != NodeState::Dropped {
+            // A writer counts as a primary (its standbys hold every
+            // acknowledged commit between them) only when it reported and
+            // was assigned `primary`; any other writer, including one that
+            // fenced itself or is on its way to wait_primary, may have
+            // acknowledged commits with synchronous replication off.
+            let from = if n.reported == NodeState::Primary && n.assigned == NodeState::Primary {
+                NodeState::Primary
+            } else if n.assigned.accepts_writes() || n.reported.accepts_writes() {
+                NodeState::WaitPrimary
+            } else {
+                n.reported
+            };
             if let Some(m) = g.nodes.iter_mut().find(|m| m.id == node_id) {
-                m.dropped_from = Some(n.reported);
+                m.dropped_from = Some(from);
             }
             if !out.contains(&Action::SaveNode { node_id }) {
                 out.push(Action::SaveNode { node_id });
@@ -79,7 +111,7 @@ impl Core {
                 if force { " (forced)" } else { "" }
             );
             if n.assigned.accepts_writes() && g.nodes.len() > 1 {
-                why.push_str(if n.reported == NodeState::Primary {
+                why.push_str(if n.reported == NodeState::Primary && n.assigned == NodeState::Primary {
                     ": it was the primary with synchronous replication on, so a standby that \
                      holds every acknowledged commit is promoted"
                 } else {
@@ -95,7 +127,6 @@ impl Core {
             fsm::apply(g, std::slice::from_ref(&assign), now);
             out.push(assign);
         }
-        self.settle(g, now, &mut out);
         Ok(out)
     }
 }

@@ -5,7 +5,7 @@
 use pgpilot_proto::{action_for, NodeState::*};
 
 use super::health::{is_fenced, is_healthy, is_in, is_unhealthy, secs, silence};
-use super::rules::{assign, failover_under_way, primary};
+use super::rules::{assign, failover_under_way, primary, settings_pending_drop};
 use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
 
 /// Rule 7b, the election: once every standby told to report_lsn stopped
@@ -159,6 +159,9 @@ pub(super) fn lease_gate(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<
 /// promotion is under way (see `remove_dropped`).
 pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
     let (p, dropped) = match g.nodes.iter().find(|n| is_in(n, Primary)) {
+        // A quorum standby was dropped and the primary has not re-applied
+        // its settings without it: the others may lack its commits.
+        Some(p) if settings_pending_drop(g, p).is_some() => return vec![],
         Some(p) if is_unhealthy(p, now, cfg) => (p, false),
         Some(_) => return vec![],
         None => match g

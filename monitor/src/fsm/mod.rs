@@ -33,7 +33,7 @@ mod steady;
 mod waits;
 
 #[cfg(test)]
-mod builders;
+pub(crate) mod builders;
 #[cfg(test)]
 mod reach_model;
 #[cfg(test)]
@@ -48,6 +48,7 @@ pub use model::*;
 pub use ssn::synchronous_standby_names;
 
 use failover::*;
+pub use rules::drop_refusal;
 use rules::*;
 use steady::*;
 pub use waits::current_wait;

@@ -48,7 +48,8 @@ pub(super) enum Ev {
     StallOff(i64),
     Far(i64),
     Near(i64),
-    Drop(i64),
+    /// The operator drops a node, with `--force` or not.
+    Drop(i64, bool),
     Register,
     Advance(u64),
 }
@@ -169,7 +170,8 @@ impl Sim {
                 .count();
             let removed = (self.next_id - 1) as usize - self.group.nodes.len();
             if n.assigned != Dropped && dropped + removed < lim.max_drops {
-                out.push(Ev::Drop(id));
+                out.push(Ev::Drop(id, false));
+                out.push(Ev::Drop(id, true));
             }
         }
         out
@@ -218,10 +220,10 @@ impl Sim {
                 };
                 self.local.insert(id, l);
             }
-            Ev::Drop(id) => {
-                let n = self.group.nodes.iter_mut().find(|n| n.id == id).unwrap();
-                n.assigned = Dropped;
-                n.goal_changed_at = now;
+            Ev::Drop(id, force) => {
+                // The production drop (it may refuse); the rules run after.
+                let cfg = super::FsmConfig::default();
+                let _ = crate::core::mark_dropped(&mut self.group, id, force, now, &cfg);
             }
             Ev::Converge(id) => {
                 let goal = self.group.node(id).unwrap().assigned;

@@ -87,10 +87,30 @@ pub(super) fn remove_dropped(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> 
         .collect()
 }
 
-/// A dropped node's row must stay: it may still accept writes, or it was
-/// the writer and neither a new writer nor a promotion exists yet.
+/// A dropped quorum standby whose drop the primary has not yet turned into
+/// new synchronous_standby_names (with the wait every change to them
+/// gets): the other standbys may lack commits only it acknowledged.
+pub(super) fn settings_pending_drop<'a>(g: &'a GroupView, p: &NodeView) -> Option<&'a NodeView> {
+    g.nodes.iter().find(|d| {
+        d.id != p.id
+            && d.assigned == Dropped
+            && d.replication_quorum
+            && d.goal_changed_at > p.goal_changed_at
+    })
+}
+
+/// A dropped node's row must stay: it may still accept writes, it was
+/// the writer and neither a new writer nor a promotion exists yet, or the
+/// primary has not yet re-applied its settings without it.
 fn must_keep(g: &GroupView, d: &NodeView, now: Timestamp, cfg: &FsmConfig) -> bool {
-    !is_fenced(d, now, cfg)
+    let pending = g
+        .nodes
+        .iter()
+        .find(|n| is_in(n, Primary))
+        .and_then(|p| settings_pending_drop(g, p))
+        .is_some_and(|x| x.id == d.id);
+    pending
+        || !is_fenced(d, now, cfg)
         || (d.dropped_from.is_some_and(|s| s.accepts_writes())
             && active(g).next().is_some()
             && primary(g).is_none()
@@ -131,12 +151,13 @@ pub(super) fn alone(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
         return vec![assign(n, WaitStandby, why)];
     }
     let writer = matches!(n.assigned, WaitPrimary | Primary | ApplySettings)
-        && matches!(
-            n.reported,
-            Single | WaitPrimary | Primary | ApplySettings | DemoteTimeout
-        );
-    let complete_standby =
-        is_in(n, Secondary) && !n.status_unknown && g.nodes.iter().all(writer_left_complete);
+        // Not apply_settings: it has no edge to single; it goes to
+        // wait_primary first (apply_settings_done), then here.
+        && matches!(n.reported, Single | WaitPrimary | Primary | DemoteTimeout);
+    let complete_standby = is_in(n, Secondary)
+        && n.replication_quorum
+        && !n.status_unknown
+        && g.nodes.iter().all(writer_left_complete);
     if !writer && !complete_standby {
         return vec![];
     }
@@ -256,4 +277,41 @@ pub(super) fn standby_lost(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Ve
         out.push(assign(p, WaitPrimary, why));
     }
     out
+}
+
+/// Why the operator may not drop `n` now, if not: a node that takes part
+/// in a promotion (a voter, the candidate) is needed by it, and a quorum
+/// standby may hold acknowledged commits nobody else has while a failover
+/// is under way or the writer is unhealthy (the election would no longer
+/// count it).
+pub fn drop_refusal(
+    g: &GroupView,
+    n: &NodeView,
+    now: Timestamp,
+    cfg: &FsmConfig,
+) -> Option<String> {
+    if matches!(n.assigned, PreparePromotion | StopReplication | ReportLsn) {
+        return Some(format!(
+            "node {} takes part in a failover under way (it is assigned {}): dropping it now could \
+             lose acknowledged commits only it has; wait until the group has a primary again \
+             (`pgpilot show state`, `pgpilot show events`)",
+            n.id, n.assigned
+        ));
+    }
+    if n.assigned == Dropped || !n.replication_quorum || n.assigned.accepts_writes() {
+        return None;
+    }
+    let writer_unhealthy = primary(g).is_some_and(|p| p.id != n.id && is_unhealthy(p, now, cfg));
+    (failover_under_way(g) || writer_unhealthy).then(|| {
+        format!(
+            "node {} may hold acknowledged commits that no other node has, and {}: dropping it now \
+             could lose them; wait until the group has a primary again (`pgpilot show state`)",
+            n.id,
+            if failover_under_way(g) {
+                "a failover is under way"
+            } else {
+                "the primary is unhealthy"
+            }
+        )
+    })
 }

@@ -146,6 +146,9 @@ pub(super) fn rejoin(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Acti
 /// after the primary's last goal change) while synchronous replication is
 /// on: the primary re-applies synchronous_standby_names without it.
 pub(super) fn drop_sync_standby(g: &GroupView, _: Timestamp, _: &FsmConfig) -> Vec<Action> {
+    // Until it has, the other standbys are not known to hold the commits
+    // only the dropped one acknowledged: no failover from this primary
+    // ([`super::rules::settings_pending_drop`]), and the dropped row stays.
     let Some(p) = g.nodes.iter().find(|n| is_in(n, Primary)) else {
         return vec![];
     };

@@ -249,10 +249,10 @@ fn alone_and_drop_rules() {
             "only node left",
         ),
         case(
-            "apply_settings alone -> single",
+            "apply_settings alone -> wait_primary first (no edge to single)",
             vec![node(1, ApplySettings)],
             t0(),
-            vec![Goal(1, Single)],
+            vec![Goal(1, WaitPrimary)],
             "",
         ),
         case(

@@ -12,7 +12,7 @@
 use pgpilot_proto::{action_for, NodeState::*};
 
 use super::health::{age, is_fenced, is_healthy, is_in, is_unhealthy};
-use super::rules::{active, primary};
+use super::rules::{active, primary, settings_pending_drop};
 use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
 
 /// How long a normal wait may last before it is named.
@@ -109,6 +109,17 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
         .iter()
         .find(|n| is_in(n, Primary) && is_unhealthy(n, now, cfg))
     {
+        if let Some(d) = settings_pending_drop(g, p) {
+            return Some((
+                p.id,
+                format!(
+                    "no automatic failover from unhealthy primary node {}: quorum standby node {} was \
+                     dropped before the primary re-applied synchronous replication without it, so the \
+                     other standbys may lack commits only node {} acknowledged",
+                    p.id, d.id, d.id
+                ),
+            ));
+        }
         let blocker = g.nodes.iter().find_map(|s| {
             let follower = s.id != p.id
                 && matches!(s.assigned, Secondary | Catchingup)
@@ -142,6 +153,23 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
     }
     // A dropped writer whose standbys are not known to hold every commit.
     if primary(g).is_none() && active(g).next().is_some() {
+        let promoting = g
+            .nodes
+            .iter()
+            .any(|n| matches!(n.assigned, PreparePromotion | StopReplication | ReportLsn));
+        if let Some(d) = g.nodes.iter().find(|d| {
+            d.assigned == Dropped && d.dropped_from == Some(Primary) && !promoting && long(d)
+        }) {
+            return Some((
+                d.id,
+                format!(
+                    "no standby is promoted yet after primary node {} was dropped: none is a healthy \
+                     secondary with candidate priority above 0 within promote_wal_threshold, or a \
+                     quorum standby that may hold commits is not healthy",
+                    d.id
+                ),
+            ));
+        }
         if let Some(d) = g.nodes.iter().find(|d| {
             d.assigned == Dropped
                 && d.dropped_from

@@ -205,8 +205,14 @@ impl GroupTx {
     /// heartbeat fields, so the store catches up with memory whenever it
     /// writes anyway).
     async fn save_node(&mut self, node_id: i64) -> anyhow::Result<()> {
-        let (Some(v), Some(w)) = (self.view.node(node_id), self.written.node(node_id)) else {
+        let Some(w) = self.written.node(node_id) else {
             bail!("node {node_id} vanished inside its own transaction");
+        };
+        // Gone from the view: a later action of the same list removes its
+        // row (a keeper's `dropped` report, a forced drop of a fenced node);
+        // its events are still recorded, from the written copy.
+        let Some(v) = self.view.node(node_id) else {
+            return Ok(());
         };
         let n = NodeView {
             assigned: w.assigned,
