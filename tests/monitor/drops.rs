@@ -27,7 +27,7 @@ async fn a_dropped_report_removes_the_row() {
     let Bootstrapped {
         monitor,
         mut c,
-        mut a,
+        a,
         mut b,
         a_pg: _a_pg_held,
         b_pg: _b_pg_held,
