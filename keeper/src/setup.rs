@@ -90,6 +90,7 @@ pub async fn create_node(
         assigned,
         generation_seen: reply.generation,
         last_rejoin: None,
+        following: None,
     };
     state.save(&pgdata).with_context(|| {
         format!(

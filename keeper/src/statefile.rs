@@ -39,6 +39,11 @@ pub struct KeeperState {
     pub generation_seen: i64,
     #[serde(default)]
     pub last_rejoin: Option<RejoinRecord>,
+    /// The node this standby was last configured to stream from. When the
+    /// monitor names another one (after a failover), the standby may hold
+    /// WAL the new primary never had: it is rewound before it follows.
+    #[serde(default)]
+    pub following: Option<i64>,
 }
 
 impl KeeperState {
@@ -97,6 +102,7 @@ mod tests {
             assigned: NodeState::Primary,
             generation_seen: 2,
             last_rejoin: None,
+            following: None,
         };
         s.save(&pgdata).unwrap();
         let text = std::fs::read_to_string(state_path(&pgdata)).unwrap();

@@ -93,16 +93,19 @@ impl Live {
 
     /// The node as the FSM must see it: stored fields, then the live ones.
     pub fn overlay(&self, mut view: NodeView) -> NodeView {
+        // What this process heard is the newest word: the store only ever
+        // holds what it wrote from this table, or what an earlier process
+        // wrote before it started (on a wall clock that may since have
+        // been stepped back, so a stored time can look newer than it is:
+        // found by the simulation, seed 51195).
         if let Some(live) = self.get(view.id) {
-            if view.last_report.is_none_or(|stored| live.at >= stored) {
-                view.last_report = Some(live.at);
-                view.lsn = live.lsn;
-                view.replication_state = live.replication_state;
-                view.upstream_silent = live.upstream_silent;
-                view.replication_stall_since = live.replication_stall_since;
-                view.transition_error = live.transition_error;
-                view.status_unknown = live.status_unknown;
-            }
+            view.last_report = Some(live.at);
+            view.lsn = live.lsn;
+            view.replication_state = live.replication_state;
+            view.upstream_silent = live.upstream_silent;
+            view.replication_stall_since = live.replication_stall_since;
+            view.transition_error = live.transition_error;
+            view.status_unknown = live.status_unknown;
         }
         // This process has not heard from the keeper: what the row says of
         // its position may be older than a report the previous monitor
@@ -158,6 +161,10 @@ mod tests {
         let v = live.overlay(node(1, NodeState::ReportLsn));
         assert!(!v.status_unknown);
         assert_eq!(v.last_report, Some(at(11.0)));
+        // Even when a stored time looks newer (a clock stepped back).
+        let mut ahead = node(1, NodeState::ReportLsn);
+        ahead.last_report = Some(at(3600.0));
+        assert_eq!(live.overlay(ahead).last_report, Some(at(11.0)));
         let _ = t0();
     }
 }

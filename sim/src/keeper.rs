@@ -198,10 +198,17 @@ impl World {
             Decision::Steady(goal) => {
                 // A writable node may have just got its lease.
                 self.maybe_start(i);
-                if let Some(role) = self.engine(i).role_to_apply(&goal) {
-                    configure(&mut self.nodes[i], &role);
-                    self.engine(i).role_applied(Some(role));
+                let steps = self.engine(i).steady_steps(&goal);
+                for step in &steps {
+                    if let Err(e) = self.run_step(i, step) {
+                        self.log(format!(
+                            "node {id}: stay {}: {step:?} failed: {e}",
+                            goal.state
+                        ));
+                        break;
+                    }
                 }
+                self.nodes[i].keeper.save();
                 let k = &self.nodes[i].keeper;
                 if k.engine.as_ref().is_some_and(|e| {
                     e.state().current == NodeState::Dropped
@@ -249,6 +256,7 @@ impl World {
             assigned,
             generation_seen: self.monitor.stored.generation,
             last_rejoin: None,
+            following: None,
         };
         let k = &mut self.nodes[i].keeper;
         k.file.state = Some(state.clone());

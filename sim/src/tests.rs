@@ -1,6 +1,7 @@
 //! `cargo test` runs a fixed set of seeds; `PGPILOT_SIM_SEEDS=N` runs N
 //! (from `PGPILOT_SIM_FIRST_SEED`, default 0); `PGPILOT_SIM_SEED=S` replays
-//! one with its whole trace. `PGPILOT_SIM_NODES` fixes the group size.
+//! one with its whole trace. `PGPILOT_SIM_NODES` fixes the group size;
+//! `PGPILOT_SIM_BUSY=1` uses the busier schedule of the mutation tests.
 
 use pgpilot_monitor::fsm::FsmConfig;
 
@@ -21,6 +22,11 @@ fn params(seed: u64) -> Params {
     let mut p = Params::for_seed(seed);
     if let Some(n) = env_u64("PGPILOT_SIM_NODES") {
         p.nodes = n as usize;
+        p.quorum.resize(p.nodes, true);
+    }
+    // The busier schedule of some mutation tests, to replay their seeds.
+    if std::env::var("PGPILOT_SIM_BUSY").is_ok() {
+        p.fault_rate = busy(seed).fault_rate;
     }
     p
 }

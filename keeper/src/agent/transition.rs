@@ -116,16 +116,22 @@ impl Agent {
     }
 
     /// In a steady state: settings, pg_hba.conf and slots stay as they must.
+    /// A standby told to follow another node is rewound first (see
+    /// [`crate::engine::Engine::steady_steps`]).
     pub(super) async fn reconcile(&mut self, goal: &Goal) -> anyhow::Result<()> {
-        if let Some(role) = self.engine.role_to_apply(goal) {
-            if self.pg.is_running() {
-                let node_id = self.engine.state().node_id;
-                self.pg
-                    .configure(&role, node_id, &self.config.replication_password)
-                    .await?;
-                self.engine.role_applied(Some(role));
-            }
+        let steps = self.engine.steady_steps(goal);
+        if steps.len() > 1 {
+            tracing::info!(
+                "following node {:?} now: rewinding before it streams from it",
+                goal.primary.as_ref().map(|u| u.node_id)
+            );
         }
+        for step in &steps {
+            self.run_step(step, goal)
+                .await
+                .with_context(|| format!("stay {}: step {step:?}", goal.state))?;
+        }
+        self.persist()?;
         self.reconcile_access().await
     }
 }

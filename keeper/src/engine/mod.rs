@@ -447,7 +447,47 @@ impl Engine {
     /// The settings were written and verified for `role` (`None`: stopped,
     /// or unknown).
     pub fn role_applied(&mut self, role: Option<Role>) {
+        let following = match &role {
+            Some(Role::Standby { upstream: Some(u) }) => Some(u.node_id),
+            Some(Role::Primary { .. }) => None,
+            // Not streaming (an election, a promotion), or stopped: still
+            // the node whose WAL it has.
+            _ => self.state.following,
+        };
+        if following != self.state.following {
+            self.state.following = following;
+            self.dirty = true;
+        }
         self.applied_role = role;
+    }
+
+    /// In a steady state: the steps that keep PostgreSQL in line with the
+    /// goal. Usually the settings for its role ([`Engine::role_to_apply`]);
+    /// but a standby told to follow another node than the one it streamed
+    /// from is rewound first (dead end 12: an asynchronous standby ahead of
+    /// a newly promoted node, or an election's loser, could never stream
+    /// again; pg_rewind is a no-op for one that is behind).
+    pub fn steady_steps(&self, goal: &Goal) -> Vec<Step> {
+        let Some(role) = self.role_to_apply(goal) else {
+            return Vec::new();
+        };
+        match (&role, self.state.following) {
+            (Role::Standby { upstream: Some(u) }, Some(f))
+                if f != u.node_id
+                    && matches!(
+                        self.state.current,
+                        NodeState::Catchingup | NodeState::Secondary
+                    ) =>
+            {
+                vec![
+                    Step::Stop,
+                    Step::Rewind(u.clone()),
+                    Step::Configure(role.clone()),
+                    Step::Start,
+                ]
+            }
+            _ => vec![Step::Configure(role)],
+        }
     }
 
     /// Until the next round: the poll interval, or sooner when the fencing

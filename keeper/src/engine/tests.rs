@@ -19,6 +19,7 @@ fn engine(current: NodeState) -> Engine {
             assigned: current,
             generation_seen: 5,
             last_rejoin: None,
+            following: None,
         },
         Duration::from_secs(1),
     )
@@ -360,4 +361,41 @@ fn steady_role_is_applied_once_per_start() {
         e.role_to_apply(&goal).is_some(),
         "verified again after a start"
     );
+}
+
+#[test]
+fn a_standby_told_to_follow_another_node_is_rewound_first() {
+    use crate::plan::{Goal, Role, Step, Upstream};
+    let up = |id| Upstream {
+        node_id: id,
+        host: "10.0.0.2".into(),
+        port: 5432,
+    };
+    let goal = Goal {
+        state: NodeState::Catchingup,
+        ssn: String::new(),
+        primary: Some(up(2)),
+    };
+    let mut e = engine(NodeState::Catchingup);
+    e.observe(s(1.0), running(standby(Some((true, Some(0))))));
+    // It streamed from node 1 (as the state file remembers, across
+    // restarts): node 2 may lack WAL it has.
+    e.role_applied(Some(Role::Standby {
+        upstream: Some(up(1)),
+    }));
+    assert_eq!(e.state().following, Some(1));
+    let steps = e.steady_steps(&goal);
+    assert!(
+        matches!(&steps[..], [Step::Stop, Step::Rewind(u), Step::Configure(_), Step::Start] if u.node_id == 2),
+        "{steps:?}"
+    );
+    // Once it follows node 2, settings only.
+    e.role_applied(Some(Role::Standby {
+        upstream: Some(up(2)),
+    }));
+    e.role_applied(None);
+    e.observe(s(2.0), running(standby(Some((true, Some(0))))));
+    assert!(matches!(&e.steady_steps(&goal)[..], [Step::Configure(_)]));
+    let restarted = Engine::new(e.state().clone(), Duration::from_secs(1));
+    assert_eq!(restarted.state().following, Some(2));
 }

@@ -4,7 +4,7 @@
 
 use pgpilot_proto::{action_for, NodeState::*};
 
-use super::health::{is_fenced, is_healthy, is_in, is_unhealthy, secs, silence};
+use super::health::{is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent, secs, silence};
 use super::rules::{assign, failover_under_way, primary, settings_pending_drop};
 use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
 
@@ -245,13 +245,21 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
         .collect();
     if followers.iter().any(|s| s.id != c.id) {
         // A quorum follower that is unhealthy, or still on its way into
-        // catchingup (a rejoining old primary: no edge to report_lsn yet),
-        // may hold commits nobody else has: wait for it.
+        // catchingup with its PostgreSQL running (a rejoining old primary
+        // that may stream already: no edge to report_lsn yet), may hold
+        // commits nobody else has: wait for it. One whose keeper just said
+        // its PostgreSQL is stopped acknowledges nothing and waits for a
+        // primary to follow: waiting for it would wait forever (found by
+        // the simulation, seed 887). A silent keeper's word is stale: its
+        // PostgreSQL may have started and stream (seed 54563).
         let can_vote = |s: &NodeView| action_for(s.reported, ReportLsn).is_some();
-        if followers
-            .iter()
-            .any(|s| s.replication_quorum && (!is_healthy(s, now, cfg) || !can_vote(s)))
-        {
+        let rejoining_stopped =
+            |s: &NodeView| !can_vote(s) && !s.pg_running && !keeper_silent(s, now, cfg);
+        if followers.iter().any(|s| {
+            s.replication_quorum
+                && !rejoining_stopped(s)
+                && (!is_healthy(s, now, cfg) || !can_vote(s))
+        }) {
             return vec![];
         }
         let why = format!(

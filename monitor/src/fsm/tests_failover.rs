@@ -115,6 +115,28 @@ fn failover_rules() {
             "still on its way into catchingup",
         ),
         case(
+            "...unless its PostgreSQL is stopped: it acknowledges nothing and waits for a primary",
+            vec![
+                dead(),
+                sec(2, 3.0),
+                node(3, Demoted).goal(Catchingup).pg_down().silent_since(Some(t())),
+            ],
+            t(),
+            vec![Bump, Goal(2, ReportLsn), Goal(1, Draining)],
+            "election",
+        ),
+        case(
+            "...but a silent keeper's word that it is stopped is stale: wait",
+            vec![
+                dead(),
+                sec(2, 3.0),
+                node(3, WaitStandby).goal(Catchingup).pg_down().silent_since(Some(at(-1.0))),
+            ],
+            t(),
+            vec![WaitFor(3)],
+            "still on its way into catchingup",
+        ),
+        case(
             "election: the most advanced voter is promoted",
             vec![
                 node(1, Primary).goal(Draining).bad(),

@@ -11,7 +11,7 @@
 
 use pgpilot_proto::{action_for, NodeState::*};
 
-use super::health::{age, is_fenced, is_healthy, is_in, is_unhealthy};
+use super::health::{age, is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent};
 use super::rules::{active, primary, settings_pending_drop};
 use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
 
@@ -124,7 +124,8 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
             let follower = s.id != p.id
                 && matches!(s.assigned, Secondary | Catchingup)
                 && s.replication_quorum;
-            if !follower {
+            let stopped = !s.pg_running && !keeper_silent(s, now, cfg);
+            if !follower || (action_for(s.reported, ReportLsn).is_none() && stopped) {
                 None
             } else if action_for(s.reported, ReportLsn).is_none() {
                 Some((
