@@ -77,12 +77,14 @@ pub async fn run_monitor(config: MonitorConfig, cancel: CancellationToken) -> an
             std::process::id().to_string().as_bytes(),
             0o644,
         )?;
+        let started = crate::clock::now();
         let control = Control::new(
             store.clone(),
             config.timings.clone(),
             config.monitor_uri(),
-            crate::clock::now(),
+            started,
         );
+        control.rebase_clocks(started).await?;
         let served = serve(control, listener, cancel.clone()).await;
         store.pool.close().await;
         served

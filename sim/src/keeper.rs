@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use pgpilot_keeper::engine::{Decision, Engine, Mono, Observation, PgStatus};
-use pgpilot_keeper::plan::{PlanError, Role, Step};
+use pgpilot_keeper::plan::{PlanError, Step};
 use pgpilot_keeper::statefile::KeeperState;
 use pgpilot_proto::{node_slot_name, Lsn, NodeState};
 
-use super::pg::{parse_ssn, Data};
+use super::pg::parse_ssn;
 use super::{World, TICK_MS};
 
 /// The keeper configuration's poll interval (the monitor's reply says the
@@ -41,7 +41,7 @@ pub struct SimKeeper {
     pub engine: Option<Engine>,
     /// This keeper started the PostgreSQL that runs (a PostgreSQL that
     /// stops without the keeper stopping it died).
-    expected_running: bool,
+    pub(super) expected_running: bool,
     /// The keeper reached `dropped` and exited for good.
     pub gone: bool,
     /// It reached `dropped`: one last report, then it exits (as the
@@ -89,8 +89,12 @@ impl SimKeeper {
     }
 }
 
-fn mono(ms: u64) -> Mono {
-    Duration::from_millis(ms)
+impl World {
+    /// Sim time `ms` on node `i`'s monotonic clock, which may run slower
+    /// than the monitor's (the clock margin is there for that).
+    fn mono(&self, i: usize, ms: u64) -> Mono {
+        Duration::from_millis((ms as f64 * self.nodes[i].clock_rate) as u64)
+    }
 }
 
 impl World {
@@ -98,7 +102,7 @@ impl World {
     /// loop still fences at the engine's deadline (every step, as the real
     /// one polls every 50 ms).
     pub(super) fn watchdog(&mut self, i: usize) {
-        let now = mono(self.now);
+        let now = self.mono(i, self.now);
         let n = &mut self.nodes[i];
         let Some(e) = n.keeper.engine.as_ref() else {
             return;
@@ -128,7 +132,8 @@ impl World {
         }
         if self.nodes[i].keeper.expected_running && !self.nodes[i].pg.running {
             self.nodes[i].keeper.expected_running = false;
-            let spent = self.engine(i).pg_died(mono(now));
+            let mono_now = self.mono(i, now);
+            let spent = self.engine(i).pg_died(mono_now);
             self.log(format!(
                 "node {id} keeper: postgres died{}",
                 if spent {
@@ -143,9 +148,10 @@ impl World {
         // The network: while faults run, a request or its reply may be
         // lost, and a request takes up to 300 ms to arrive (the keeper's
         // lease counts from when it was sent, the monitor's from receipt).
-        let req = self.engine(i).request(mono(now));
+        let mono_now = self.mono(i, now);
+        let req = self.engine(i).request(mono_now);
         let (delay, lose_request, lose_reply) = self.network_weather();
-        let sent_at = mono(now.saturating_sub(delay));
+        let sent_at = self.mono(i, now.saturating_sub(delay));
         let mut refused = false;
         let reply = if self.monitor_reachable(i) && !lose_request {
             let ts = self.timestamp();
@@ -176,19 +182,21 @@ impl World {
             return;
         }
         let Some(reply) = reply else {
-            if self.engine(i).on_no_reply(mono(now)) {
+            let mono_now = self.mono(i, now);
+            if self.engine(i).on_no_reply(mono_now) {
                 self.fence(i);
             }
             self.nodes[i].keeper.save();
             let wait = self
                 .engine(i)
                 .report_timeout()
-                .max(self.engine(i).next_wait(mono(now)));
+                .max(self.engine(i).next_wait(mono_now));
             self.nodes[i].keeper.next_at = now + super::ms(wait).max(TICK_MS);
             return;
         };
         let generation = reply.generation;
-        let decision = self.engine(i).on_reply(sent_at, mono(now), reply);
+        let mono_now = self.mono(i, now);
+        let decision = self.engine(i).on_reply(sent_at, mono_now, reply);
         self.nodes[i].keeper.save();
         match decision {
             Decision::Ignore(why) => {
@@ -265,7 +273,7 @@ impl World {
         self.note_assignments(changes);
     }
 
-    fn engine(&mut self, i: usize) -> &mut Engine {
+    pub(super) fn engine(&mut self, i: usize) -> &mut Engine {
         self.nodes[i]
             .keeper
             .engine
@@ -338,14 +346,15 @@ impl World {
 
     fn schedule(&mut self, i: usize) {
         let now = self.now;
-        let wait = self.engine(i).next_wait(mono(now));
+        let mono_now = self.mono(i, now);
+        let wait = self.engine(i).next_wait(mono_now);
         self.nodes[i].keeper.next_at = now + super::ms(wait).max(TICK_MS);
     }
 
     /// Starts PostgreSQL when the engine says so (a failing start is a
     /// fault the simulation injects).
     fn maybe_start(&mut self, i: usize) {
-        let now = mono(self.now);
+        let now = self.mono(i, self.now);
         if !self.engine(i).should_start_pg(now) {
             return;
         }
@@ -411,7 +420,8 @@ impl World {
             status,
             system_identifier: None,
         };
-        self.engine(i).observe(mono(now), obs);
+        let mono_now = self.mono(i, now);
+        self.engine(i).observe(mono_now, obs);
     }
 
     /// The keeper's own fencing (the loop's turn; the watchdog may have
@@ -423,133 +433,6 @@ impl World {
         n.keeper.expected_running = false;
         self.engine(i).fenced();
         self.log(format!("node {id} fences itself: lease expired"));
-    }
-
-    fn run_step(&mut self, i: usize, step: &Step) -> Result<(), String> {
-        match step {
-            Step::InitOrAdopt => {
-                let n = &mut self.nodes[i];
-                if n.pg.data.is_none() {
-                    n.pg.data = Some(Data::new(Role::Primary {
-                        ssn: String::new(),
-                        read_only: false,
-                    }));
-                }
-            }
-            Step::Clone(up) => {
-                if self.nodes[i].pg.data.is_none() {
-                    let src = self.source(i, up.node_id)?;
-                    let mut d = Data::new(Role::Standby { upstream: None });
-                    d.set_wal(&src.0, src.1);
-                    self.nodes[i].pg.data = Some(d);
-                }
-            }
-            Step::Rewind(up) => {
-                let (wal, tli) = self.source(i, up.node_id)?;
-                let id = self.nodes[i].id;
-                let Some(d) = self.nodes[i].pg.data.as_mut() else {
-                    let mut d = Data::new(Role::Standby { upstream: None });
-                    d.set_wal(&wal, tli);
-                    self.nodes[i].pg.data = Some(d);
-                    return Ok(());
-                };
-                let common = d.wal.iter().zip(&wal).take_while(|(a, b)| a == b).count();
-                let discarded: Vec<u64> = d.wal[common..].to_vec();
-                d.set_wal(&wal[..common], tli);
-                let lost: Vec<u64> = discarded
-                    .iter()
-                    .filter(|r| self.acked.contains(r))
-                    .copied()
-                    .collect();
-                self.log(format!(
-                    "node {id} rewound to node {}: {} record(s) discarded",
-                    up.node_id,
-                    discarded.len()
-                ));
-                if !lost.is_empty() {
-                    self.violate(format!(
-                        "node {id}'s rewind discarded acknowledged commits {lost:?}"
-                    ));
-                }
-            }
-            Step::Configure(role) => {
-                configure(&mut self.nodes[i], role);
-                self.engine(i).role_applied(Some(role.clone()));
-            }
-            Step::Start => {
-                if self.nodes[i].start_fails_until.is_some() {
-                    return Err("postgres fails to start".into());
-                }
-                self.nodes[i].pg.start()?;
-                self.nodes[i].keeper.expected_running = true;
-            }
-            Step::Stop => {
-                self.nodes[i].pg.stop();
-                self.nodes[i].keeper.expected_running = false;
-                self.engine(i).role_applied(None);
-            }
-            Step::EnsureReplicationRole => {}
-            Step::WaitSyncStandby => {
-                let me = &self.nodes[i];
-                let names = me
-                    .pg
-                    .ssn()
-                    .and_then(parse_ssn)
-                    .map(|(_, ids)| ids)
-                    .unwrap_or_default();
-                let len = me.pg.lsn();
-                let caught_up = names.iter().any(|j| {
-                    let s = &self.nodes[*j - 1].pg;
-                    s.streaming_from == Some(i) && s.lsn() >= len
-                });
-                if !caught_up && !self.skip_sync_wait {
-                    return Err("no synchronous standby has everything yet".into());
-                }
-            }
-            Step::WaitReplayed => {
-                // The receiver stopped with Configure(Standby { upstream:
-                // None }); replay catches up one step later.
-                let pg = &self.nodes[i].pg;
-                if pg.streaming_from.is_some() {
-                    return Err("the WAL receiver still runs".into());
-                }
-                if pg.data.as_ref().is_some_and(|d| d.replayed < d.wal.len()) {
-                    return Err("replay has not caught up yet".into());
-                }
-            }
-            Step::Promote => {
-                let rec = self.new_record();
-                let n = &mut self.nodes[i];
-                if !n.pg.running {
-                    return Err("postgres is not running".into());
-                }
-                if n.pg.in_recovery {
-                    let d = n.pg.data.as_mut().expect("running");
-                    // What was received but not replayed would be lost.
-                    if d.replayed < d.wal.len() {
-                        return Err("promotion before replay finished".into());
-                    }
-                    n.pg.in_recovery = false;
-                    d.standby_signal = false;
-                    d.tli += 1;
-                    d.append(rec);
-                    let (id, tli) = (n.id, d.tli);
-                    self.log(format!("node {id} promoted to timeline {tli}"));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// WAL and timeline of the node to copy or rewind from, if reachable.
-    fn source(&self, i: usize, node_id: i64) -> Result<(Vec<u64>, u32), String> {
-        let u = (node_id - 1) as usize;
-        let src = &self.nodes[u];
-        if !self.link(i + 1, u + 1) || !src.pg.running || src.frozen() {
-            return Err(format!("node {node_id} cannot be reached"));
-        }
-        let d = src.pg.data.as_ref().ok_or("the source has no data")?;
-        Ok((d.wal.clone(), d.tli))
     }
 
     /// (delay ms, request lost, reply lost) for one report.
@@ -574,24 +457,5 @@ impl World {
     pub(super) fn rng_below(&mut self, n: usize) -> usize {
         use rand::Rng;
         self.rng.random_range(0..n)
-    }
-}
-
-/// The settings file and standby.signal for `role`; a running standby told
-/// to follow nobody stops its WAL receiver.
-fn configure(n: &mut super::Node, role: &Role) {
-    let running = n.pg.running;
-    if let Some(d) = n.pg.data.as_mut() {
-        d.config = role.clone();
-        match role {
-            Role::Standby { upstream } => {
-                d.standby_signal = true;
-                if upstream.is_none() {
-                    n.pg.streaming_from = None;
-                }
-            }
-            Role::Primary { .. } if !running => d.standby_signal = false,
-            Role::Primary { .. } => {}
-        }
     }
 }

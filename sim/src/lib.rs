@@ -18,10 +18,14 @@
 //! - once the faults heal, the group converges to one primary and its
 //!   secondaries within a bounded time.
 
+mod faults;
+mod invariants;
 mod keeper;
 mod monitor;
 pub mod mutations;
 mod pg;
+mod replication;
+mod steps;
 #[cfg(test)]
 mod tests;
 
@@ -30,8 +34,6 @@ pub use pgpilot_monitor::core::Core;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use pgpilot_keeper::plan::Role;
-use pgpilot_proto::NodeState;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -62,6 +64,9 @@ pub struct Params {
     pub quorum: Vec<bool>,
     /// The operator may drop one node during the faults.
     pub drops: bool,
+    /// Each machine's clock rate against the monitor's. The lease gate's
+    /// clock margin (1 s on a 3 s lease) covers rates down to 0.75.
+    pub clock_rates: Vec<f64>,
 }
 
 impl Params {
@@ -79,6 +84,13 @@ impl Params {
             fault_rate: 0.03,
             quorum,
             drops: seed % 4 == 3,
+            clock_rates: (0..nodes as u64)
+                .map(|i| match (seed / 7 + i) % 5 {
+                    0 => 0.77,
+                    1 => 0.9,
+                    _ => 1.0,
+                })
+                .collect(),
         }
     }
 }
@@ -98,6 +110,9 @@ pub struct Node {
     pub crash_loop_until: Option<u64>,
     /// The keeper's status query fails or times out until then.
     pub status_fails_until: Option<u64>,
+    /// How fast this machine's monotonic clock runs against the
+    /// monitor's (1.0, or slower: its lease then lasts longer in truth).
+    pub clock_rate: f64,
 }
 
 impl Node {
@@ -180,6 +195,7 @@ impl World {
                 start_fails_until: None,
                 crash_loop_until: None,
                 status_fails_until: None,
+                clock_rate: params.clock_rates.get(i).copied().unwrap_or(1.0),
             })
             .collect();
         World {
@@ -331,471 +347,6 @@ impl World {
             }
         }
         let changes = self.monitor.tick(now);
-        self.note_assignments(changes);
-    }
-
-    /// Standbys stream from their upstream when they can: a standby whose
-    /// WAL is a prefix of the upstream's receives all of it at once.
-    fn replicate(&mut self) {
-        // Replay runs one step behind what was received.
-        for n in &mut self.nodes {
-            if n.pg.running && !n.frozen() {
-                if let Some(d) = n.pg.data.as_mut() {
-                    d.replayed = d.wal.len();
-                }
-            }
-        }
-        for j in 0..self.nodes.len() {
-            let n = &self.nodes[j];
-            let upstream = match n.pg.data.as_ref().map(|d| &d.config) {
-                Some(Role::Standby { upstream: Some(u) }) => Some((u.node_id - 1) as usize),
-                _ => None,
-            };
-            let mut from = None;
-            if let Some(u) = upstream {
-                let src = &self.nodes[u];
-                let ok = n.pg.running
-                    && n.pg.in_recovery
-                    && !n.frozen()
-                    && src.pg.running
-                    && !src.frozen()
-                    && u != j
-                    && self.link(j + 1, u + 1);
-                if ok {
-                    let (mine, theirs) = (n.pg.data.as_ref(), src.pg.data.as_ref());
-                    if let (Some(mine), Some(theirs)) = (mine, theirs) {
-                        if mine.is_prefix_of(theirs) {
-                            from = Some((u, theirs.wal.clone(), theirs.tli));
-                        }
-                    }
-                }
-            }
-            let now = self.now;
-            let n = &mut self.nodes[j];
-            match from {
-                Some((u, wal, tli)) => {
-                    let d = n.pg.data.as_mut().expect("checked");
-                    if d.wal.len() < wal.len() {
-                        for id in &wal[d.wal.len()..] {
-                            d.ids.insert(*id);
-                        }
-                        d.wal = wal;
-                    }
-                    d.tli = d.tli.max(tli);
-                    n.pg.streaming_from = Some(u);
-                    n.pg.last_contact = Some(now);
-                }
-                None => {
-                    if !n.frozen() {
-                        n.pg.streaming_from = None;
-                    }
-                }
-            }
-        }
-    }
-
-    /// A commit is acknowledged once enough of the standbys named in
-    /// synchronous_standby_names have flushed it (PostgreSQL's ANY k).
-    fn acknowledge(&mut self) {
-        let mut still = Vec::new();
-        let pending = std::mem::take(&mut self.pending);
-        for (i, id) in pending {
-            let n = &self.nodes[i];
-            if !n.pg.running || n.down_until.is_some() {
-                continue; // the client got an error: not acknowledged
-            }
-            if n.frozen() {
-                still.push((i, id));
-                continue;
-            }
-            let ok = match n.pg.ssn().and_then(pg::parse_ssn) {
-                None => true,
-                Some((k, ids)) => {
-                    let have = ids
-                        .iter()
-                        .filter(|j| {
-                            let s = &self.nodes[**j - 1];
-                            s.pg.streaming_from == Some(i)
-                                && s.pg.data.as_ref().is_some_and(|d| d.ids.contains(&id))
-                        })
-                        .count();
-                    have >= k
-                }
-            };
-            if ok {
-                self.acked.push(id);
-                self.ack_log.push((id, i, self.now));
-            } else {
-                still.push((i, id));
-            }
-        }
-        self.pending = still;
-    }
-
-    /// Clients write to every node that accepts writes.
-    fn clients(&mut self) {
-        for i in 0..self.nodes.len() {
-            let n = &self.nodes[i];
-            if n.pg.accepts_writes()
-                && !n.frozen()
-                && n.down_until.is_none()
-                && self.rng.random_bool(0.5)
-            {
-                let id = self.new_record();
-                let n = &mut self.nodes[i];
-                n.pg.data.as_mut().expect("writable").append(id);
-                self.pending.push((i, id));
-            }
-        }
-    }
-
-    fn check(&mut self) {
-        let writable: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| {
-                let n = &self.nodes[*i];
-                n.pg.accepts_writes() && !n.frozen() && n.down_until.is_none()
-            })
-            .collect();
-        if writable.len() > 1 {
-            let ids: Vec<i64> = writable.iter().map(|i| self.nodes[*i].id).collect();
-            self.violate(format!("nodes {ids:?} accept writes at the same time"));
-        }
-        for i in writable {
-            let d = self.nodes[i].pg.data.as_ref().expect("writable");
-            if let Some(lost) = self.acked.iter().find(|id| !d.ids.contains(id)) {
-                let (lost, id) = (*lost, self.nodes[i].id);
-                let (_, by, at) = self
-                    .ack_log
-                    .iter()
-                    .find(|(r, _, _)| *r == lost)
-                    .copied()
-                    .unwrap_or_default();
-                let holders: Vec<i64> = self
-                    .nodes
-                    .iter()
-                    .filter(|n| n.pg.data.as_ref().is_some_and(|d| d.ids.contains(&lost)))
-                    .map(|n| n.id)
-                    .collect();
-                self.violate(format!(
-                    "acknowledged commit {lost} (acknowledged by node {} at {:.1}s; held by nodes {holders:?}) \
-                     is missing on node {id}, which accepts writes",
-                    by + 1,
-                    at as f64 / 1000.0
-                ));
-            }
-        }
-    }
-
-    /// A promotion was just decided: was the primary in fact fine?
-    fn check_needless_failover(&mut self) {
-        let alive = |n: &Node| n.down_until.is_none() && !n.frozen() && n.pg.running;
-        let Some(p) = (0..self.nodes.len())
-            .find(|i| alive(&self.nodes[*i]) && self.nodes[*i].pg.accepts_writes())
-        else {
-            return;
-        };
-        let registered: Vec<usize> = (0..self.nodes.len())
-            .filter(|j| *j != p && self.monitor.stored.node(self.nodes[*j].id).is_some())
-            .collect();
-        let all_stream = !registered.is_empty()
-            && registered
-                .iter()
-                .all(|j| self.nodes[*j].pg.streaming_from == Some(p));
-        if all_stream {
-            self.needless_failovers += 1;
-            self.log(format!(
-                "NEEDLESS failover: node {} was healthy and every other node streamed from it",
-                p + 1
-            ));
-        }
-    }
-
-    fn check_converged(&mut self) -> Result<(), String> {
-        let view = self.monitor.view();
-        let converged = view.nodes.iter().all(|n| n.reported == n.assigned);
-        // Without a quorum standby the primary stays wait_primary.
-        let quorum_standby = |p: i64| view.nodes.iter().any(|n| n.id != p && n.replication_quorum);
-        let primaries = view
-            .nodes
-            .iter()
-            .filter(|n| match n.assigned {
-                NodeState::Primary | NodeState::Single => true,
-                NodeState::WaitPrimary => !quorum_standby(n.id),
-                _ => false,
-            })
-            .count();
-        let secondaries = view
-            .nodes
-            .iter()
-            .filter(|n| n.assigned == NodeState::Secondary)
-            .count();
-        let remaining = self.nodes.iter().filter(|n| !n.keeper.gone).count();
-        if converged && primaries == 1 && primaries + secondaries == remaining {
-            return Ok(());
-        }
-        let states: Vec<String> = view
-            .nodes
-            .iter()
-            .map(|n| format!("node {}: {}/{}", n.id, n.reported, n.assigned))
-            .collect();
-        let what = format!(
-            "no convergence {} s after the faults healed: {}{}",
-            self.params.converge_within_ms / 1000,
-            states.join(", "),
-            view.waiting_for
-                .as_ref()
-                .map_or(String::new(), |w| format!("; the monitor says: {w}"))
-        );
-        self.violate(what.clone());
-        Err(what)
-    }
-
-    /// Starts and ends faults.
-    fn faults(&mut self) {
-        let now = self.now;
-        // Ends first.
-        if self.monitor_down_until.is_some_and(|t| t <= now) {
-            self.monitor_down_until = None;
-            // Half the time the wall clock was stepped meanwhile, by up to
-            // an hour either way.
-            if self.rng.random_bool(0.5) {
-                self.monitor_clock_step_ms += self.rng.random_range(-3_600_000..=3_600_000);
-            }
-            let ts = self.timestamp();
-            self.monitor.restart(ts);
-            self.log(format!(
-                "monitor back (in-memory state lost), its wall clock stepped by {} s in all",
-                self.monitor_clock_step_ms / 1000
-            ));
-        }
-        self.cuts.retain(|c| c.until > now);
-        for i in 0..self.nodes.len() {
-            let n = &mut self.nodes[i];
-            if n.frozen_until.is_some_and(|t| t <= now) {
-                n.frozen_until = None;
-                self.log(format!("node {} resumed", i + 1));
-            }
-            let n = &mut self.nodes[i];
-            if n.down_until.is_some_and(|t| t <= now) {
-                n.down_until = None;
-                n.keeper.restart(now);
-                self.log(format!("node {} machine back, keeper starts", i + 1));
-            }
-            let n = &mut self.nodes[i];
-            if n.keeper_down_until.is_some_and(|t| t <= now) {
-                n.keeper_down_until = None;
-                n.keeper.restart(now);
-                self.log(format!("node {} keeper restarted", i + 1));
-            }
-            let n = &mut self.nodes[i];
-            for until in [
-                &mut n.start_fails_until,
-                &mut n.crash_loop_until,
-                &mut n.status_fails_until,
-            ] {
-                if until.is_some_and(|t| t <= now) {
-                    *until = None;
-                }
-            }
-            // A crash loop: PostgreSQL dies a moment after each start.
-            if n.crash_loop_until.is_some() && n.pg.running && self.rng.random_bool(0.5) {
-                n.pg.stop();
-                self.log(format!(
-                    "FAULT node {} postgres crashed (crash loop)",
-                    i + 1
-                ));
-            }
-        }
-        if now == self.params.heal_at_ms {
-            self.heal();
-            return;
-        }
-        if now < self.params.faults_from_ms || now >= self.params.heal_at_ms {
-            return;
-        }
-        if !self.rng.random_bool(self.params.fault_rate) {
-            return;
-        }
-        let n = self.nodes.len();
-        let i = self.rng.random_range(0..n);
-        let dur = self.rng.random_range(1..=8) * 1000 + self.rng.random_range(0..10) * 100;
-        match self.rng.random_range(0..11) {
-            7 => {
-                let node = &mut self.nodes[i];
-                node.start_fails_until = Some(now + dur * 4);
-                node.pg.stop();
-                self.log(format!(
-                    "FAULT node {} postgres killed and fails to start for {} ms",
-                    i + 1,
-                    dur * 4
-                ));
-            }
-            8 => {
-                self.nodes[i].crash_loop_until = Some(now + dur * 4);
-                self.log(format!(
-                    "FAULT node {} postgres crash loop for {} ms",
-                    i + 1,
-                    dur * 4
-                ));
-            }
-            9 => {
-                self.nodes[i].status_fails_until = Some(now + dur);
-                self.log(format!(
-                    "FAULT node {} status reads fail for {dur} ms",
-                    i + 1
-                ));
-            }
-            10 => self.operator_drop(i),
-            0 => {
-                let node = &mut self.nodes[i];
-                if node.down_until.is_none() {
-                    node.down_until = Some(now + dur);
-                    node.pg.stop();
-                    self.log(format!("FAULT node {} machine crash for {dur} ms", i + 1));
-                }
-            }
-            1 => {
-                if self.nodes[i].pg.running {
-                    self.nodes[i].pg.stop();
-                    self.log(format!("FAULT node {} postgres killed", i + 1));
-                }
-            }
-            2 => {
-                let node = &mut self.nodes[i];
-                if node.keeper_down_until.is_none() && node.down_until.is_none() {
-                    node.keeper_down_until = Some(now + dur / 2);
-                    // PostgreSQL never outlives its keeper.
-                    node.pg.stop();
-                    self.log(format!(
-                        "FAULT node {} keeper killed (postgres with it)",
-                        i + 1
-                    ));
-                }
-            }
-            3 => {
-                let node = &mut self.nodes[i];
-                if node.frozen_until.is_none() {
-                    node.frozen_until = Some(now + dur);
-                    self.log(format!("FAULT node {} frozen for {dur} ms", i + 1));
-                }
-            }
-            4 => {
-                let mut b = self.rng.random_range(0..=n);
-                if b == i + 1 {
-                    b = 0;
-                }
-                self.cuts.push(Cut {
-                    a: i + 1,
-                    b,
-                    until: now + dur,
-                });
-                let other = if b == 0 {
-                    "the monitor".to_string()
-                } else {
-                    format!("node {b}")
-                };
-                self.log(format!(
-                    "FAULT partition node {} | {other} for {dur} ms",
-                    i + 1
-                ));
-            }
-            5 => {
-                for b in 0..=n {
-                    if b != i + 1 {
-                        self.cuts.push(Cut {
-                            a: i + 1,
-                            b,
-                            until: now + dur,
-                        });
-                    }
-                }
-                self.log(format!("FAULT node {} isolated for {dur} ms", i + 1));
-            }
-            _ => {
-                if self.monitor_down_until.is_none() {
-                    self.monitor_down_until = Some(now + dur / 2);
-                    self.log(format!("FAULT monitor down for {} ms", dur / 2));
-                }
-            }
-        }
-    }
-
-    fn heal(&mut self) {
-        self.log("HEAL: every fault ends".into());
-        self.cuts.clear();
-        let now = self.now;
-        if self.monitor_down_until.take().is_some() {
-            let ts = self.timestamp();
-            self.monitor.restart(ts);
-        }
-        for n in &mut self.nodes {
-            n.frozen_until = None;
-            n.start_fails_until = None;
-            n.crash_loop_until = None;
-            n.status_fails_until = None;
-            // Both faults end (`a || b` would leave the second one set
-            // when the first was).
-            let machine = n.down_until.take().is_some();
-            let keeper = n.keeper_down_until.take().is_some();
-            if machine || keeper {
-                n.keeper.restart(now);
-            }
-        }
-    }
-}
-
-impl World {
-    /// The operator drops node `i` (at most once per run, never the last
-    /// node): with `--force` as for a machine that is gone for good (it is
-    /// taken away for the rest of the run), or normally, when its keeper
-    /// takes it out. A writer is dropped only as a primary with
-    /// synchronous replication on: dropping a wait_primary leaves no
-    /// standby known to hold every commit, and the group then waits for
-    /// an operator decision (perform failover, not simulated yet).
-    fn operator_drop(&mut self, i: usize) {
-        if !self.params.drops || self.dropped_one {
-            return;
-        }
-        let id = self.nodes[i].id;
-        let stored = &self.monitor.stored;
-        let Some(node) = stored.node(id) else {
-            return;
-        };
-        let others = stored
-            .nodes
-            .iter()
-            .filter(|n| n.id != id && n.assigned != NodeState::Dropped)
-            .count();
-        let writer_with_sync_off = node.assigned.accepts_writes()
-            && !(node.assigned == NodeState::Primary && node.reported == NodeState::Primary);
-        if others == 0 || writer_with_sync_off || self.monitor_down_until.is_some() {
-            return;
-        }
-        let force = self.rng.random_bool(0.5);
-        let ts = self.timestamp();
-        let changes = match self.monitor.drop_node(id, force, ts) {
-            Ok(changes) => changes,
-            // The monitor says no (it could lose acknowledged commits):
-            // the operator is told why, nothing changed.
-            Err(e) => {
-                self.log(format!("OPERATOR drop node {id} refused: {e}"));
-                return;
-            }
-        };
-        if force {
-            let n = &mut self.nodes[i];
-            n.pg.stop();
-            n.keeper.gone = true;
-        }
-        self.dropped_one = true;
-        self.log(format!(
-            "OPERATOR drop node {id}{}",
-            if force {
-                " --force (its machine is gone for good)"
-            } else {
-                ""
-            }
-        ));
         self.note_assignments(changes);
     }
 }

@@ -163,5 +163,9 @@ impl SimMonitor {
     /// A restart loses the in-memory heartbeat table; the stored rows stay.
     pub fn restart(&mut self, now: Timestamp) {
         self.live = Live::new(now);
+        // As the daemon does at start.
+        let mut view = self.view();
+        let actions = self.core.rebase_clock(&mut view, now);
+        self.keep(view, &actions);
     }
 }

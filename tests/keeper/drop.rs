@@ -13,23 +13,7 @@ const STEP: Duration = Duration::from_secs(60);
 async fn dropping_a_dead_primary_of_three_promotes_a_secondary() {
     let dir = TestDir::new("k-dropprim");
     let monitor = MonitorProc::start(&dir).await;
-    let mut a = KeeperProc::create(&dir, &monitor.uri, "a");
-    wait_state(&monitor, "a", "single", STEP).await;
-    let b = KeeperProc::create(&dir, &monitor.uri, "b");
-    wait_state(&monitor, "b", "secondary", STEP).await;
-    let c = KeeperProc::create(&dir, &monitor.uri, "c");
-    wait_state(&monitor, "c", "secondary", STEP).await;
-    wait_state(&monitor, "a", "primary", STEP).await;
-    eventually("both standbys synchronous", STEP, || async {
-        (a.query("SHOW synchronous_standby_names")
-            .await
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some("ANY 1 (pgpilot_node_2, pgpilot_node_3)"))
-        .then_some(())
-    })
-    .await;
+    let (mut a, b, c) = primary_and_two_secondaries(&dir, &monitor).await;
     a.query("CREATE TABLE acked (i int)").await.unwrap();
     for i in 1..=20 {
         a.query(&format!("INSERT INTO acked VALUES ({i})"))

@@ -13,24 +13,7 @@ const STEP: Duration = Duration::from_secs(60);
 async fn three_nodes_elect_a_new_primary() {
     let dir = TestDir::new("k-elect");
     let monitor = MonitorProc::start(&dir).await;
-    let mut a = KeeperProc::create(&dir, &monitor.uri, "a");
-    wait_state(&monitor, "a", "single", STEP).await;
-    let b = KeeperProc::create(&dir, &monitor.uri, "b");
-    wait_state(&monitor, "b", "secondary", STEP).await;
-    let c = KeeperProc::create(&dir, &monitor.uri, "c");
-    wait_state(&monitor, "c", "secondary", STEP).await;
-    wait_state(&monitor, "a", "primary", STEP).await;
-    let ssn = "SHOW synchronous_standby_names";
-    eventually(
-        "both standbys in synchronous_standby_names",
-        STEP,
-        || async {
-            (a.query(ssn).await.ok().flatten().as_deref()
-                == Some("ANY 1 (pgpilot_node_2, pgpilot_node_3)"))
-            .then_some(())
-        },
-    )
-    .await;
+    let (mut a, b, c) = primary_and_two_secondaries(&dir, &monitor).await;
     a.query("CREATE TABLE acked (i int)").await.unwrap();
     for i in 1..=50 {
         a.query(&format!("INSERT INTO acked VALUES ({i})"))

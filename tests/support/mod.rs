@@ -568,3 +568,34 @@ pub async fn primary_and_secondary(
     wait_state(monitor, "a", "primary", step).await;
     (a, b)
 }
+
+/// A primary "a" with two secondaries "b" and "c", both in
+/// synchronous_standby_names, all keepers running.
+pub async fn primary_and_two_secondaries(
+    dir: &TestDir,
+    monitor: &MonitorProc,
+) -> (KeeperProc, KeeperProc, KeeperProc) {
+    let step = Duration::from_secs(60);
+    let a = KeeperProc::create(dir, &monitor.uri, "a");
+    wait_state(monitor, "a", "single", step).await;
+    let b = KeeperProc::create(dir, &monitor.uri, "b");
+    wait_state(monitor, "b", "secondary", step).await;
+    let c = KeeperProc::create(dir, &monitor.uri, "c");
+    wait_state(monitor, "c", "secondary", step).await;
+    wait_state(monitor, "a", "primary", step).await;
+    eventually(
+        "both standbys in synchronous_standby_names",
+        step,
+        || async {
+            (a.query("SHOW synchronous_standby_names")
+                .await
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some("ANY 1 (pgpilot_node_2, pgpilot_node_3)"))
+            .then_some(())
+        },
+    )
+    .await;
+    (a, b, c)
+}

@@ -314,7 +314,11 @@ impl Engine {
             wal_receiver,
             system_identifier: self.obs.system_identifier.unwrap_or(0),
             transition_error: self.transition_error.clone(),
-            status_unknown: self.obs.running && status.is_none(),
+            // Without a status nothing is known of the position, whether
+            // PostgreSQL runs or not: a node whose PostgreSQL is being
+            // restarted is reported running (see `report_pg_running`), and
+            // its "LSN 0" once won an election (simulation, seed 6017).
+            status_unknown: status.is_none(),
         }
     }
 

@@ -273,8 +273,13 @@ fn unknown_status_is_reported_as_unknown() {
     assert_eq!((req.lsn, req.timeline), (0, 0));
     e.observe(s(2.0), running(standby(None)));
     assert!(!e.request(s(2.0)).status_unknown);
+    // Stopped (perhaps being restarted, and so reported running): its
+    // position is unknown too.
     e.observe(s(3.0), stopped());
-    assert!(!e.request(s(3.0)).status_unknown, "stopped is known");
+    assert!(
+        e.request(s(3.0)).status_unknown,
+        "stopped says nothing of the LSN"
+    );
 }
 
 #[test]

@@ -46,6 +46,25 @@ impl Control {
         Ok(())
     }
 
+    /// At start: goal times stored by an earlier process on a clock that
+    /// was ahead are rebased to our start (see [`crate::core::Core::rebase_clock`]).
+    pub async fn rebase_clocks(&self, now: Timestamp) -> Result<()> {
+        for (formation, group_id) in self.store.groups().await? {
+            let _guard = self.lock_group(&formation, group_id).await;
+            let mut tx = self.begin(&formation, group_id, now).await?;
+            let actions = self.core.rebase_clock(&mut tx.view, now);
+            if !actions.is_empty() {
+                tracing::warn!(
+                    formation = %formation, group = group_id,
+                    "{} goal time(s) were ahead of this monitor's clock (the system clock was set back?): taken as now",
+                    actions.len()
+                );
+            }
+            self.finish(tx, &actions).await?;
+        }
+        Ok(())
+    }
+
     /// Re-runs a group's FSM for the rules that fire on time alone (lease
     /// expiry, silence, stall). Writes only when the FSM has something to do.
     pub async fn tick(&self, formation: &str, group_id: i32, now: Timestamp) -> Result<()> {

@@ -64,6 +64,23 @@ impl Core {
         out.extend(actions);
     }
 
+    /// At the start of a monitor process: goal times an earlier process
+    /// stored on a clock that was ahead of ours (it was stepped back
+    /// meanwhile) are taken to be our start. Rules compare goal times with
+    /// each other (was a quorum standby dropped after the primary last
+    /// re-applied its settings?), and such a time would look newer than
+    /// anything this process does (found by the simulation, seed 61019).
+    pub fn rebase_clock(&self, g: &mut GroupView, started_at: Timestamp) -> Vec<Action> {
+        g.nodes
+            .iter_mut()
+            .filter(|n| n.goal_changed_at > started_at)
+            .map(|n| {
+                n.goal_changed_at = started_at;
+                Action::RebaseGoalTime { node_id: n.id }
+            })
+            .collect()
+    }
+
     /// The clock: rules that fire on time alone (lease expiry, silence,
     /// stall).
     pub fn tick(&self, g: &mut GroupView, now: Timestamp) -> Vec<Action> {

@@ -150,6 +150,7 @@ fn changes(g: &GroupView, a: &Action) -> bool {
         // Not produced by rules: the operations in `crate::core` emit them
         // after changing the view themselves.
         Action::SaveNode { .. }
+        | Action::RebaseGoalTime { .. }
         | Action::AddNode { .. }
         | Action::SaveGroupSystemIdentifier
         | Action::SaveDbname
@@ -176,6 +177,7 @@ pub fn apply(group: &mut GroupView, actions: &[Action], now: Timestamp) {
             Action::WaitOver => group.waiting_for = None,
             // The view already holds what these write.
             Action::SaveNode { .. }
+            | Action::RebaseGoalTime { .. }
             | Action::AddNode { .. }
             | Action::SaveGroupSystemIdentifier
             | Action::SaveDbname

@@ -144,6 +144,9 @@ pub enum Action {
     SaveNode { node_id: i64 },
     /// Insert the node (registration) from the view.
     AddNode { node_id: i64 },
+    /// Write the node's goal time from the view (see
+    /// `Core::rebase_clock`).
+    RebaseGoalTime { node_id: i64 },
     /// Write the group's system identifier from the view.
     SaveGroupSystemIdentifier,
     /// Write the formation's dbname from the view (first node).

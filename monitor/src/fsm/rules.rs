@@ -301,7 +301,9 @@ pub fn drop_refusal(
     if n.assigned == Dropped || !n.replication_quorum || n.assigned.accepts_writes() {
         return None;
     }
-    let writer_unhealthy = primary(g).is_some_and(|p| p.id != n.id && is_unhealthy(p, now, cfg));
+    // Not healthy is enough (a primary whose PostgreSQL crash-loops is not
+    // yet "unhealthy": its keeper is still restarting it; seed 61019).
+    let writer_unhealthy = primary(g).is_some_and(|p| p.id != n.id && !is_healthy(p, now, cfg));
     (failover_under_way(g) || writer_unhealthy).then(|| {
         format!(
             "node {} may hold acknowledged commits that no other node has, and {}: dropping it now \
@@ -310,7 +312,7 @@ pub fn drop_refusal(
             if failover_under_way(g) {
                 "a failover is under way"
             } else {
-                "the primary is unhealthy"
+                "the primary is not healthy"
             }
         )
     })

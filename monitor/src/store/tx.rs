@@ -152,6 +152,15 @@ impl GroupTx {
                 }
                 self.save_node(*node_id).await?;
             }
+            Action::RebaseGoalTime { node_id } => {
+                if let (Some(w), Some(v)) = (
+                    self.written.nodes.iter_mut().find(|n| n.id == *node_id),
+                    self.view.node(*node_id),
+                ) {
+                    w.goal_changed_at = v.goal_changed_at;
+                }
+                self.save_node(*node_id).await?;
+            }
             Action::AddNode { node_id } => {
                 let Some(n) = self.view.node(*node_id).cloned() else {
                     bail!("node {node_id} was added but is not in the view");

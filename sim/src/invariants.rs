@@ -1,0 +1,109 @@
+//! The invariants, each checked in one place after every step: the
+//! promises of DESIGN.md §1 as the simulation can see them.
+
+use pgpilot_proto::NodeState;
+
+use super::{Node, World};
+
+impl World {
+    pub(super) fn check(&mut self) {
+        let writable: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| {
+                let n = &self.nodes[*i];
+                n.pg.accepts_writes() && !n.frozen() && n.down_until.is_none()
+            })
+            .collect();
+        if writable.len() > 1 {
+            let ids: Vec<i64> = writable.iter().map(|i| self.nodes[*i].id).collect();
+            self.violate(format!("nodes {ids:?} accept writes at the same time"));
+        }
+        for i in writable {
+            let d = self.nodes[i].pg.data.as_ref().expect("writable");
+            if let Some(lost) = self.acked.iter().find(|id| !d.ids.contains(id)) {
+                let (lost, id) = (*lost, self.nodes[i].id);
+                let (_, by, at) = self
+                    .ack_log
+                    .iter()
+                    .find(|(r, _, _)| *r == lost)
+                    .copied()
+                    .unwrap_or_default();
+                let holders: Vec<i64> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.pg.data.as_ref().is_some_and(|d| d.ids.contains(&lost)))
+                    .map(|n| n.id)
+                    .collect();
+                self.violate(format!(
+                    "acknowledged commit {lost} (acknowledged by node {} at {:.1}s; held by nodes {holders:?}) \
+                     is missing on node {id}, which accepts writes",
+                    by + 1,
+                    at as f64 / 1000.0
+                ));
+            }
+        }
+    }
+
+    /// A promotion was just decided: was the primary in fact fine?
+    pub(super) fn check_needless_failover(&mut self) {
+        let alive = |n: &Node| n.down_until.is_none() && !n.frozen() && n.pg.running;
+        let Some(p) = (0..self.nodes.len())
+            .find(|i| alive(&self.nodes[*i]) && self.nodes[*i].pg.accepts_writes())
+        else {
+            return;
+        };
+        let registered: Vec<usize> = (0..self.nodes.len())
+            .filter(|j| *j != p && self.monitor.stored.node(self.nodes[*j].id).is_some())
+            .collect();
+        let all_stream = !registered.is_empty()
+            && registered
+                .iter()
+                .all(|j| self.nodes[*j].pg.streaming_from == Some(p));
+        if all_stream {
+            self.needless_failovers += 1;
+            self.log(format!(
+                "NEEDLESS failover: node {} was healthy and every other node streamed from it",
+                p + 1
+            ));
+        }
+    }
+
+    pub(super) fn check_converged(&mut self) -> Result<(), String> {
+        let view = self.monitor.view();
+        let converged = view.nodes.iter().all(|n| n.reported == n.assigned);
+        // Without a quorum standby the primary stays wait_primary.
+        let quorum_standby = |p: i64| view.nodes.iter().any(|n| n.id != p && n.replication_quorum);
+        let primaries = view
+            .nodes
+            .iter()
+            .filter(|n| match n.assigned {
+                NodeState::Primary | NodeState::Single => true,
+                NodeState::WaitPrimary => !quorum_standby(n.id),
+                _ => false,
+            })
+            .count();
+        let secondaries = view
+            .nodes
+            .iter()
+            .filter(|n| n.assigned == NodeState::Secondary)
+            .count();
+        let remaining = self.nodes.iter().filter(|n| !n.keeper.gone).count();
+        if converged && primaries == 1 && primaries + secondaries == remaining {
+            return Ok(());
+        }
+        let states: Vec<String> = view
+            .nodes
+            .iter()
+            .map(|n| format!("node {}: {}/{}", n.id, n.reported, n.assigned))
+            .collect();
+        let what = format!(
+            "no convergence {} s after the faults healed: {}{}",
+            self.params.converge_within_ms / 1000,
+            states.join(", "),
+            view.waiting_for
+                .as_ref()
+                .map_or(String::new(), |w| format!("; the monitor says: {w}"))
+        );
+        self.violate(what.clone());
+        Err(what)
+    }
+}

@@ -1,0 +1,124 @@
+//! The data path: streaming replication, synchronous acknowledgement
+//! and the clients that write.
+
+use pgpilot_keeper::plan::Role;
+use rand::Rng;
+
+use super::{pg, World};
+
+impl World {
+    /// Standbys stream from their upstream when they can: a standby whose
+    /// WAL is a prefix of the upstream's receives all of it at once.
+    pub(super) fn replicate(&mut self) {
+        // Replay runs one step behind what was received.
+        for n in &mut self.nodes {
+            if n.pg.running && !n.frozen() {
+                if let Some(d) = n.pg.data.as_mut() {
+                    d.replayed = d.wal.len();
+                }
+            }
+        }
+        for j in 0..self.nodes.len() {
+            let n = &self.nodes[j];
+            let upstream = match n.pg.data.as_ref().map(|d| &d.config) {
+                Some(Role::Standby { upstream: Some(u) }) => Some((u.node_id - 1) as usize),
+                _ => None,
+            };
+            let mut from = None;
+            if let Some(u) = upstream {
+                let src = &self.nodes[u];
+                let ok = n.pg.running
+                    && n.pg.in_recovery
+                    && !n.frozen()
+                    && src.pg.running
+                    && !src.frozen()
+                    && u != j
+                    && self.link(j + 1, u + 1);
+                if ok {
+                    let (mine, theirs) = (n.pg.data.as_ref(), src.pg.data.as_ref());
+                    if let (Some(mine), Some(theirs)) = (mine, theirs) {
+                        if mine.is_prefix_of(theirs) {
+                            from = Some((u, theirs.wal.clone(), theirs.tli));
+                        }
+                    }
+                }
+            }
+            let now = self.now;
+            let n = &mut self.nodes[j];
+            match from {
+                Some((u, wal, tli)) => {
+                    let d = n.pg.data.as_mut().expect("checked");
+                    if d.wal.len() < wal.len() {
+                        for id in &wal[d.wal.len()..] {
+                            d.ids.insert(*id);
+                        }
+                        d.wal = wal;
+                    }
+                    d.tli = d.tli.max(tli);
+                    n.pg.streaming_from = Some(u);
+                    n.pg.last_contact = Some(now);
+                }
+                None => {
+                    if !n.frozen() {
+                        n.pg.streaming_from = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A commit is acknowledged once enough of the standbys named in
+    /// synchronous_standby_names have flushed it (PostgreSQL's ANY k).
+    pub(super) fn acknowledge(&mut self) {
+        let mut still = Vec::new();
+        let pending = std::mem::take(&mut self.pending);
+        for (i, id) in pending {
+            let n = &self.nodes[i];
+            if !n.pg.running || n.down_until.is_some() {
+                continue; // the client got an error: not acknowledged
+            }
+            if n.frozen() {
+                still.push((i, id));
+                continue;
+            }
+            let ok = match n.pg.ssn().and_then(pg::parse_ssn) {
+                None => true,
+                Some((k, ids)) => {
+                    let have = ids
+                        .iter()
+                        .filter(|j| {
+                            let s = &self.nodes[**j - 1];
+                            s.pg.streaming_from == Some(i)
+                                && s.pg.data.as_ref().is_some_and(|d| d.ids.contains(&id))
+                        })
+                        .count();
+                    have >= k
+                }
+            };
+            if ok {
+                self.acked.push(id);
+                self.ack_log.push((id, i, self.now));
+            } else {
+                still.push((i, id));
+            }
+        }
+        self.pending = still;
+    }
+
+    /// Clients write to every node that accepts writes.
+    pub(super) fn clients(&mut self) {
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            if n.pg.accepts_writes()
+                && !n.frozen()
+                && n.down_until.is_none()
+                && self.rng.random_bool(0.5)
+            {
+                let id = self.new_record();
+                let n = &mut self.nodes[i];
+                n.pg.data.as_mut().expect("writable").append(id);
+                self.pending.push((i, id));
+            }
+        }
+    }
+}
