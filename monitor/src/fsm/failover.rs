@@ -252,7 +252,7 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
         // primary to follow: waiting for it would wait forever (found by
         // the simulation, seed 887). A silent keeper's word is stale: its
         // PostgreSQL may have started and stream (seed 54563).
-        let can_vote = |s: &NodeView| action_for(s.reported, ReportLsn).is_some();
+        let can_vote = |s: &NodeView| can_report_lsn(s);
         let rejoining_stopped =
             |s: &NodeView| !can_vote(s) && !s.pg_running && !keeper_silent(s, now, cfg);
         if followers.iter().any(|s| {
@@ -303,4 +303,11 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
         p.id, c.id
     )));
     out
+}
+
+/// Whether the node can be told to report its LSN for an election: it
+/// already does (an earlier election's loser still on its way to the
+/// winner, which is gone now: seed 7475), or its state has an edge there.
+pub(super) fn can_report_lsn(s: &NodeView) -> bool {
+    s.reported == ReportLsn || action_for(s.reported, ReportLsn).is_some()
 }

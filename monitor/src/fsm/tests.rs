@@ -322,6 +322,19 @@ fn alone_and_drop_rules() {
             "the operator dropped primary node 1",
         ),
         case(
+            // Seed 7475: the loser of an earlier election, still in
+            // report_lsn on its way to a winner that is now dropped.
+            "dropped primary: an earlier election's loser votes as it is",
+            vec![
+                node(1, Secondary),
+                node(2, Primary).dropped(Primary, true),
+                node(3, ReportLsn).goal(Catchingup),
+            ],
+            at(1.0),
+            vec![Bump, Goal(1, ReportLsn), Goal(3, ReportLsn)],
+            "the operator dropped primary node 2",
+        ),
+        case(
             "dropped primary of two: its secondary is promoted once it is fenced",
             vec![node(1, Primary).dropped(Primary, true), node(2, Secondary)],
             at(1.0),

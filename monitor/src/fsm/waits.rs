@@ -9,7 +9,9 @@
 //! they last longer than [`grace`]. Reasons carry no times or LSNs, so the
 //! same wait is one event however long it lasts.
 
-use pgpilot_proto::{action_for, NodeState::*};
+use pgpilot_proto::NodeState::*;
+
+use super::failover::can_report_lsn;
 
 use super::health::{age, is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent};
 use super::rules::{active, primary, settings_pending_drop};
@@ -125,9 +127,9 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
                 && matches!(s.assigned, Secondary | Catchingup)
                 && s.replication_quorum;
             let stopped = !s.pg_running && !keeper_silent(s, now, cfg);
-            if !follower || (action_for(s.reported, ReportLsn).is_none() && stopped) {
+            if !follower || (!can_report_lsn(s) && stopped) {
                 None
-            } else if action_for(s.reported, ReportLsn).is_none() {
+            } else if !can_report_lsn(s) {
                 Some((
                     s,
                     format!(
