@@ -52,8 +52,17 @@ pub fn lease_expired(node: &NodeView, now: Timestamp, cfg: &FsmConfig) -> bool {
 /// The node cannot be acknowledging writes: its last report was a state in
 /// which Postgres does not accept writes (the keeper persists a state only
 /// after the transition succeeded), or its lease expired.
+///
+/// The lease alone is not proof for a node the operator dropped without
+/// `--force`: a keeper keeps a lapsed lease while every standby streams
+/// from it (the fencing exemption), and a drop, unlike a failover, needs no
+/// standby to have lost its stream first. Its keeper is alive by the
+/// operator's word, so its report of a stopped state is awaited (found by
+/// the simulation, seed 78723: two writable nodes). `--force` says the
+/// machine is gone for good, and the lease is then taken as proof.
 pub fn is_fenced(node: &NodeView, now: Timestamp, cfg: &FsmConfig) -> bool {
-    !node.reported.accepts_writes() || lease_expired(node, now, cfg)
+    let dropped_alive = node.assigned == NodeState::Dropped && !node.drop_forced;
+    !node.reported.accepts_writes() || (lease_expired(node, now, cfg) && !dropped_alive)
 }
 
 /// reported == assigned == `state` (DESIGN.md §3).

@@ -335,6 +335,22 @@ fn alone_and_drop_rules() {
             "the operator dropped primary node 2",
         ),
         case(
+            // Seed 78723: its keeper may keep a lapsed lease while the
+            // standby streams from it.
+            "a primary dropped without --force is waited for, lease or not",
+            vec![
+                node(1, Primary)
+                    .dropped(Primary, false)
+                    .silent_since(Some(at(-10.0)))
+                    .changed_at(at(-10.0)),
+                node(2, Secondary),
+            ],
+            t0(),
+            // Promoted read-only; the lease gate waits for node 1's word.
+            vec![Bump, Goal(2, PreparePromotion), WaitFor(1)],
+            "until its keeper stops PostgreSQL",
+        ),
+        case(
             "dropped primary of two: its secondary is promoted once it is fenced",
             vec![node(1, Primary).dropped(Primary, true), node(2, Secondary)],
             at(1.0),

@@ -95,6 +95,17 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
             .iter()
             .find(|o| o.id != c.id && !is_fenced(o, now, cfg))
         {
+            if o.assigned == Dropped && !o.drop_forced {
+                return Some((
+                    o.id,
+                    format!(
+                        "node {} stays read-only: node {} was dropped and may accept writes until its keeper \
+                         stops PostgreSQL and reports it; if that machine is gone for good, drop node {} \
+                         with --force",
+                        c.id, o.id, o.id
+                    ),
+                ));
+            }
             return Some((
                 c.id,
                 format!(
@@ -153,6 +164,20 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
                 ),
             ));
         }
+    }
+    // A dropped writer whose keeper has not said it stopped.
+    if let Some(d) = g.nodes.iter().find(|d| {
+        d.assigned == Dropped && !is_fenced(d, now, cfg) && long(d) && active(g).next().is_some()
+    }) {
+        return Some((
+            d.id,
+            format!(
+                "node {} was dropped and may accept writes until its keeper stops PostgreSQL and \
+                 reports it; no other node is made writable before; if that machine is gone for good, \
+                 drop node {} with --force",
+                d.id, d.id
+            ),
+        ));
     }
     // A dropped writer whose standbys are not known to hold every commit.
     if primary(g).is_none() && active(g).next().is_some() {
