@@ -106,6 +106,7 @@ impl Live {
             view.replication_stall_since = live.replication_stall_since;
             view.transition_error = live.transition_error;
             view.status_unknown = live.status_unknown;
+            view.heard = true;
         }
         // This process has not heard from the keeper: what the row says of
         // its position may be older than a report the previous monitor
@@ -118,6 +119,7 @@ impl Live {
         // from a clock that was ahead before a step back would make a dead
         // node look alive for as long as the step).
         if self.get(view.id).is_none() {
+            view.heard = false;
             view.status_unknown = true;
             view.last_report = Some(self.started_at);
         }

@@ -108,6 +108,9 @@ pub struct Engine {
     /// When every other node was last seen streaming from this one (the
     /// fencing exemption, see [`Engine::fence_deadline`]).
     exempt_seen: Option<Mono>,
+    /// When PostgreSQL's status was last read (the exemption holds only
+    /// through observations that follow each other closely).
+    last_status_at: Option<Mono>,
     budget: budget::Budget,
     /// The role the settings were last verified for; `None` forces a
     /// re-check (after a start, a stop, a fence).
@@ -134,6 +137,7 @@ impl Engine {
             upstream_contact: None,
             silence_since: None,
             exempt_seen: None,
+            last_status_at: None,
             budget: budget::Budget::default(),
             applied_role: None,
             transition_error: String::new(),
@@ -191,7 +195,26 @@ impl Engine {
         match &obs.status {
             Some(s) => {
                 self.note_upstream(now, s);
-                self.exempt_seen = self.all_others_stream(s).then_some(now);
+                // The exemption vouches for this node only while no standby
+                // can have been a failover witness (silent for the
+                // monitor's replication_lost_timeout, as long as a lease).
+                // So it starts only under a valid lease, and carries on past
+                // the lease only through observations at most two thirds of
+                // a lease apart (a round without the monitor takes a poll
+                // plus a report timeout, 1.8 s of a 3 s lease): a gap (a
+                // freeze, a stalled loop) or a lapse ends it
+                // until the monitor answers again. Without this, a frozen
+                // primary resuming as its standby was being promoted saw that
+                // standby stream from it one last time and kept writing
+                // (simulation, seed 11137).
+                let close = self
+                    .last_status_at
+                    .is_some_and(|t| now.saturating_sub(t) <= self.lease * 2 / 3);
+                let carries_on = self.exempt_seen.is_some() && close;
+                self.exempt_seen = (self.all_others_stream(s)
+                    && (self.lease_valid(now) || carries_on))
+                    .then_some(now);
+                self.last_status_at = Some(now);
             }
             // Nobody streams from a PostgreSQL that does not run.
             None if !obs.running => self.exempt_seen = None,

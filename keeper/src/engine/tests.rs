@@ -404,3 +404,22 @@ fn a_standby_told_to_follow_another_node_is_rewound_first() {
     let restarted = Engine::new(e.state().clone(), Duration::from_secs(1));
     assert_eq!(restarted.state().following, Some(2));
 }
+
+#[test]
+fn the_exemption_needs_close_observations_under_an_expired_lease() {
+    let others = primary_streamed_by(&["pgpilot_node_2"]);
+    let mut e = primary_with_lease();
+    e.observe(s(11.0), running(others.clone()));
+    // Through a monitor outage, observed every 1.8 s: it carries on.
+    e.observe(s(12.8), running(others.clone()));
+    e.observe(s(14.6), running(others.clone()));
+    e.observe(s(16.4), running(others.clone()));
+    assert!(!e.must_fence(s(16.5)), "a monitor outage costs no writes");
+    // Frozen for 3 s: the standby may have been promoted meanwhile, and
+    // streaming from us once more on resume proves nothing.
+    e.observe(s(19.4), running(others.clone()));
+    assert!(e.must_fence(s(19.4)));
+    // It does not come back until the monitor answers again.
+    e.observe(s(20.0), running(others));
+    assert!(e.must_fence(s(20.0)));
+}

@@ -253,8 +253,11 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
         // the simulation, seed 887). A silent keeper's word is stale: its
         // PostgreSQL may have started and stream (seed 54563).
         let can_vote = |s: &NodeView| can_report_lsn(s);
-        let rejoining_stopped =
-            |s: &NodeView| !can_vote(s) && !s.pg_running && !keeper_silent(s, now, cfg);
+        let rejoining_stopped = |s: &NodeView| {
+            // A stored "stopped" after a monitor restart is stale too
+            // (seed 80195).
+            !can_vote(s) && !s.pg_running && s.heard && !keeper_silent(s, now, cfg)
+        };
         if followers.iter().any(|s| {
             s.replication_quorum
                 && !rejoining_stopped(s)

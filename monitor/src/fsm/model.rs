@@ -69,6 +69,10 @@ pub struct NodeView {
     /// (a failed or timed-out query): `lsn` and `tli` are then not what
     /// the node holds now, and no rule may count them as final.
     pub status_unknown: bool,
+    /// This monitor process has had a report from the keeper. After a
+    /// restart the stored fields are what an earlier process heard, and
+    /// `last_report` only says "not before our start".
+    pub heard: bool,
     /// On a primary: best sync_state of pgpilot standbys, "" when none streams.
     pub replication_state: String,
     /// On a standby: how long its WAL receiver had not heard from the

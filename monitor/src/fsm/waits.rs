@@ -137,7 +137,7 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
             let follower = s.id != p.id
                 && matches!(s.assigned, Secondary | Catchingup)
                 && s.replication_quorum;
-            let stopped = !s.pg_running && !keeper_silent(s, now, cfg);
+            let stopped = !s.pg_running && s.heard && !keeper_silent(s, now, cfg);
             if !follower || (!can_report_lsn(s) && stopped) {
                 None
             } else if !can_report_lsn(s) {
