@@ -126,6 +126,17 @@ impl Timings {
                 humantime::format_duration(self.keeper_poll_interval)
             );
         }
+        // A primary's keeper keeps serving past its lease while every
+        // standby streams from it, observing them at most 5/6 of a lease
+        // apart: a standby can only be a failover witness after a silence
+        // of at least a lease, or that exemption would not be safe.
+        if self.replication_lost_timeout < self.lease {
+            bail!(
+                "timings.replication_lost_timeout ({}) must be at least timings.lease ({})",
+                humantime::format_duration(self.replication_lost_timeout),
+                humantime::format_duration(self.lease)
+            );
+        }
         // A node must miss at least two polls and one probe round before it
         // is called silent, or one slow poll would trigger a failover.
         if self.node_unhealthy_timeout < self.keeper_poll_interval * 2

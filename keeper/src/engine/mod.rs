@@ -199,17 +199,19 @@ impl Engine {
                 // can have been a failover witness (silent for the
                 // monitor's replication_lost_timeout, as long as a lease).
                 // So it starts only under a valid lease, and carries on past
-                // the lease only through observations at most two thirds of
+                // the lease only through observations at most five sixths of
                 // a lease apart (a round without the monitor takes a poll
-                // plus a report timeout, 1.8 s of a 3 s lease): a gap (a
-                // freeze, a stalled loop) or a lapse ends it
+                // plus a report timeout, 1.8 s of a 3 s lease; a standby is
+                // a witness only after replication_lost_timeout, which the
+                // monitor keeps at least a lease): a gap (a freeze, a
+                // stalled loop) or a lapse ends it
                 // until the monitor answers again. Without this, a frozen
                 // primary resuming as its standby was being promoted saw that
                 // standby stream from it one last time and kept writing
                 // (simulation, seed 11137).
                 let close = self
                     .last_status_at
-                    .is_some_and(|t| now.saturating_sub(t) <= self.lease * 2 / 3);
+                    .is_some_and(|t| now.saturating_sub(t) <= self.lease * 5 / 6);
                 let carries_on = self.exempt_seen.is_some() && close;
                 self.exempt_seen = (self.all_others_stream(s)
                     && (self.lease_valid(now) || carries_on))
