@@ -45,6 +45,13 @@ impl World {
 
     /// A promotion was just decided: was the primary in fact fine?
     pub(super) fn check_needless_failover(&mut self) {
+        // The operator dropped the primary: a failover asked for.
+        let dropped_writer = self.monitor.stored.nodes.iter().any(|n| {
+            n.assigned == NodeState::Dropped && n.dropped_from.is_some_and(|s| s.accepts_writes())
+        });
+        if dropped_writer {
+            return;
+        }
         let alive = |n: &Node| n.down_until.is_none() && !n.frozen() && n.pg.running;
         let Some(p) = (0..self.nodes.len())
             .find(|i| alive(&self.nodes[*i]) && self.nodes[*i].pg.accepts_writes())

@@ -206,7 +206,8 @@ impl World {
             Decision::Steady(goal) => {
                 // A writable node may have just got its lease.
                 self.maybe_start(i);
-                let steps = self.engine(i).steady_steps(&goal);
+                let mono_now = self.mono(i, now);
+                let steps = self.engine(i).steady_steps(mono_now, &goal);
                 for step in &steps {
                     if let Err(e) = self.run_step(i, step) {
                         self.log(format!(

@@ -119,7 +119,7 @@ impl Agent {
     /// A standby told to follow another node is rewound first (see
     /// [`crate::engine::Engine::steady_steps`]).
     pub(super) async fn reconcile(&mut self, goal: &Goal) -> anyhow::Result<()> {
-        let steps = self.engine.steady_steps(goal);
+        let steps = self.engine.steady_steps(crate::clock::now(), goal);
         if steps.len() > 1 {
             tracing::info!(
                 "following node {:?} now: rewinding before it streams from it",

@@ -60,7 +60,7 @@ use std::time::Duration;
 
 use pgpilot_proto::{node_slot_name, pb, NodeState};
 
-use crate::plan::{self, Goal, Observed, PlanError, Role, Step};
+use crate::plan::{self, Goal, Observed, PlanError, Role, Step, Upstream};
 use crate::statefile::{KeeperState, RejoinRecord};
 
 pub use budget::{RESTART_BACKOFF, RESTART_LIMIT, RESTART_WINDOW};
@@ -75,6 +75,9 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
 /// must come back well within the lease, or the keeper could not fence in
 /// time: the lease runs from when the report was *sent*.
 pub const DEFAULT_REPORT_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long a catching-up standby may go without streaming from an
+/// upstream the monitor reports up before it is rewound (and how often).
+pub const STUCK_STANDBY: Duration = Duration::from_secs(10);
 /// The shortest wait between rounds: a deadline already past (fencing
 /// failed and is retried) must not turn the loop into a busy loop.
 const MIN_WAIT: Duration = Duration::from_millis(10);
@@ -111,6 +114,8 @@ pub struct Engine {
     /// When PostgreSQL's status was last read (the exemption holds only
     /// through observations that follow each other closely).
     last_status_at: Option<Mono>,
+    /// When a catching-up standby that could not stream was last rewound.
+    last_stuck_rejoin: Option<Mono>,
     budget: budget::Budget,
     /// The role the settings were last verified for; `None` forces a
     /// re-check (after a start, a stop, a fence).
@@ -138,6 +143,7 @@ impl Engine {
             silence_since: None,
             exempt_seen: None,
             last_status_at: None,
+            last_stuck_rejoin: None,
             budget: budget::Budget::default(),
             applied_role: None,
             transition_error: String::new(),
@@ -496,27 +502,64 @@ impl Engine {
     /// from is rewound first (dead end 12: an asynchronous standby ahead of
     /// a newly promoted node, or an election's loser, could never stream
     /// again; pg_rewind is a no-op for one that is behind).
-    pub fn steady_steps(&self, goal: &Goal) -> Vec<Step> {
-        let Some(role) = self.role_to_apply(goal) else {
-            return Vec::new();
+    ///
+    /// And a catching-up standby that has not streamed for
+    /// [`STUCK_STANDBY`] although the monitor reports its upstream up is
+    /// rewound too, at most every [`STUCK_STANDBY`]: its WAL may have
+    /// diverged from that upstream's in a way the node it follows does not
+    /// show (the upstream itself was rewound; simulation seed 96626).
+    pub fn steady_steps(&mut self, now: Mono, goal: &Goal) -> Vec<Step> {
+        let rejoin = |u: &Upstream, role: &Role| {
+            vec![
+                Step::Stop,
+                Step::Rewind(u.clone()),
+                Step::Configure(role.clone()),
+                Step::Start,
+            ]
         };
-        match (&role, self.state.following) {
-            (Role::Standby { upstream: Some(u) }, Some(f))
-                if f != u.node_id
-                    && matches!(
-                        self.state.current,
-                        NodeState::Catchingup | NodeState::Secondary
-                    ) =>
-            {
-                vec![
-                    Step::Stop,
-                    Step::Rewind(u.clone()),
-                    Step::Configure(role.clone()),
-                    Step::Start,
-                ]
-            }
-            _ => vec![Step::Configure(role)],
+        let standby = matches!(
+            self.state.current,
+            NodeState::Catchingup | NodeState::Secondary
+        );
+        if let Some(role) = self.role_to_apply(goal) {
+            return match (&role, self.state.following) {
+                (Role::Standby { upstream: Some(u) }, Some(f)) if f != u.node_id && standby => {
+                    rejoin(u, &role)
+                }
+                _ => vec![Step::Configure(role)],
+            };
         }
+        let stuck = self.state.current == NodeState::Catchingup
+            && self.obs.status.as_ref().is_some_and(|s| {
+                s.in_recovery && !s.wal_receiver.is_some_and(|(streaming, _)| streaming)
+            })
+            && self.upstream_silent(now).is_some_and(|d| d > STUCK_STANDBY)
+            && self
+                .last_stuck_rejoin
+                .is_none_or(|t| now.saturating_sub(t) > STUCK_STANDBY)
+            && self.upstream_reported_up(goal);
+        match (&self.applied_role, &goal.primary) {
+            (Some(role @ Role::Standby { upstream: Some(_) }), Some(u)) if stuck => {
+                self.last_stuck_rejoin = Some(now);
+                rejoin(u, &role.clone())
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The monitor's last reply says the node to follow reports a writable
+    /// state (so a standby that cannot stream from it is not merely
+    /// waiting for a primary that is down).
+    fn upstream_reported_up(&self, goal: &Goal) -> bool {
+        let Some(u) = &goal.primary else {
+            return false;
+        };
+        self.last_reply.as_ref().is_some_and(|r| {
+            r.other_nodes.iter().any(|n| {
+                n.node_id == u.node_id
+                    && NodeState::from_wire(n.reported_state).is_ok_and(|s| s.accepts_writes())
+            })
+        })
     }
 
     /// Until the next round: the poll interval, or sooner when the fencing

@@ -389,7 +389,7 @@ fn a_standby_told_to_follow_another_node_is_rewound_first() {
         upstream: Some(up(1)),
     }));
     assert_eq!(e.state().following, Some(1));
-    let steps = e.steady_steps(&goal);
+    let steps = e.steady_steps(s(1.0), &goal);
     assert!(
         matches!(&steps[..], [Step::Stop, Step::Rewind(u), Step::Configure(_), Step::Start] if u.node_id == 2),
         "{steps:?}"
@@ -400,7 +400,10 @@ fn a_standby_told_to_follow_another_node_is_rewound_first() {
     }));
     e.role_applied(None);
     e.observe(s(2.0), running(standby(Some((true, Some(0))))));
-    assert!(matches!(&e.steady_steps(&goal)[..], [Step::Configure(_)]));
+    assert!(matches!(
+        &e.steady_steps(s(2.0), &goal)[..],
+        [Step::Configure(_)]
+    ));
     let restarted = Engine::new(e.state().clone(), Duration::from_secs(1));
     assert_eq!(restarted.state().following, Some(2));
 }
