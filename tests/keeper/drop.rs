@@ -14,12 +14,7 @@ async fn dropping_a_dead_primary_of_three_promotes_a_secondary() {
     let dir = TestDir::new("k-dropprim");
     let monitor = MonitorProc::start(&dir).await;
     let (mut a, b, c) = primary_and_two_secondaries(&dir, &monitor).await;
-    a.query("CREATE TABLE acked (i int)").await.unwrap();
-    for i in 1..=20 {
-        a.query(&format!("INSERT INTO acked VALUES ({i})"))
-            .await
-            .unwrap();
-    }
+    commit_rows(&a, 20).await;
     let a_id = a.state()["node_id"]
         .as_i64()
         .expect("node id in the state file");
@@ -36,22 +31,7 @@ async fn dropping_a_dead_primary_of_three_promotes_a_secondary() {
         &id,
         "--force",
     ]);
-    let new = eventually("a new primary", STEP, || async {
-        let states = node_states(&mut monitor.client().await).await;
-        let writable = |n: &str| {
-            states
-                .get(n)
-                .is_some_and(|(r, g)| r == g && (r == "wait_primary" || r == "primary"))
-        };
-        if writable("b") {
-            Some(&b)
-        } else if writable("c") {
-            Some(&c)
-        } else {
-            None
-        }
-    })
-    .await;
+    let new = [&b, &c][new_primary_among(&monitor, &[&b, &c], STEP).await];
     let count = "SELECT count(*)::text FROM acked";
     assert_eq!(new.query(count).await.unwrap(), Some("20".into()));
     eventually("the dropped primary's row removed", STEP, || async {

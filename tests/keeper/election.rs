@@ -14,31 +14,14 @@ async fn three_nodes_elect_a_new_primary() {
     let dir = TestDir::new("k-elect");
     let monitor = MonitorProc::start(&dir).await;
     let (mut a, b, c) = primary_and_two_secondaries(&dir, &monitor).await;
-    a.query("CREATE TABLE acked (i int)").await.unwrap();
-    for i in 1..=50 {
-        a.query(&format!("INSERT INTO acked VALUES ({i})"))
-            .await
-            .unwrap();
-    }
+    commit_rows(&a, 50).await;
 
     a.kill9();
     let count = "SELECT count(*)::text FROM acked";
-    let (new, other) = eventually("a new primary", STEP, || async {
-        let states = node_states(&mut monitor.client().await).await;
-        let writable = |n: &str| {
-            states
-                .get(n)
-                .is_some_and(|(r, g)| r == g && (r == "wait_primary" || r == "primary"))
-        };
-        if writable("b") {
-            Some((&b, &c))
-        } else if writable("c") {
-            Some((&c, &b))
-        } else {
-            None
-        }
-    })
-    .await;
+    let (new, other) = match new_primary_among(&monitor, &[&b, &c], STEP).await {
+        0 => (&b, &c),
+        _ => (&c, &b),
+    };
     assert_eq!(new.query(count).await.unwrap(), Some("50".into()));
     new.query("INSERT INTO acked VALUES (51)").await.unwrap();
     wait_state(&monitor, &other.name, "secondary", STEP).await;

@@ -599,3 +599,33 @@ pub async fn primary_and_two_secondaries(
     .await;
     (a, b, c)
 }
+
+/// Creates table `acked` on `primary` and commits rows 1..=n, one
+/// transaction each (each acknowledged by a synchronous standby).
+pub async fn commit_rows(primary: &KeeperProc, n: u32) {
+    primary.query("CREATE TABLE acked (i int)").await.unwrap();
+    for i in 1..=n {
+        primary
+            .query(&format!("INSERT INTO acked VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits until one of `candidates` is writable (wait_primary or primary,
+/// reached) and returns its index.
+pub async fn new_primary_among(
+    monitor: &MonitorProc,
+    candidates: &[&KeeperProc],
+    timeout: Duration,
+) -> usize {
+    eventually("a new primary", timeout, || async {
+        let states = node_states(&mut monitor.client().await).await;
+        candidates.iter().position(|k| {
+            states
+                .get(&k.name)
+                .is_some_and(|(r, g)| r == g && (r == "wait_primary" || r == "primary"))
+        })
+    })
+    .await
+}
