@@ -137,6 +137,18 @@ impl Timings {
                 humantime::format_duration(self.lease)
             );
         }
+        // Through a monitor outage a keeper looks at its standbys once a
+        // poll plus a report timeout; the exemption ends after a gap of
+        // 5/6 of a lease, so leave room for a slow status read too.
+        if self.keeper_poll_interval + self.report_timeout() > self.lease * 2 / 3 {
+            bail!(
+                "timings.keeper_poll_interval ({}) plus the report timeout ({}) must be at most two \
+                 thirds of timings.lease ({}): raise the lease or shorten the poll interval",
+                humantime::format_duration(self.keeper_poll_interval),
+                humantime::format_duration(self.report_timeout()),
+                humantime::format_duration(self.lease)
+            );
+        }
         // A node must miss at least two polls and one probe round before it
         // is called silent, or one slow poll would trigger a failover.
         if self.node_unhealthy_timeout < self.keeper_poll_interval * 2

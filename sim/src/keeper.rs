@@ -406,6 +406,8 @@ impl World {
             timeline: n.pg.data.as_ref().map_or(0, |d| d.tli),
             lsn: Lsn(n.pg.lsn()),
             replication_state,
+            // The simulated stream drops on both sides in the same step.
+            oldest_reply_ms: (!standbys.is_empty()).then_some(0),
             streaming_standbys: standbys
                 .iter()
                 .map(|j| node_slot_name(*j as i64 + 1))

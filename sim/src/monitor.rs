@@ -125,7 +125,7 @@ impl SimMonitor {
         if let Some(n) = view.node(req.node_id) {
             self.live.set(req.node_id, LiveReport::of(n));
         }
-        let reply = core::reply(&view, req.node_id, &self.core.cfg);
+        let reply = core::reply(&view, req.node_id, now, &self.core.cfg);
         Ok((reply, self.keep(view, &actions)))
     }
 

@@ -77,7 +77,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
 pub const DEFAULT_REPORT_TIMEOUT: Duration = Duration::from_millis(800);
 /// How long a catching-up standby may go without streaming from an
 /// upstream the monitor reports up before it is rewound (and how often).
-pub const STUCK_STANDBY: Duration = Duration::from_secs(10);
+pub const STUCK_STANDBY: Duration = Duration::from_secs(30);
 /// The shortest wait between rounds: a deadline already past (fencing
 /// failed and is retried) must not turn the loop into a busy loop.
 const MIN_WAIT: Duration = Duration::from_millis(10);
@@ -219,9 +219,12 @@ impl Engine {
                     .last_status_at
                     .is_some_and(|t| now.saturating_sub(t) <= self.lease * 5 / 6);
                 let carries_on = self.exempt_seen.is_some() && close;
+                // Counted from the oldest standby reply, not from now.
+                let heard =
+                    now.saturating_sub(Duration::from_millis(s.oldest_reply_ms.unwrap_or(0)));
                 self.exempt_seen = (self.all_others_stream(s)
                     && (self.lease_valid(now) || carries_on))
-                    .then_some(now);
+                    .then_some(heard);
                 self.last_status_at = Some(now);
             }
             // Nobody streams from a PostgreSQL that does not run.
@@ -548,8 +551,9 @@ impl Engine {
     }
 
     /// The monitor's last reply says the node to follow reports a writable
-    /// state (so a standby that cannot stream from it is not merely
-    /// waiting for a primary that is down).
+    /// state and is healthy (so a standby that cannot stream from it is not
+    /// merely waiting for a primary that is down: stopping it to rewind
+    /// would then only make it unhealthy, which blocks failover).
     fn upstream_reported_up(&self, goal: &Goal) -> bool {
         let Some(u) = &goal.primary else {
             return false;
@@ -557,6 +561,7 @@ impl Engine {
         self.last_reply.as_ref().is_some_and(|r| {
             r.other_nodes.iter().any(|n| {
                 n.node_id == u.node_id
+                    && n.healthy
                     && NodeState::from_wire(n.reported_state).is_ok_and(|s| s.accepts_writes())
             })
         })

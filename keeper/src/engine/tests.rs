@@ -426,3 +426,17 @@ fn the_exemption_needs_close_observations_under_an_expired_lease() {
     e.observe(s(20.0), running(others));
     assert!(e.must_fence(s(20.0)));
 }
+
+#[test]
+fn the_exemption_counts_from_the_oldest_standby_reply() {
+    let mut e = primary_with_lease();
+    let mut st = primary_streamed_by(&["pgpilot_node_2"]);
+    // The walsender still says streaming, but the standby last replied
+    // 1.2 s ago: the exemption runs from then.
+    st.oldest_reply_ms = Some(1200);
+    e.observe(s(11.0), running(st));
+    assert_eq!(
+        e.fence_deadline(),
+        Some(s(13.0).max(s(9.8) + Duration::from_secs(3)))
+    );
+}

@@ -15,8 +15,11 @@ pub struct PgStatus {
     pub lsn: Lsn,
     /// Best sync_state among pgpilot standbys streaming from us, or "".
     pub replication_state: String,
-    /// pgpilot standbys streaming from us (application_name).
+    /// pgpilot standbys streaming from us that replied within the last
+    /// 1.5 s (application_name).
     pub streaming_standbys: Vec<String>,
+    /// How long ago the least recent of those last replied.
+    pub oldest_reply_ms: Option<u64>,
     /// Our WAL receiver, if one runs: streaming now, and milliseconds since
     /// it last heard from the upstream (`None` before its first message: a
     /// receiver still connecting has heard nothing).

@@ -27,7 +27,7 @@ impl Control {
         let actions = self.core.report(&mut view, &report, now)?;
         if actions.is_empty() {
             self.remember(&view, report.node_id);
-            return Ok(core::reply(&view, report.node_id, &self.core.cfg));
+            return Ok(core::reply(&view, report.node_id, now, &self.core.cfg));
         }
         // Decide again on the rows read after the lock (never on rows read
         // before: pg_auto_failover once made two nodes writable that way).
@@ -35,7 +35,7 @@ impl Control {
         let actions = self.core.report(&mut tx.view, &report, now)?;
         let view = self.finish(tx, &actions).await?;
         self.remember(&view, report.node_id);
-        Ok(core::reply(&view, report.node_id, &self.core.cfg))
+        Ok(core::reply(&view, report.node_id, now, &self.core.cfg))
     }
 
     /// Keeps the volatile part of the node's report in memory.

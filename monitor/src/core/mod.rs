@@ -70,12 +70,24 @@ impl Core {
     /// each other (was a quorum standby dropped after the primary last
     /// re-applied its settings?), and such a time would look newer than
     /// anything this process does (found by the simulation, seed 61019).
+    ///
+    /// All goal times of the group move back by the same amount, so their
+    /// order (which the rules compare) is kept.
     pub fn rebase_clock(&self, g: &mut GroupView, started_at: Timestamp) -> Vec<Action> {
+        let Some(latest) = g.nodes.iter().map(|n| n.goal_changed_at).max() else {
+            return Vec::new();
+        };
+        if latest <= started_at {
+            return Vec::new();
+        }
+        let shift = latest - started_at;
         g.nodes
             .iter_mut()
-            .filter(|n| n.goal_changed_at > started_at)
             .map(|n| {
-                n.goal_changed_at = started_at;
+                n.goal_changed_at -= shift;
+                if let Some(t) = n.replication_stall_since.as_mut() {
+                    *t = (*t - shift).min(started_at);
+                }
                 Action::RebaseGoalTime { node_id: n.id }
             })
             .collect()

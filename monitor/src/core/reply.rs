@@ -7,7 +7,12 @@ use crate::fsm::{self, FsmConfig, GroupView, NodeView};
 /// The reply to node `node_id`, from the group as it is after its report.
 /// It carries the timing contract (lease, poll interval, report timeout),
 /// so a keeper never runs on timings that contradict the monitor's.
-pub fn reply(g: &GroupView, node_id: i64, cfg: &FsmConfig) -> pb::NodeActiveResponse {
+pub fn reply(
+    g: &GroupView,
+    node_id: i64,
+    now: crate::fsm::Timestamp,
+    cfg: &FsmConfig,
+) -> pb::NodeActiveResponse {
     // A node that reported `dropped` has just been removed: tell it so.
     let assigned = g.node(node_id).map_or(NodeState::Dropped, |n| n.assigned);
     pb::NodeActiveResponse {
@@ -18,7 +23,7 @@ pub fn reply(g: &GroupView, node_id: i64, cfg: &FsmConfig) -> pb::NodeActiveResp
             .nodes
             .iter()
             .filter(|n| n.id != node_id)
-            .map(node_info)
+            .map(|n| node_info(n, fsm::is_healthy(n, now, cfg)))
             .collect(),
         synchronous_standby_names: ssn_for(g, assigned),
         dbname: g.dbname.clone(),
@@ -32,7 +37,7 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 /// What a keeper learns of another node of its group.
-pub fn node_info(n: &NodeView) -> pb::NodeInfo {
+pub fn node_info(n: &NodeView, healthy: bool) -> pb::NodeInfo {
     pb::NodeInfo {
         node_id: n.id,
         name: n.name.clone(),
@@ -42,6 +47,7 @@ pub fn node_info(n: &NodeView) -> pb::NodeInfo {
         assigned_state: n.assigned as i32,
         lsn: n.lsn.0,
         is_primary: n.assigned.accepts_writes(),
+        healthy,
     }
 }
 
