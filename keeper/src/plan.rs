@@ -3,8 +3,6 @@
 //! the steps it must run. No I/O here; [`crate::agent`] runs the steps and
 //! the simulator (issue #4) can run this same code.
 
-use std::time::Duration;
-
 use pgpilot_proto::{action_for, KeeperAction, NodeState};
 
 /// The node a standby streams from.
@@ -172,25 +170,6 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
     Ok(steps)
 }
 
-/// Whether PostgreSQL runs in `state` (the keeper restarts it if it dies).
-pub fn wants_running(state: NodeState) -> bool {
-    use NodeState::*;
-    matches!(
-        state,
-        Single
-            | WaitPrimary
-            | Primary
-            | ApplySettings
-            | Catchingup
-            | Secondary
-            | PreparePromotion
-            | StopReplication
-            | ReportLsn
-            | FastForward
-            | WaitMaintenance
-    )
-}
-
 /// The configuration a node keeps while it stays in `state`, so that a
 /// restarted PostgreSQL or a changed upstream is put right without a goal
 /// change. `None` for states where PostgreSQL is stopped.
@@ -220,34 +199,6 @@ pub fn steady_role(state: NodeState, goal: &Goal) -> Option<Role> {
     }
 }
 
-/// DESIGN.md §7, self-fencing: a writable node whose lease ran out (counted
-/// from when it *sent* its last successful report) must stop taking writes:
-/// the monitor may be promoting another node. `since_lease_start` is `None`
-/// when the keeper has not had a successful report since it started, which
-/// counts as expired.
-///
-/// `all_standbys_streaming`: every other node of the group streams from
-/// this one. Then none of them can be a failover witness (the candidate
-/// must have lost its WAL stream), so no promotion can be under way and the
-/// node keeps serving through a monitor outage. One streaming standby out
-/// of several is not enough: the others could be promoted while it still
-/// acknowledges this node's commits.
-///
-/// A `single` node is exempt: it is the only node of its group, no other
-/// can be promoted in its place, and fencing it would turn a monitor outage
-/// into a database outage.
-pub fn must_fence(
-    current: NodeState,
-    since_lease_start: Option<Duration>,
-    lease: Duration,
-    all_standbys_streaming: bool,
-) -> bool {
-    current.accepts_writes()
-        && current != NodeState::Single
-        && since_lease_start.is_none_or(|d| d > lease)
-        && !all_standbys_streaming
-}
-
 /// The goal as a monitor reply states it: the assigned state, the
 /// synchronous_standby_names to apply, and the node to follow (the one
 /// whose goal accepts writes).
@@ -272,7 +223,7 @@ pub fn goal_from_reply(reply: &pgpilot_proto::pb::NodeActiveResponse, state: Nod
 /// writable node needs a valid lease first: the monitor may have promoted
 /// another node while this keeper was away.
 pub fn may_start(current: NodeState, lease_valid: bool) -> bool {
-    wants_running(current)
+    current.wants_running()
         && (!current.accepts_writes() || current == NodeState::Single || lease_valid)
 }
 
@@ -286,23 +237,13 @@ pub fn report_pg_running(
     has_pgdata: bool,
     restarts_given_up: bool,
 ) -> bool {
-    running || (wants_running(current) && has_pgdata && !restarts_given_up)
+    running || (current.wants_running() && has_pgdata && !restarts_given_up)
 }
 
 /// The fencing token: a goal from an older generation than one already
 /// seen is ignored (it was decided before a promotion this node knows of).
 pub fn accept_goal(generation_seen: i64, reply_generation: i64) -> bool {
     reply_generation >= generation_seen
-}
-
-/// How long the keeper waits before its next round: the poll interval, or
-/// until just past the end of its lease when it holds a writable state, so
-/// that fencing is never late by a whole interval.
-pub fn next_wait(poll: Duration, current: NodeState, lease_left: Option<Duration>) -> Duration {
-    match lease_left {
-        Some(left) if current.accepts_writes() => poll.min(left + Duration::from_millis(1)),
-        _ => poll,
-    }
 }
 
 #[cfg(test)]
@@ -429,29 +370,13 @@ mod tests {
     #[test]
     fn stopped_states_do_not_run_postgres() {
         for s in [Init, WaitStandby, Draining, DemoteTimeout, Demoted, Dropped] {
-            assert!(!wants_running(s), "{s}");
+            assert!(!s.wants_running(), "{s}");
             assert_eq!(steady_role(s, &goal(s, true)), None, "{s}");
         }
         for (_, to, action) in EDGES {
             if matches!(action, KeeperAction::StopPostgres | KeeperAction::Drop) {
-                assert!(!wants_running(*to), "{to} is reached by stopping");
+                assert!(!to.wants_running(), "{to} is reached by stopping");
             }
         }
-    }
-
-    #[test]
-    fn fencing() {
-        let lease = Duration::from_secs(3);
-        let late = Some(Duration::from_secs(4));
-        let fresh = Some(Duration::from_secs(1));
-        assert!(must_fence(Primary, late, lease, false));
-        assert!(must_fence(WaitPrimary, None, lease, false));
-        assert!(
-            !must_fence(Primary, late, lease, true),
-            "standbys that all stream vouch"
-        );
-        assert!(!must_fence(Primary, fresh, lease, false));
-        assert!(!must_fence(Single, late, lease, false));
-        assert!(!must_fence(Secondary, late, lease, false));
     }
 }

@@ -265,7 +265,7 @@ impl Engine {
     }
 
     /// Every other node of the group streams from this one (see
-    /// [`plan::must_fence`] for why that vouches for the primary).
+    /// [`Engine::fence_deadline`] for why that vouches for the primary).
     fn all_others_stream(&self, s: &PgStatus) -> bool {
         let others: Vec<i64> = self
             .last_reply
