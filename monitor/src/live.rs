@@ -98,30 +98,32 @@ impl Live {
         // wrote before it started (on a wall clock that may since have
         // been stepped back, so a stored time can look newer than it is:
         // found by the simulation, seed 51195).
-        if let Some(live) = self.get(view.id) {
-            view.last_report = Some(live.at);
-            view.lsn = live.lsn;
-            view.replication_state = live.replication_state;
-            view.upstream_silent = live.upstream_silent;
-            view.replication_stall_since = live.replication_stall_since;
-            view.transition_error = live.transition_error;
-            view.status_unknown = live.status_unknown;
-            view.heard = true;
-        }
-        // This process has not heard from the keeper: what the row says of
-        // its position may be older than a report the previous monitor
-        // process received (it is written only with significant changes),
-        // so no rule may count it as final until the keeper reports again.
-        //
-        // Its last report is then taken to be our own start: in real time
-        // every report the store holds came before it. Neither earlier (the
-        // lease gate must not open on a stale time) nor later (a stored time
-        // from a clock that was ahead before a step back would make a dead
-        // node look alive for as long as the step).
-        if self.get(view.id).is_none() {
-            view.heard = false;
-            view.status_unknown = true;
-            view.last_report = Some(self.started_at);
+        match self.get(view.id) {
+            Some(live) => {
+                view.last_report = Some(live.at);
+                view.lsn = live.lsn;
+                view.replication_state = live.replication_state;
+                view.upstream_silent = live.upstream_silent;
+                view.replication_stall_since = live.replication_stall_since;
+                view.transition_error = live.transition_error;
+                view.status_unknown = live.status_unknown;
+                view.heard = true;
+            }
+            // This process has not heard from the keeper: what the row says of
+            // its position may be older than a report the previous monitor
+            // process received (it is written only with significant changes),
+            // so no rule may count it as final until the keeper reports again.
+            //
+            // Its last report is then taken to be our own start: in real time
+            // every report the store holds came before it. Neither earlier (the
+            // lease gate must not open on a stale time) nor later (a stored time
+            // from a clock that was ahead before a step back would make a dead
+            // node look alive for as long as the step).
+            None => {
+                view.heard = false;
+                view.status_unknown = true;
+                view.last_report = Some(self.started_at);
+            }
         }
         view
     }

@@ -57,7 +57,13 @@ impl SimMonitor {
     }
 
     /// Keeps the result of an operation as `control/` does.
+    /// The trace names a removed node's reported state from the view the
+    /// operation started from (still `self.stored` here).
     fn keep(&mut self, view: GroupView, actions: &[Action]) -> Vec<Assigned> {
+        let removes = actions
+            .iter()
+            .any(|a| matches!(a, Action::RemoveNode { .. }));
+        let before = removes.then(|| self.view());
         let mut out = Vec::new();
         for a in actions {
             match a {
@@ -68,7 +74,10 @@ impl SimMonitor {
                 } => out.push(Assigned {
                     node_id: *node_id,
                     goal: *goal,
-                    reported: view.node(*node_id).map_or(NodeState::Init, |n| n.reported),
+                    reported: view
+                        .node(*node_id)
+                        .or(before.as_ref().and_then(|b| b.node(*node_id)))
+                        .map_or(NodeState::Init, |n| n.reported),
                     reason: reason.clone(),
                 }),
                 Action::RemoveNode { node_id, .. } => self.live.forget(*node_id),

@@ -5,7 +5,7 @@ use pgpilot_proto::{pb, NodeState};
 use super::Control;
 use crate::error::{MonitorError, Result};
 use crate::fsm;
-use crate::store::{group_view, host_port, u64_to_db};
+use crate::store::{host_port, u64_to_db};
 
 /// Default number of events `show events` returns.
 pub const DEFAULT_EVENT_COUNT: u32 = 10;
@@ -110,10 +110,9 @@ impl Control {
                 if f != name {
                     continue;
                 }
-                let Some((group, nodes)) = self.store.read_group(&f, group_id).await? else {
+                let Some(view) = self.read_view(&f, group_id).await? else {
                     continue;
                 };
-                let view = group_view(&group, &nodes, &self.live)?;
                 if let Some(primary) = view.nodes.iter().find(|n| n.assigned.accepts_writes()) {
                     settings.push(setting(
                         "primary",
@@ -122,7 +121,7 @@ impl Control {
                         format!("'{}'", fsm::synchronous_standby_names(&view)),
                     ));
                 }
-                for n in &nodes {
+                for n in &view.nodes {
                     settings.push(setting(
                         "node",
                         &n.name,
