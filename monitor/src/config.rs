@@ -44,6 +44,10 @@ pub struct Timings {
     pub sync_wal_threshold: u64,
     /// Bytes of WAL a secondary may lag and still be promoted.
     pub promote_wal_threshold: u64,
+    /// An election's winner whose promotion has not finished this long
+    /// after it was chosen gives way to an equally advanced standby.
+    #[serde(with = "humantime_serde")]
+    pub promotion_timeout: Duration,
 }
 
 impl Default for Timings {
@@ -62,6 +66,7 @@ impl Default for Timings {
             replication_stall_timeout: fsm.replication_stall_timeout,
             sync_wal_threshold: fsm.sync_wal_threshold,
             promote_wal_threshold: fsm.promote_wal_threshold,
+            promotion_timeout: fsm.promotion_timeout,
         }
     }
 }
@@ -86,6 +91,7 @@ impl Timings {
             promote_wal_threshold: self.promote_wal_threshold,
             poll_interval: self.keeper_poll_interval,
             report_timeout: self.report_timeout(),
+            promotion_timeout: self.promotion_timeout,
         }
     }
 
@@ -99,6 +105,7 @@ impl Timings {
             ("replication_lost_timeout", self.replication_lost_timeout),
             ("lease", self.lease),
             ("replication_stall_timeout", self.replication_stall_timeout),
+            ("promotion_timeout", self.promotion_timeout),
             // The margin covers the keepers' clocks running slower than the
             // monitor's between two reports; without it the lease gate
             // could open while the old primary still believes in its lease.

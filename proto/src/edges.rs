@@ -68,6 +68,11 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (ApplySettings, WaitPrimary, KeeperAction::DisableSyncRep),
     // Standby side steady state.
     (Catchingup, Secondary, KeeperAction::Noop),
+    // A copy that finished after its primary left the group (the keeper
+    // was busy or frozen while the monitor sent it back to wait): the data
+    // comes from a node that is gone, so PostgreSQL stops and the node
+    // copies again from the next primary.
+    (Catchingup, WaitStandby, KeeperAction::StopPostgres),
     (Secondary, Catchingup, KeeperAction::Noop),
     // Failover, candidate side.
     (Secondary, PreparePromotion, KeeperAction::Noop),
@@ -83,6 +88,17 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (Secondary, ReportLsn, KeeperAction::StopStreaming),
     (Catchingup, ReportLsn, KeeperAction::StopStreaming),
     (ReportLsn, PreparePromotion, KeeperAction::Noop),
+    // A winner that cannot finish its promotion gives way and votes again
+    // (it stops streaming if it still did, in a two-step promotion).
+    (PreparePromotion, ReportLsn, KeeperAction::StopStreaming),
+    // ... and one whose keeper finished promoting (read-only: it
+    // acknowledged nothing) only after it gave way: it stays as it is,
+    // votes with the LSN of its new timeline, and is rewound if it loses.
+    (StopReplication, ReportLsn, KeeperAction::Noop),
+    // Such a winner may be sent to follow the new primary before it is
+    // back: rewound like every loser.
+    (PreparePromotion, Catchingup, KeeperAction::Rejoin),
+    (StopReplication, Catchingup, KeeperAction::Rejoin),
     // An election's loser follows the winner. It may hold WAL the winner
     // lacks (an asynchronous standby ahead of it, or the old primary's
     // last records): rewound first, or it could never stream again (a
@@ -123,6 +139,7 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (Catchingup, Dropped, KeeperAction::Drop),
     (Secondary, Dropped, KeeperAction::Drop),
     (StopReplication, Dropped, KeeperAction::Drop),
+    (PreparePromotion, Dropped, KeeperAction::Drop),
     (ReportLsn, Dropped, KeeperAction::Drop),
 ];
 

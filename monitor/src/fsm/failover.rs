@@ -4,7 +4,9 @@
 
 use pgpilot_proto::{action_for, NodeState::*};
 
-use super::health::{is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent, secs, silence};
+use super::health::{
+    age, is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent, secs, silence,
+};
 use super::rules::{assign, failover_under_way, primary, settings_pending_drop};
 use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
 
@@ -27,7 +29,7 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
     // Quorum voters may hold acknowledged commits: wait for each. A
     // non-quorum voter cannot, so one that never reports is not waited for.
     // A voter whose keeper could not read its status has no final LSN yet.
-    let reported = |n: &NodeView| n.reported == ReportLsn && n.pg_running && !n.status_unknown;
+    let reported = has_final_lsn;
     if voters.iter().any(|n| n.replication_quorum && !reported(n)) {
         return vec![];
     }
@@ -44,7 +46,16 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
                 && is_healthy(n, now, cfg)
                 && most_advanced.is_none_or(|m| n.lsn >= m)
         })
-        .max_by_key(|n| (n.candidate_priority, n.lsn, std::cmp::Reverse(n.id)));
+        // A winner that gave way (it still reports prepare_promotion)
+        // comes last: it is chosen again only when nobody else can be.
+        .max_by_key(|n| {
+            (
+                n.reported == ReportLsn,
+                n.candidate_priority,
+                n.lsn,
+                std::cmp::Reverse(n.id),
+            )
+        });
     let Some(c) = best else {
         return vec![];
     };
@@ -55,6 +66,71 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
         voters.len()
     );
     vec![assign(c, PreparePromotion, why)]
+}
+
+/// A voter's LSN is final: it stopped streaming and reported (a winner
+/// that gave way, [`election_timeout`], reported prepare_promotion last).
+/// A voter whose keeper could not read its status has no final LSN yet.
+fn has_final_lsn(n: &NodeView) -> bool {
+    matches!(n.reported, ReportLsn | PreparePromotion) && n.pg_running && !n.status_unknown
+}
+
+/// Rule 7d, the election's timeout: a winner that cannot finish its
+/// promotion gives way, so that an election never waits for a dead node
+/// while another could take its place. It gives way when it is unhealthy
+/// (its machine died), or when it has not promoted within
+/// `promotion_timeout` (its promotion keeps failing), and only to a voter
+/// that holds everything the winner reported: the winner was the most
+/// advanced, so any other voter may lack commits only it acknowledged.
+///
+/// Only before it reported stop_replication: until then it has not
+/// promoted, or it promoted read-only and its keeper did not confirm it,
+/// so it acknowledged nothing; going back to report_lsn stops it
+/// streaming, and it follows the next winner through a rewind. Once it
+/// reported stop_replication its LSN counts a new timeline and no other
+/// voter can match it: the group then waits for it, and says so
+/// ([`super::waits`]).
+pub(super) fn election_timeout(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
+    let Some(c) = g.nodes.iter().find(|n| {
+        matches!(n.assigned, PreparePromotion | StopReplication)
+            && matches!(n.reported, ReportLsn | PreparePromotion)
+    }) else {
+        return vec![];
+    };
+    let why = if !is_healthy(c, now, cfg) {
+        "is not healthy".to_string()
+    } else if age(c.goal_changed_at, now) > cfg.promotion_timeout {
+        format!(
+            "has not promoted within promotion_timeout ({})",
+            secs(cfg.promotion_timeout)
+        )
+    } else {
+        return vec![];
+    };
+    let Some(heir) = g
+        .nodes
+        .iter()
+        .filter(|v| {
+            v.id != c.id
+                && v.assigned == ReportLsn
+                && has_final_lsn(v)
+                && v.candidate_priority > 0
+                && is_healthy(v, now, cfg)
+                && v.lsn >= c.lsn
+        })
+        .max_by_key(|v| (v.candidate_priority, v.lsn, std::cmp::Reverse(v.id)))
+    else {
+        return vec![];
+    };
+    vec![assign(
+        c,
+        ReportLsn,
+        format!(
+            "node {} assigned report_lsn: the election's winner {why}; node {} holds all it reported \
+             (LSN {}) and takes its place",
+            c.id, heir.id, c.lsn
+        ),
+    )]
 }
 
 /// Rule 8: the candidate is ready; it stops replicating and promotes

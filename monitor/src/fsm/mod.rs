@@ -82,6 +82,7 @@ pub const RULES: &[Rule] = &[
     rule("drop_sync_standby", drop_sync_standby),
     rule("remove_dropped", remove_dropped),
     rule("forget_cluster", forget_cluster),
+    rule("election_timeout", election_timeout),
     rule("elect", elect),
     rule("promotion_step", promotion_step),
     rule("lease_gate", lease_gate),

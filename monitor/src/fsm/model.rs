@@ -189,6 +189,11 @@ pub struct FsmConfig {
     /// How long a keeper waits for one report's reply; shorter than the
     /// lease less the poll interval, so a renewal always lands in time.
     pub report_timeout: Duration,
+    /// An election's winner that has not promoted this long after it was
+    /// chosen (its promotion keeps failing) gives way to another standby
+    /// that holds everything it reported; a winner that died gives way as
+    /// soon as it is unhealthy.
+    pub promotion_timeout: Duration,
 }
 
 impl Default for FsmConfig {
@@ -203,6 +208,7 @@ impl Default for FsmConfig {
             promote_wal_threshold: 16 * 1024 * 1024,
             poll_interval: Duration::from_secs(1),
             report_timeout: Duration::from_millis(800),
+            promotion_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -24,6 +24,10 @@ pub(super) struct Local {
     /// No standby streams from this (primary) node since.
     stall_since: Option<Timestamp>,
     far_behind: bool,
+    /// A keeper that died (or froze) mid-transition: the goal it was on
+    /// its way to, which it may still reach when it comes back although
+    /// the monitor moved its goal on meanwhile.
+    in_flight: Option<NodeState>,
 }
 
 #[derive(Clone)]
@@ -39,6 +43,9 @@ pub(super) enum Ev {
     Converge(i64),
     Die(i64),
     Revive(i64),
+    /// The keeper comes back and finishes the transition it was in when
+    /// it died, towards a goal that may be stale by now.
+    ReviveFinishing(i64),
     PgDie(i64),
     PgRevive(i64),
     Fence(i64),
@@ -129,6 +136,9 @@ impl Sim {
             }
             if !l.alive {
                 out.push(Ev::Revive(id));
+                if l.in_flight.is_some_and(|g| g != n.assigned) {
+                    out.push(Ev::ReviveFinishing(id));
+                }
             } else if may_fail {
                 out.push(Ev::Die(id));
             }
@@ -217,6 +227,7 @@ impl Sim {
                     lost_since: None,
                     stall_since: None,
                     far_behind: false,
+                    in_flight: None,
                 };
                 self.local.insert(id, l);
             }
@@ -227,29 +238,27 @@ impl Sim {
             }
             Ev::Converge(id) => {
                 let goal = self.group.node(id).unwrap().assigned;
-                let l = self.local.get_mut(&id).unwrap();
-                let from = l.state;
-                l.state = goal;
-                l.pg_up = runs(goal);
-                if goal == StopReplication {
-                    l.tli = max_tli + 1; // promotion opens a new timeline
-                }
-                if goal == Catchingup && matches!(from, WaitStandby | Demoted) {
-                    l.tli = writable_tli.unwrap_or(l.tli); // base backup or rewind
-                    l.lost_since = None;
-                }
-                if !goal.accepts_writes() {
-                    l.stall_since = None;
-                }
-                if !standby_like(goal) {
-                    l.lost_since = None;
-                }
+                self.reach(id, goal, max_tli, writable_tli);
             }
-            Ev::Die(id) => self.local.get_mut(&id).unwrap().alive = false,
+            Ev::Die(id) => {
+                let goal = self.group.node(id).unwrap().assigned;
+                let l = self.local.get_mut(&id).unwrap();
+                l.alive = false;
+                l.in_flight = (goal != l.state
+                    && pgpilot_proto::action_for(l.state, goal).is_some())
+                .then_some(goal);
+            }
             Ev::Revive(id) => {
                 let l = self.local.get_mut(&id).unwrap();
                 l.alive = true;
                 l.pg_up = runs(l.state);
+                l.in_flight = None;
+            }
+            Ev::ReviveFinishing(id) => {
+                let l = self.local.get_mut(&id).unwrap();
+                l.alive = true;
+                let goal = l.in_flight.take().expect("offered only with one");
+                self.reach(id, goal, max_tli, writable_tli);
             }
             Ev::PgDie(id) => self.local.get_mut(&id).unwrap().pg_up = false,
             Ev::PgRevive(id) => self.local.get_mut(&id).unwrap().pg_up = true,
@@ -267,6 +276,27 @@ impl Sim {
             Ev::Near(id) => self.local.get_mut(&id).unwrap().far_behind = false,
         }
         self.report();
+    }
+
+    /// The keeper finished its transition to `goal`.
+    fn reach(&mut self, id: i64, goal: NodeState, max_tli: u32, writable_tli: Option<u32>) {
+        let l = self.local.get_mut(&id).unwrap();
+        let from = l.state;
+        l.state = goal;
+        l.pg_up = runs(goal);
+        if goal == StopReplication {
+            l.tli = max_tli + 1; // promotion opens a new timeline
+        }
+        if goal == Catchingup && matches!(from, WaitStandby | Demoted) {
+            l.tli = writable_tli.unwrap_or(l.tli); // base backup or rewind
+            l.lost_since = None;
+        }
+        if !goal.accepts_writes() {
+            l.stall_since = None;
+        }
+        if !standby_like(goal) {
+            l.lost_since = None;
+        }
     }
 
     fn report(&mut self) {
@@ -355,6 +385,7 @@ impl Sim {
                     past(l.lost_since, &[cfg.replication_lost_timeout]),
                     past(l.stall_since, &[cfg.replication_stall_timeout]),
                     l.far_behind as i64,
+                    l.in_flight.map_or(-1, |g| g as i64),
                 ]);
             }
         }

@@ -176,7 +176,7 @@ fn every_assigned_edge_is_in_the_table_and_back() {
         lsn_and_stall: false,
         max_faults: 1,
         max_drops: 1,
-        max_configs: 200_000,
+        max_configs: 2_000_000,
     };
     explore(&three, &mut seen);
     eprintln!(

@@ -159,6 +159,71 @@ fn failover_rules() {
             "",
         ),
         case(
+            "election timeout: a winner that died gives way to a voter holding all it reported",
+            vec![
+                node(1, Primary).goal(Draining).bad(),
+                node(2, ReportLsn).goal(PreparePromotion).bad(),
+                node(3, ReportLsn).lsn_mb(100).silent_since(Some(t())),
+            ],
+            t(),
+            vec![Goal(2, ReportLsn), Goal(3, PreparePromotion)],
+            "the election's winner is not healthy; node 3 holds all it reported",
+        ),
+        case(
+            "election timeout: a winner that died mid-promotion (its keeper had reported prepare_promotion) gives way too",
+            vec![
+                node(1, Primary).goal(DemoteTimeout).bad(),
+                node(2, PreparePromotion).goal(StopReplication).bad(),
+                node(3, ReportLsn).lsn_mb(100).silent_since(Some(t())),
+            ],
+            t(),
+            vec![Goal(2, ReportLsn), Goal(3, PreparePromotion)],
+            "node 3 holds all it reported",
+        ),
+        case(
+            "election timeout: no voter holds all the dead winner reported: it waits, and says so",
+            vec![
+                node(1, Primary).goal(Draining).bad(),
+                node(2, ReportLsn).goal(PreparePromotion).lsn_mb(110).bad(),
+                node(3, ReportLsn).lsn_mb(100).silent_since(Some(at(20.0))),
+            ],
+            at(20.0),
+            vec![WaitFor(2)],
+            "failover waits for node 2: it was chosen to be promoted and is not healthy",
+        ),
+        case(
+            "election timeout: a healthy winner whose promotion keeps failing gives way after promotion_timeout",
+            vec![
+                node(1, Primary).goal(DemoteTimeout).bad(),
+                node(2, PreparePromotion).goal(StopReplication).silent_since(Some(at(31.0))),
+                node(3, ReportLsn).lsn_mb(100).silent_since(Some(at(31.0))),
+            ],
+            at(31.0),
+            vec![Goal(2, ReportLsn), Goal(3, PreparePromotion)],
+            "has not promoted within promotion_timeout (30.0 s)",
+        ),
+        case(
+            "election timeout: not before promotion_timeout",
+            vec![
+                node(1, Primary).goal(DemoteTimeout).bad(),
+                node(2, PreparePromotion).goal(StopReplication).silent_since(Some(at(29.0))),
+                node(3, ReportLsn).lsn_mb(100).silent_since(Some(at(29.0))),
+            ],
+            at(29.0),
+            vec![],
+            "",
+        ),
+        case(
+            "a wait_primary that dies is not failed over (it acknowledged alone), and the monitor says so",
+            vec![
+                node(1, WaitPrimary).bad(),
+                node(2, Catchingup).silent_since(Some(at(20.0))).upstream(15.0),
+            ],
+            at(20.0),
+            vec![WaitFor(1)],
+            "no automatic failover from node 1: it is not healthy and, as wait_primary",
+        ),
+        case(
             "self-fenced primary (demote_timeout, goal primary) is not failed over",
             vec![node(1, DemoteTimeout).goal(Primary).pg_down().silent_since(Some(t())), sec(2, 3.0)],
             t(),

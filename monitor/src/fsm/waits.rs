@@ -84,6 +84,30 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
             ));
         }
     }
+    // An election's winner that cannot finish its promotion, with no other
+    // voter holding all it reported to take its place
+    // (`failover::election_timeout` lets one take it otherwise).
+    if let Some(c) = g.nodes.iter().find(|n| {
+        matches!(n.assigned, PreparePromotion | StopReplication) && n.reported != StopReplication
+    }) {
+        let stuck = if !is_healthy(c, now, cfg) {
+            Some("is not healthy")
+        } else if age(c.goal_changed_at, now) > cfg.promotion_timeout {
+            Some("has not promoted within promotion_timeout (its keeper's transition errors are events)")
+        } else {
+            None
+        };
+        if let Some(what) = stuck.filter(|_| long(c)) {
+            return Some((
+                c.id,
+                format!(
+                    "failover waits for node {}: it was chosen to be promoted and {what}, and no other \
+                     standby with candidate priority above 0 is known to hold everything it reported",
+                    c.id
+                ),
+            ));
+        }
+    }
     // A promoted candidate waits for the old primary to stop accepting writes.
     if let Some(c) = g
         .nodes
@@ -161,6 +185,26 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
                     "no automatic failover from unhealthy primary node {}: quorum standby node {} {what} \
                      (it may hold acknowledged commits the others lack)",
                     p.id, s.id
+                ),
+            ));
+        }
+    }
+    // A writer without synchronous replication (wait_primary, single) that
+    // is not healthy: it may have acknowledged commits no standby has, so
+    // no standby is promoted without an operator.
+    if let Some(w) = active(g).find(|n| {
+        matches!(n.assigned, WaitPrimary | Single)
+            && n.reported != DemoteTimeout
+            && is_unhealthy(n, now, cfg)
+            && long(n)
+    }) {
+        if g.nodes.iter().any(|s| s.id != w.id && s.assigned != Dropped) {
+            return Some((
+                w.id,
+                format!(
+                    "no automatic failover from node {}: it is not healthy and, as {}, it acknowledged \
+                     commits without a synchronous standby, so no standby is known to hold them all",
+                    w.id, w.assigned
                 ),
             ));
         }
