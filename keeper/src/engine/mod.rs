@@ -50,19 +50,35 @@
 //! it through [`Engine::must_fence`], and a watchdog beside a busy loop
 //! (starting PostgreSQL, a slow step) is armed with the same deadline
 //! after every engine call that can move it.
+//!
+//! # Beside the steps
+//!
+//! Steps can take hours (a copy of a big database, a rewind, crash
+//! recovery); the report goes on meanwhile. Before running steps, call
+//! [`Engine::steps_started`]; while they run, report every
+//! [`Engine::beat_wait`] (observe, [`Engine::request`], then
+//! [`Engine::on_reply_beside`] or [`Engine::on_no_reply`]); end with
+//! [`Engine::transition_ok`], [`Engine::transition_failed`] or
+//! [`Engine::steps_ended`]. A reply beside the steps never starts other
+//! steps: see [`Beside`] for what it can ask instead.
 
+mod beside;
 mod budget;
+mod steady;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_beside;
 mod types;
 
 use std::time::Duration;
 
 use pgpilot_proto::{node_slot_name, pb, NodeState};
 
-use crate::plan::{self, Goal, Observed, PlanError, Role, Step, Upstream};
+use crate::plan::{self, Goal, Observed, PlanError, Role, Step};
 use crate::statefile::{KeeperState, RejoinRecord};
 
+pub use beside::Beside;
 pub use budget::{RESTART_BACKOFF, RESTART_LIMIT, RESTART_WINDOW};
 pub use types::{Decision, Observation, PgStatus};
 
@@ -123,6 +139,9 @@ pub struct Engine {
     /// Why the last transition attempt failed; sent with every report
     /// until a transition succeeds or the node is steady.
     transition_error: String,
+    /// The goal of the steps under way (a transition, or a steady state's
+    /// steps), while they run beside the heartbeat.
+    busy: Option<Goal>,
 }
 
 impl Engine {
@@ -147,6 +166,7 @@ impl Engine {
             budget: budget::Budget::default(),
             applied_role: None,
             transition_error: String::new(),
+            busy: None,
         }
     }
 
@@ -363,11 +383,7 @@ impl Engine {
         _now: Mono,
         reply: pb::NodeActiveResponse,
     ) -> Decision {
-        // The lease counts from when the report was sent, so it ends no
-        // later than the monitor believes it does.
-        if self.lease_start.is_none_or(|t| sent_at > t) {
-            self.lease_start = Some(sent_at);
-        }
+        self.renew_lease(sent_at);
         if !plan::accept_goal(self.state.generation_seen, reply.generation) {
             return Decision::Ignore(format!(
                 "ignoring goal {:?} of generation {}: already saw generation {}",
@@ -387,13 +403,7 @@ impl Engine {
             self.state.assigned = goal_state;
             self.dirty = true;
         }
-        self.lease = Duration::from_millis(reply.lease_ms.max(1));
-        if reply.poll_interval_ms > 0 {
-            self.poll_ms = reply.poll_interval_ms;
-        }
-        if reply.report_timeout_ms > 0 {
-            self.report_timeout_ms = reply.report_timeout_ms;
-        }
+        self.take_contract(&reply);
         let goal = plan::goal_from_reply(&reply, goal_state);
         self.last_reply = Some(reply);
         if goal_state == self.state.current {
@@ -404,6 +414,25 @@ impl Engine {
                 from: self.state.current,
                 goal,
             }
+        }
+    }
+
+    /// The lease counts from when the report was sent, so it ends no later
+    /// than the monitor believes it does.
+    fn renew_lease(&mut self, sent_at: Mono) {
+        if self.lease_start.is_none_or(|t| sent_at > t) {
+            self.lease_start = Some(sent_at);
+        }
+    }
+
+    /// The timing contract of a reply (fields it leaves at 0 keep theirs).
+    fn take_contract(&mut self, reply: &pb::NodeActiveResponse) {
+        self.lease = Duration::from_millis(reply.lease_ms.max(1));
+        if reply.poll_interval_ms > 0 {
+            self.poll_ms = reply.poll_interval_ms;
+        }
+        if reply.report_timeout_ms > 0 {
+            self.report_timeout_ms = reply.report_timeout_ms;
         }
     }
 
@@ -445,6 +474,8 @@ impl Engine {
         self.dirty = true;
         self.applied_role = None;
         self.exempt_seen = None;
+        // Fencing ends whatever ran: the steps were dropped.
+        self.busy = None;
     }
 
     /// The steps from the current state to `goal`, given this round's
@@ -462,109 +493,19 @@ impl Engine {
         self.state.current = state;
         self.dirty = true;
         self.transition_error.clear();
+        self.busy = None;
     }
 
     /// A step failed; the error goes with every report until a transition
     /// succeeds. The current state is unchanged: the transition re-runs.
     pub fn transition_failed(&mut self, err: String) {
         self.transition_error = err;
+        self.busy = None;
     }
 
     pub fn record_rejoin(&mut self, record: RejoinRecord) {
         self.state.last_rejoin = Some(record);
         self.dirty = true;
-    }
-
-    /// The configuration to apply in a steady state, if PostgreSQL runs
-    /// and the settings were not verified for it yet.
-    pub fn role_to_apply(&self, goal: &Goal) -> Option<Role> {
-        plan::steady_role(self.state.current, goal)
-            .filter(|r| self.obs.running && self.applied_role.as_ref() != Some(r))
-    }
-
-    /// The settings were written and verified for `role` (`None`: stopped,
-    /// or unknown).
-    pub fn role_applied(&mut self, role: Option<Role>) {
-        let following = match &role {
-            Some(Role::Standby { upstream: Some(u) }) => Some(u.node_id),
-            Some(Role::Primary { .. }) => None,
-            // Not streaming (an election, a promotion), or stopped: still
-            // the node whose WAL it has.
-            _ => self.state.following,
-        };
-        if following != self.state.following {
-            self.state.following = following;
-            self.dirty = true;
-        }
-        self.applied_role = role;
-    }
-
-    /// In a steady state: the steps that keep PostgreSQL in line with the
-    /// goal. Usually the settings for its role ([`Engine::role_to_apply`]);
-    /// but a standby told to follow another node than the one it streamed
-    /// from is rewound first (dead end 12: an asynchronous standby ahead of
-    /// a newly promoted node, or an election's loser, could never stream
-    /// again; pg_rewind is a no-op for one that is behind).
-    ///
-    /// And a catching-up standby that has not streamed for
-    /// [`STUCK_STANDBY`] although the monitor reports its upstream up is
-    /// rewound too, at most every [`STUCK_STANDBY`]: its WAL may have
-    /// diverged from that upstream's in a way the node it follows does not
-    /// show (the upstream itself was rewound; simulation seed 96626).
-    pub fn steady_steps(&mut self, now: Mono, goal: &Goal) -> Vec<Step> {
-        let rejoin = |u: &Upstream, role: &Role| {
-            vec![
-                Step::Stop,
-                Step::Rewind(u.clone()),
-                Step::Configure(role.clone()),
-                Step::Start,
-            ]
-        };
-        let standby = matches!(
-            self.state.current,
-            NodeState::Catchingup | NodeState::Secondary
-        );
-        if let Some(role) = self.role_to_apply(goal) {
-            return match (&role, self.state.following) {
-                (Role::Standby { upstream: Some(u) }, Some(f)) if f != u.node_id && standby => {
-                    rejoin(u, &role)
-                }
-                _ => vec![Step::Configure(role)],
-            };
-        }
-        let stuck = self.state.current == NodeState::Catchingup
-            && self.obs.status.as_ref().is_some_and(|s| {
-                s.in_recovery && !s.wal_receiver.is_some_and(|(streaming, _)| streaming)
-            })
-            && self.upstream_silent(now).is_some_and(|d| d > STUCK_STANDBY)
-            && self
-                .last_stuck_rejoin
-                .is_none_or(|t| now.saturating_sub(t) > STUCK_STANDBY)
-            && self.upstream_reported_up(goal);
-        match (&self.applied_role, &goal.primary) {
-            (Some(role @ Role::Standby { upstream: Some(_) }), Some(u)) if stuck => {
-                self.last_stuck_rejoin = Some(now);
-                rejoin(u, &role.clone())
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    /// The monitor's last reply says the node to follow reports a writable
-    /// state and is healthy (so a standby that cannot stream from it is not
-    /// merely waiting for a primary that is down: stopping it to rewind
-    /// would then only make it unhealthy, which blocks failover).
-    fn upstream_reported_up(&self, goal: &Goal) -> bool {
-        let Some(u) = &goal.primary else {
-            return false;
-        };
-        self.last_reply.as_ref().is_some_and(|r| {
-            r.other_nodes.iter().any(|n| {
-                n.node_id == u.node_id
-                    && n.healthy
-                    && NodeState::from_wire(n.reported_state).is_ok_and(|s| s.accepts_writes())
-            })
-        })
     }
 
     /// Until the next round: the poll interval, or sooner when the fencing

@@ -5,11 +5,11 @@ use super::*;
 use pgpilot_proto::Lsn;
 use NodeState::*;
 
-fn s(secs: f64) -> Mono {
+pub(super) fn s(secs: f64) -> Mono {
     Duration::from_secs_f64(secs)
 }
 
-fn engine(current: NodeState) -> Engine {
+pub(super) fn engine(current: NodeState) -> Engine {
     Engine::new(
         KeeperState {
             node_id: 1,
@@ -25,7 +25,7 @@ fn engine(current: NodeState) -> Engine {
     )
 }
 
-fn reply(state: NodeState, generation: i64, others: &[i64]) -> pb::NodeActiveResponse {
+pub(super) fn reply(state: NodeState, generation: i64, others: &[i64]) -> pb::NodeActiveResponse {
     pb::NodeActiveResponse {
         assigned_state: state as i32,
         generation,
@@ -43,7 +43,7 @@ fn reply(state: NodeState, generation: i64, others: &[i64]) -> pb::NodeActiveRes
     }
 }
 
-fn running(status: PgStatus) -> Observation {
+pub(super) fn running(status: PgStatus) -> Observation {
     Observation {
         has_pgdata: true,
         running: true,
@@ -52,14 +52,14 @@ fn running(status: PgStatus) -> Observation {
     }
 }
 
-fn stopped() -> Observation {
+pub(super) fn stopped() -> Observation {
     Observation {
         has_pgdata: true,
         ..Default::default()
     }
 }
 
-fn primary_streamed_by(names: &[&str]) -> PgStatus {
+pub(super) fn primary_streamed_by(names: &[&str]) -> PgStatus {
     PgStatus {
         timeline: 1,
         lsn: Lsn(100),
@@ -68,7 +68,7 @@ fn primary_streamed_by(names: &[&str]) -> PgStatus {
     }
 }
 
-fn standby(receiver: Option<(bool, Option<u64>)>) -> PgStatus {
+pub(super) fn standby(receiver: Option<(bool, Option<u64>)>) -> PgStatus {
     PgStatus {
         in_recovery: true,
         timeline: 1,
@@ -80,7 +80,7 @@ fn standby(receiver: Option<(bool, Option<u64>)>) -> PgStatus {
 
 /// A primary of a two-node group whose last report (sent at 10 s) got a
 /// reply naming node 2.
-fn primary_with_lease() -> Engine {
+pub(super) fn primary_with_lease() -> Engine {
     let mut e = engine(Primary);
     e.observe(s(10.0), running(primary_streamed_by(&[])));
     let d = e.on_reply(s(10.0), s(10.1), reply(Primary, 5, &[2]));

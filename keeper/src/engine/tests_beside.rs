@@ -1,0 +1,159 @@
+//! Replies beside long steps (see `beside.rs`): the report goes on, no
+//! second transition starts, the lease follows only a goal that keeps to
+//! the steps, a writable node whose goal moved on fences, and steps that
+//! follow a node that is no longer the primary are abandoned.
+
+use super::tests::{engine, primary_with_lease, reply, s, stopped};
+use super::*;
+use NodeState::*;
+
+/// `reply` with node `primary` of the others marked as the primary.
+fn reply_naming(
+    state: NodeState,
+    generation: i64,
+    others: &[i64],
+    primary: i64,
+) -> pb::NodeActiveResponse {
+    let mut r = reply(state, generation, others);
+    for n in &mut r.other_nodes {
+        n.is_primary = n.node_id == primary;
+    }
+    r
+}
+
+/// A new standby told to copy node 2 (sent at 10 s), its copy started.
+fn copying() -> (Engine, Goal) {
+    let mut e = engine(WaitStandby);
+    e.observe(s(10.0), stopped());
+    let d = e.on_reply(s(10.0), s(10.1), reply_naming(Catchingup, 5, &[2, 3], 2));
+    let Decision::Transition {
+        from: WaitStandby,
+        goal,
+    } = d
+    else {
+        panic!("{d:?}");
+    };
+    e.saved();
+    e.steps_started(&goal);
+    (e, goal)
+}
+
+#[test]
+fn replies_beside_a_copy_start_nothing_and_change_nothing_on_disk() {
+    let (mut e, goal) = copying();
+    assert_eq!(e.steps_running(), Some(&goal));
+    // The same goal: go on.
+    let v = e.on_reply_beside(s(11.0), s(11.1), reply_naming(Catchingup, 5, &[2, 3], 2));
+    assert_eq!(v, Beside::Continue);
+    // A changed goal of the same generation waits for the copy.
+    let v = e.on_reply_beside(s(12.0), s(12.1), reply_naming(Dropped, 5, &[2, 3], 2));
+    assert!(
+        matches!(&v, Beside::Deferred(w) if w.contains("dropped")),
+        "{v:?}"
+    );
+    // A newer generation (a failover elsewhere) waits too.
+    let v = e.on_reply_beside(s(13.0), s(13.1), reply_naming(Catchingup, 6, &[2, 3], 2));
+    assert!(matches!(v, Beside::Deferred(_)), "{v:?}");
+    // Nothing of it is the state's: the disk keeps what the copy acts on.
+    assert!(!e.needs_save());
+    assert_eq!(e.state().assigned, Catchingup);
+    assert_eq!(e.state().generation_seen, 5);
+    assert_eq!(e.state().current, WaitStandby);
+    // The report beside the copy says what the node is: leaving
+    // wait_standby, PostgreSQL not running.
+    let req = e.request(s(14.0));
+    assert_eq!(req.reported_state, WaitStandby as i32);
+    assert!(!req.pg_running);
+    // Once the copy ended, the next round takes the changed goal.
+    e.transition_ok(Catchingup);
+    assert_eq!(e.steps_running(), None);
+    let d = e.on_reply(s(15.0), s(15.1), reply_naming(Dropped, 6, &[2, 3], 2));
+    assert!(
+        matches!(&d, Decision::Transition { from: Catchingup, goal } if goal.state == Dropped),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn a_copy_from_a_node_that_is_no_longer_the_primary_is_abandoned() {
+    let (mut e, _) = copying();
+    // No primary named (an election under way): the copy goes on.
+    let v = e.on_reply_beside(s(11.0), s(11.1), reply(Catchingup, 6, &[2, 3]));
+    assert!(matches!(v, Beside::Deferred(_)), "{v:?}");
+    let v = e.on_reply_beside(s(12.0), s(12.1), reply_naming(Catchingup, 6, &[2, 3], 3));
+    assert!(
+        matches!(&v, Beside::Abandon(w) if w.contains("follow node 2") && w.contains("node 3")),
+        "{v:?}"
+    );
+    e.transition_failed("abandoned".into());
+    assert_eq!(e.steps_running(), None);
+    assert_eq!(e.state().current, WaitStandby);
+}
+
+#[test]
+fn a_writable_node_keeps_its_lease_beside_steps_only_under_a_goal_that_keeps_to_them() {
+    // (what, reply state, generation, verdict is a fence, deadline after)
+    let cases: &[(&str, NodeState, i64, bool, f64)] = &[
+        ("the steps' goal", ApplySettings, 5, false, 14.0),
+        ("another writable goal", WaitPrimary, 5, false, 14.0),
+        ("a goal without writes", Draining, 5, true, 13.0),
+        ("a newer generation", ApplySettings, 6, true, 13.0),
+        ("a stale generation", ApplySettings, 4, false, 13.0),
+    ];
+    for (what, state, generation, fence, deadline) in cases {
+        let mut e = primary_with_lease();
+        let goal = plan::goal_from_reply(&reply(ApplySettings, 5, &[2]), ApplySettings);
+        e.steps_started(&goal);
+        let v = e.on_reply_beside(s(11.0), s(11.1), reply(*state, *generation, &[2]));
+        assert_eq!(matches!(v, Beside::Fence(_)), *fence, "{what}: {v:?}");
+        assert_eq!(e.fence_deadline(), Some(s(*deadline)), "{what}");
+        assert!(!e.needs_save(), "{what}");
+    }
+}
+
+#[test]
+fn no_reply_beside_the_steps_fences_at_the_deadline() {
+    let mut e = primary_with_lease();
+    let goal = plan::goal_from_reply(&reply(ApplySettings, 5, &[2]), ApplySettings);
+    e.steps_started(&goal);
+    assert!(!e.on_no_reply(s(12.9)));
+    assert!(e.on_no_reply(s(13.0)));
+    e.fenced();
+    assert_eq!(e.steps_running(), None);
+    assert_eq!(e.state().current, DemoteTimeout);
+}
+
+#[test]
+fn a_promotion_under_way_gets_no_lease_from_a_newer_generation() {
+    let mut e = engine(PreparePromotion);
+    let d = e.on_reply(s(10.0), s(10.1), reply(WaitPrimary, 5, &[2]));
+    let Decision::Transition { goal, .. } = d else {
+        panic!("{d:?}");
+    };
+    e.steps_started(&goal);
+    let v = e.on_reply_beside(s(12.0), s(12.1), reply(WaitPrimary, 5, &[2]));
+    assert_eq!(v, Beside::Continue);
+    let v = e.on_reply_beside(s(14.0), s(14.1), reply(WaitPrimary, 6, &[2]));
+    assert!(matches!(v, Beside::Deferred(_)), "{v:?}");
+    e.transition_ok(WaitPrimary);
+    // Writable now, with the lease of the last reply of its own generation.
+    assert_eq!(e.fence_deadline(), Some(s(15.0)));
+}
+
+#[test]
+fn beat_wait_counts_from_the_last_report() {
+    let mut e = engine(Secondary);
+    e.on_reply(s(10.0), s(10.1), reply(Secondary, 5, &[2]));
+    assert_eq!(
+        e.beat_wait(s(10.3), Some(s(10.0))),
+        Duration::from_millis(700)
+    );
+    assert_eq!(e.beat_wait(s(12.0), Some(s(10.0))), MIN_WAIT, "overdue");
+    assert_eq!(e.beat_wait(s(12.0), None), MIN_WAIT, "never reported");
+    // A writable node: never later than just past its fencing deadline.
+    let e = primary_with_lease();
+    assert_eq!(
+        e.beat_wait(s(12.5), Some(s(12.4))),
+        Duration::from_millis(501)
+    );
+}
