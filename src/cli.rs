@@ -110,6 +110,11 @@ pub struct CreatePostgresArgs {
     /// missing).
     #[arg(long, default_value = "postgres")]
     pub pg_user: String,
+    /// Most pg_basebackup reads per second when this node copies the
+    /// primary (`maximum_backup_rate` in keeper.toml): kilobytes, or with a
+    /// suffix k or M; 32k..1024M.
+    #[arg(long, default_value = pgpilot_keeper::config::DEFAULT_BACKUP_RATE)]
+    pub maximum_backup_rate: String,
     /// Continue as the keeper service once created.
     #[arg(long)]
     pub run: bool,

@@ -60,14 +60,53 @@ pub struct KeeperConfig {
     /// How often the keeper reports to the monitor when nothing wakes it.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// The most pg_basebackup may read per second from the primary when
+    /// this node copies it (`--max-rate`), so that a new standby's copy
+    /// does not starve the primary's disks and network: kilobytes per
+    /// second, or with a suffix `k` or `M` ("100M"), 32k..1024M.
+    #[serde(default = "default_backup_rate")]
+    pub maximum_backup_rate: String,
     /// Password of the replication role, handed out by the monitor at
     /// registration. Empty until then.
     #[serde(default)]
     pub replication_password: String,
 }
 
+/// pg_auto_failover's default.
+pub const DEFAULT_BACKUP_RATE: &str = "100M";
+
+fn default_backup_rate() -> String {
+    DEFAULT_BACKUP_RATE.to_string()
+}
+
+/// `maximum_backup_rate` in kilobytes per second: a whole number with an
+/// optional suffix `k` (kilobytes, the default unit) or `M` (megabytes),
+/// within what pg_basebackup accepts (32 kB/s to 1024 MB/s). Checked here
+/// so that a typo is refused at `create postgres`, not hours later when a
+/// copy starts.
+pub fn parse_backup_rate(text: &str) -> anyhow::Result<u32> {
+    let t = text.trim();
+    let (digits, factor) = match t.strip_suffix('M') {
+        Some(d) => (d, 1024u64),
+        None => (t.strip_suffix('k').unwrap_or(t), 1),
+    };
+    let fix = "write kilobytes per second as a whole number with an optional suffix k or M, \
+               between 32k and 1024M, e.g. maximum_backup_rate = \"100M\" in keeper.toml or \
+               --maximum-backup-rate 100M";
+    let n: u64 = match digits.trim().parse() {
+        Ok(n) => n,
+        _ => bail!("maximum_backup_rate {text:?} is not a rate: {fix}"),
+    };
+    let kb = n.saturating_mul(factor);
+    if !(32..=1024 * 1024).contains(&kb) {
+        bail!("maximum_backup_rate {text:?} is out of range (pg_basebackup --max-rate): {fix}");
+    }
+    Ok(kb as u32)
+}
+
 impl KeeperConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
+        parse_backup_rate(&self.maximum_backup_rate)?;
         if !self.pgdata.is_absolute() {
             bail!("pgdata {} must be an absolute path", self.pgdata.display());
         }
@@ -168,6 +207,7 @@ pub(crate) fn sample(pgdata: &Path) -> KeeperConfig {
         auth: Auth::Scram,
         pg_user: "postgres".into(),
         poll_interval: Duration::from_secs(1),
+        maximum_backup_rate: DEFAULT_BACKUP_RATE.into(),
         replication_password: String::new(),
     }
 }
@@ -175,6 +215,66 @@ pub(crate) fn sample(pgdata: &Path) -> KeeperConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backup_rates() {
+        let ok = [
+            ("100M", 102_400),
+            ("32", 32),
+            ("32k", 32),
+            ("8192k", 8192),
+            (" 2M ", 2048),
+            ("1024M", 1_048_576),
+        ];
+        for (text, kb) in ok {
+            assert_eq!(parse_backup_rate(text).unwrap(), kb, "{text:?}");
+        }
+        for text in ["", "M", "fast", "1.5M", "-1M", "10G", "2 MB", "100m", "k"] {
+            let err = parse_backup_rate(text).unwrap_err().to_string();
+            assert!(err.contains("is not a rate"), "{text:?}: {err}");
+            assert!(err.contains("--maximum-backup-rate 100M"), "{err}");
+        }
+        for text in ["31", "0", "1025M", "99999999999999999999k"] {
+            let err = parse_backup_rate(text).unwrap_err().to_string();
+            assert!(
+                err.contains("out of range") || err.contains("is not a rate"),
+                "{text:?}: {err}"
+            );
+        }
+        assert!(parse_backup_rate("1025M")
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
+    }
+
+    #[test]
+    fn an_old_keeper_toml_gets_the_default_backup_rate_and_a_bad_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pgdata = dir.path().join("node");
+        std::fs::create_dir_all(crate::files::state_dir(&pgdata)).unwrap();
+        sample(&pgdata).save().unwrap();
+        let text = std::fs::read_to_string(config_path(&pgdata)).unwrap();
+        assert!(text.contains("maximum_backup_rate = \"100M\""), "{text}");
+        let old: String = text
+            .lines()
+            .filter(|l| !l.starts_with("maximum_backup_rate"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(config_path(&pgdata), &old).unwrap();
+        let c = KeeperConfig::load(&pgdata).unwrap();
+        assert_eq!(c.maximum_backup_rate, "100M");
+        std::fs::write(
+            config_path(&pgdata),
+            text.replace("\"100M\"", "\"100 MB/s\""),
+        )
+        .unwrap();
+        let err = format!("{:#}", KeeperConfig::load(&pgdata).unwrap_err());
+        assert!(err.contains("invalid setting in"), "{err}");
+        assert!(
+            err.contains("maximum_backup_rate \"100 MB/s\" is not a rate"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn round_trips_with_mode_0600_and_rejects_bad_values() {

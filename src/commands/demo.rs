@@ -142,6 +142,7 @@ async fn bring_up(
             auth: Auth::Trust,
             pg_user: "postgres".into(),
             poll_interval: Duration::from_secs(1),
+            maximum_backup_rate: pgpilot_keeper::config::DEFAULT_BACKUP_RATE.into(),
             replication_password: String::new(),
         };
         let token = nodes_cancel.child_token();

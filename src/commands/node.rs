@@ -29,6 +29,7 @@ pub fn config_from(args: &CreatePostgresArgs) -> anyhow::Result<KeeperConfig> {
         },
         pg_user: args.pg_user.clone(),
         poll_interval: Duration::from_secs(1),
+        maximum_backup_rate: args.maximum_backup_rate.clone(),
         replication_password: String::new(),
     })
 }

@@ -6,6 +6,7 @@
 mod support;
 
 mod bad_input;
+mod copy_heartbeat;
 mod demo;
 mod drop;
 mod election;
@@ -14,3 +15,4 @@ mod lifecycle;
 mod restarts;
 mod standby_restart;
 mod supervision;
+mod unknown_status;

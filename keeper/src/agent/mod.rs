@@ -4,33 +4,41 @@
 //! engine says so; every decision is the engine's.
 //!
 //! One task does everything in order, so two transitions never overlap.
-//! Beside it run two helpers that never decide anything: a Watch stream on
-//! the group wakes the loop early ([`watch`]; the poll interval is the
-//! heartbeat otherwise), and the fencing watchdog ([`watchdog`]) stops
-//! PostgreSQL at the engine's deadline when the loop is too busy to.
+//! While a step runs (it may take hours: a copy, a rewind, crash
+//! recovery), the same task keeps reporting beside it ([`beside`]: the two
+//! are futures of one `select!` over disjoint parts of the agent, the step
+//! holding PostgreSQL, the heartbeat the engine and the monitor link), and
+//! what the replies say is the engine's to decide; they never start
+//! another transition. Beside it run two helpers that never decide
+//! anything: a Watch stream on the group wakes the loop early ([`watch`];
+//! the poll interval is the heartbeat otherwise), and the fencing watchdog
+//! ([`watchdog`]) stops PostgreSQL at the engine's deadline when the loop
+//! is too busy to.
 //!
 //! - [`report`]: observing PostgreSQL and reporting to the monitor.
 //! - [`transition`]: running a transition's steps, and the steady state.
+//! - [`beside`]: the heartbeat beside a step, and how a step is cut short.
 //! - [`access`]: pg_hba.conf, replication slots, host name lookups.
 
 mod access;
+mod beside;
 mod report;
 mod transition;
 mod watch;
 mod watchdog;
 
+pub(crate) use watchdog::our_postmaster;
+
 use std::sync::Arc;
 
-use pgpilot_proto::pb::monitor_client::MonitorClient;
 use pgpilot_proto::NodeState;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::clock;
 use crate::config::KeeperConfig;
 use crate::engine::{Decision, Engine, RESTART_BACKOFF, RESTART_LIMIT, RESTART_WINDOW};
-use crate::pg::LocalPg;
+use crate::pg::{LocalPg, Probe};
 use crate::statefile::KeeperState;
 
 /// Why [`Agent::run_until`] returned.
@@ -48,15 +56,19 @@ const FINAL_REPORT_ATTEMPTS: u32 = 10;
 pub struct Agent {
     pub config: KeeperConfig,
     pub pg: LocalPg,
+    /// Reads PostgreSQL beside a step that holds `pg`.
+    probe: Probe,
     engine: Engine,
-    client: MonitorClient<Channel>,
+    link: report::Link,
     wake: Arc<Notify>,
     /// Read once from pg_control; cleared when PGDATA is replaced.
     system_identifier: Option<u64>,
     monitor_addrs: Vec<String>,
-    report_failures: u32,
     resolved: access::Resolved,
     fence: watchdog::Arm,
+    /// The last reason logged beside the steps (logged once, not every
+    /// second of a long copy).
+    beside_note: String,
 }
 
 impl Agent {
@@ -67,15 +79,16 @@ impl Agent {
         let engine = Engine::new(state, config.poll_interval);
         Ok(Agent {
             config,
+            probe: pg.probe(),
             pg,
             engine,
-            client,
+            link: report::Link::new(client),
             wake: Arc::new(Notify::new()),
             system_identifier: None,
             monitor_addrs,
-            report_failures: 0,
             resolved: Default::default(),
             fence: Default::default(),
+            beside_note: String::new(),
         })
     }
 
@@ -140,7 +153,7 @@ impl Agent {
             if cancel.is_cancelled() {
                 return Ok(Stopped::Cancelled);
             }
-            let progressed = match self.tick().await {
+            let progressed = match self.tick(cancel).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -170,7 +183,7 @@ impl Agent {
     /// One round (see the engine's module doc for the order). Returns true
     /// when a transition completed (report again at once so the monitor
     /// can take the next step).
-    async fn tick(&mut self) -> anyhow::Result<bool> {
+    async fn tick(&mut self, cancel: &CancellationToken) -> anyhow::Result<bool> {
         self.observe().await;
         self.supervise().await;
         let Some((sent_at, reply)) = self.report().await else {
@@ -193,21 +206,26 @@ impl Agent {
                 // old primary whose goal moved on must never come up
                 // writable, not even briefly.
                 self.supervise().await;
-                self.reconcile(&goal).await?;
-                Ok(false)
+                match self.reconcile(&goal, cancel).await? {
+                    Some(cut) => self.cut_short(cut).await,
+                    None => Ok(false),
+                }
             }
-            Decision::Transition { from, goal } => match self.transition(from, &goal).await {
-                Ok(()) => {
-                    self.engine.transition_ok(goal.state);
-                    self.arm();
-                    self.persist()?;
-                    Ok(true)
+            Decision::Transition { from, goal } => {
+                match self.transition(from, &goal, cancel).await {
+                    Ok(None) => {
+                        self.engine.transition_ok(goal.state);
+                        self.arm();
+                        self.persist()?;
+                        Ok(true)
+                    }
+                    Ok(Some(cut)) => self.cut_short(cut).await,
+                    Err(e) => {
+                        self.engine.transition_failed(format!("{e:#}"));
+                        Err(e)
+                    }
                 }
-                Err(e) => {
-                    self.engine.transition_failed(format!("{e:#}"));
-                    Err(e)
-                }
-            },
+            }
         }
     }
 
@@ -278,6 +296,11 @@ impl Agent {
              so that no write is acknowledged while another node may be promoted",
             self.engine.lease().as_millis(),
         );
+        self.fence_now().await
+    }
+
+    /// Stops PostgreSQL at once and tells the engine (the caller logged why).
+    async fn fence_now(&mut self) -> anyhow::Result<()> {
         // Immediate shutdown ends every session at once; acknowledged
         // commits are already on a synchronous standby.
         self.pg.stop_immediately().await?;

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use pgpilot_pgproc::controldata;
 use pgpilot_proto::pb;
+use pgpilot_proto::pb::monitor_client::MonitorClient;
+use tonic::transport::Channel;
 
 use super::Agent;
 use crate::clock;
-use crate::engine::{Mono, Observation, PgStatus};
-use crate::pg::sql;
+use crate::engine::{Engine, Mono, Observation, PgStatus};
+use crate::pg::{sql, Probe};
 
 /// How long reading PostgreSQL's status may take (connect included). A
 /// round is the wait, this read and the report; with the defaults (1 s
@@ -65,21 +67,84 @@ impl Agent {
         sql::status(&mut c).await
     }
 
+    /// NodeActive with the engine's report (see [`Link::report`]).
+    pub(super) async fn report(&mut self) -> Option<(Mono, pb::NodeActiveResponse)> {
+        self.link.report(&self.engine).await
+    }
+}
+
+/// What PostgreSQL looks like, read through the [`Probe`] while a step
+/// holds the node's PostgreSQL handle: running is what postmaster.pid
+/// says, the status is read as in [`Agent::observe`] (bounded the same
+/// way), the system identifier is the one already known (pg_control may
+/// be half-written by the step: a copy or a rewind).
+pub(super) async fn observe_beside(probe: &Probe, system_identifier: Option<u64>) -> Observation {
+    let has_pgdata = probe.has_pgdata();
+    let running = has_pgdata && probe.is_running();
+    let status = if running {
+        let read = async {
+            let mut c = probe.connect().await?;
+            sql::status(&mut c).await
+        };
+        match tokio::time::timeout(STATUS_TIMEOUT, read).await {
+            Ok(Ok(s)) => Some(s),
+            // Starting (crash recovery), or stopping: "unknown", which is
+            // what the report must say then. Not worth a warning every
+            // second of a long start.
+            Ok(Err(e)) => {
+                tracing::debug!("cannot read PostgreSQL's status: {e:#}");
+                None
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    Observation {
+        has_pgdata,
+        running,
+        status,
+        system_identifier,
+    }
+}
+
+/// The keeper's side of the monitor: the gRPC client and how reports went.
+pub(super) struct Link {
+    client: MonitorClient<Channel>,
+    failures: u32,
+    /// When the last report was sent, answered or not: the heartbeat
+    /// beside long steps counts its interval from there.
+    pub(super) last_sent: Option<Mono>,
+}
+
+impl Link {
+    pub(super) fn new(client: MonitorClient<Channel>) -> Link {
+        Link {
+            client,
+            failures: 0,
+            last_sent: None,
+        }
+    }
+
     /// NodeActive with the engine's report. Returns when it was sent (the
     /// lease counts from then) and the reply; `None` when the monitor
     /// could not be reached, refused, or did not answer in time.
-    pub(super) async fn report(&mut self) -> Option<(Mono, pb::NodeActiveResponse)> {
+    pub(super) async fn report(
+        &mut self,
+        engine: &Engine,
+    ) -> Option<(Mono, pb::NodeActiveResponse)> {
         let sent_at = clock::now();
-        let timeout = self.engine.report_timeout();
-        let mut request = tonic::Request::new(self.engine.request(sent_at));
+        self.last_sent = Some(sent_at);
+        let timeout = engine.report_timeout();
+        let mut request = tonic::Request::new(engine.request(sent_at));
         request.set_timeout(timeout);
         let result = tokio::time::timeout(timeout, self.client.node_active(request)).await;
         match result {
             Ok(Ok(reply)) => {
-                if self.report_failures > 0 {
+                if self.failures > 0 {
                     tracing::info!("the monitor answers again");
                 }
-                self.report_failures = 0;
+                self.failures = 0;
                 Some((sent_at, reply.into_inner()))
             }
             Ok(Err(status)) => {
@@ -100,10 +165,10 @@ impl Agent {
     }
 
     fn report_failed(&mut self, why: String) {
-        self.report_failures += 1;
+        self.failures += 1;
         // Once, then every 30th attempt: a long outage must not flood the log.
-        if self.report_failures == 1 || self.report_failures % 30 == 0 {
-            tracing::warn!("{why} ({} failed report(s) in a row)", self.report_failures);
+        if self.failures == 1 || self.failures % 30 == 0 {
+            tracing::warn!("{why} ({} failed report(s) in a row)", self.failures);
         }
     }
 }

@@ -1,30 +1,53 @@
 //! Running a transition's steps (planned by the engine) and keeping a
 //! steady state in line. Every step is idempotent; the new state is
 //! persisted only after all of them succeeded (by the loop, through the
-//! engine), so a keeper killed halfway re-runs the transition.
+//! engine), so a keeper killed halfway re-runs the transition. Each step's
+//! I/O runs beside the heartbeat ([`super::beside`]).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use pgpilot_proto::NodeState;
+use tokio_util::sync::CancellationToken;
 
+use super::beside::{beside, Beat, Cut};
 use super::Agent;
-use crate::pg::sql;
-use crate::plan::{Goal, Step};
+use crate::config::KeeperConfig;
+use crate::pg::copy::Rejoined;
+use crate::pg::{sql, LocalPg};
+use crate::plan::{Goal, Role, Step};
 use crate::statefile::RejoinRecord;
 
 /// How long turning synchronous replication on waits for a standby to
 /// confirm everything; then the transition fails and is retried on the
-/// next round. Shorter than the monitor's node_unhealthy_timeout (3 s), so
-/// the wait never makes this node's heartbeat look dead.
+/// next round (the heartbeat goes on beside the wait, so this bounds only
+/// how stale the reason reported with it can get).
 const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long promotion waits for the WAL receiver to stop and replay to end.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What a step's I/O did that the engine or the agent must hear of.
+enum Done {
+    Nothing,
+    /// PGDATA was replaced (initdb, a copy): its system identifier is read
+    /// again.
+    NewPgdata,
+    Rejoined(Rejoined),
+    /// The settings were written and verified for this role (`None`:
+    /// PostgreSQL stopped).
+    Role(Option<Role>),
+}
+
 impl Agent {
-    /// Runs the steps from `from` to `goal.state`. On success the caller
-    /// records the new state ([`crate::engine::Engine::transition_ok`]).
-    pub(super) async fn transition(&mut self, from: NodeState, goal: &Goal) -> anyhow::Result<()> {
+    /// Runs the steps from `from` to `goal.state`. On success (`None`) the
+    /// caller records the new state ([`crate::engine::Engine::transition_ok`]);
+    /// `Some` says why the steps were cut short.
+    pub(super) async fn transition(
+        &mut self,
+        from: NodeState,
+        goal: &Goal,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Option<Cut>> {
         // Plan on a fresh look: PostgreSQL may have been started since the
         // round's observation, and a promotion must know whether a keeper
         // killed halfway already promoted.
@@ -36,11 +59,14 @@ impl Agent {
             steps.len()
         );
         let started = Instant::now();
-        for step in steps {
-            tracing::debug!("step {step:?}");
-            self.run_step(&step, goal)
-                .await
-                .with_context(|| format!("{from} -> {}: step {step:?}", goal.state))?;
+        self.engine.steps_started(goal);
+        self.beside_note.clear();
+        if let Some(cut) = self
+            .run_steps(&steps, cancel)
+            .await
+            .with_context(|| format!("{from} -> {}", goal.state))?
+        {
+            return Ok(Some(cut));
         }
         // The other nodes' access and slots are in place before the
         // monitor hears of the new state (a joining standby copies from us
@@ -51,24 +77,50 @@ impl Agent {
             goal.state,
             started.elapsed().as_millis()
         );
-        Ok(())
+        Ok(None)
     }
 
-    async fn run_step(&mut self, step: &Step, goal: &Goal) -> anyhow::Result<()> {
-        let node_id = self.engine.state().node_id;
-        let password = self.config.replication_password.clone();
-        match step {
-            Step::InitOrAdopt => {
-                crate::setup::init_or_adopt(&self.config, &self.pg).await?;
-                self.system_identifier = None;
+    /// Runs `steps` in order, each beside the heartbeat. The engine must
+    /// have been told ([`crate::engine::Engine::steps_started`]).
+    async fn run_steps(
+        &mut self,
+        steps: &[Step],
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Option<Cut>> {
+        for step in steps {
+            tracing::debug!("step {step:?}");
+            if let Step::Start = step {
+                // Short and bounded (lookups of 1 s, a reload): before the
+                // start, not beside it, as it needs the engine's view.
+                self.reconcile_hba().await?;
             }
-            Step::Clone(up) => {
-                if self.pg.clone_from(up, node_id, &password).await? {
-                    self.system_identifier = None;
-                }
-            }
-            Step::Rewind(up) => {
-                let r = self.pg.rewind_from(up, node_id, &password).await?;
+            let node_id = self.engine.state().node_id;
+            let io = step_io(&mut self.pg, &self.config, node_id, step);
+            let beat = Beat {
+                engine: &mut self.engine,
+                link: &mut self.link,
+                probe: &self.probe,
+                fence: &self.fence,
+                wake: &self.wake,
+                pgdata: &self.config.pgdata,
+                system_identifier: self.system_identifier,
+                noted: &mut self.beside_note,
+            };
+            let done = match beside(io, beat, cancel).await {
+                Ok(done) => done.with_context(|| format!("step {step:?}"))?,
+                Err(cut) => return Ok(Some(cut)),
+            };
+            self.step_done(done)?;
+        }
+        Ok(None)
+    }
+
+    /// Tells the engine what a step did (between steps: never beside one).
+    fn step_done(&mut self, done: Done) -> anyhow::Result<()> {
+        match done {
+            Done::Nothing => {}
+            Done::NewPgdata => self.system_identifier = None,
+            Done::Rejoined(r) => {
                 self.system_identifier = None;
                 let generation = self.engine.state().generation_seen;
                 self.engine.record_rejoin(RejoinRecord {
@@ -78,39 +130,7 @@ impl Agent {
                 });
                 self.persist()?;
             }
-            Step::Configure(role) => {
-                self.pg.configure(role, node_id, &password).await?;
-                self.engine.role_applied(Some(role.clone()));
-            }
-            Step::Start => {
-                self.reconcile_hba().await?;
-                self.pg.start().await?;
-            }
-            Step::Stop => {
-                self.pg.stop().await?;
-                self.engine.role_applied(None);
-            }
-            Step::EnsureReplicationRole => {
-                let mut c = self.pg.connect().await?;
-                sql::ensure_replication_role(&mut c, &password).await?;
-            }
-            Step::WaitSyncStandby => {
-                let mut c = self.pg.connect().await?;
-                let lsn = sql::wait_sync_standby(&mut c, SYNC_TIMEOUT).await?;
-                tracing::info!("a synchronous standby has flushed everything up to {lsn}");
-            }
-            Step::WaitReplayed => {
-                let mut c = self.pg.connect().await?;
-                let lsn = sql::wait_replayed(&mut c, REPLAY_TIMEOUT).await?;
-                tracing::info!(
-                    "WAL receiver stopped, everything received is replayed (up to {lsn})"
-                );
-            }
-            Step::Promote => {
-                let mut c = self.pg.connect().await?;
-                sql::promote(&mut c).await?;
-                tracing::info!("promoted (goal {})", goal.state);
-            }
+            Done::Role(role) => self.engine.role_applied(role),
         }
         Ok(())
     }
@@ -118,7 +138,11 @@ impl Agent {
     /// In a steady state: settings, pg_hba.conf and slots stay as they must.
     /// A standby told to follow another node is rewound first (see
     /// [`crate::engine::Engine::steady_steps`]).
-    pub(super) async fn reconcile(&mut self, goal: &Goal) -> anyhow::Result<()> {
+    pub(super) async fn reconcile(
+        &mut self,
+        goal: &Goal,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Option<Cut>> {
         let steps = self.engine.steady_steps(crate::clock::now(), goal);
         if steps.len() > 1 {
             tracing::info!(
@@ -126,12 +150,75 @@ impl Agent {
                 goal.primary.as_ref().map(|u| u.node_id)
             );
         }
-        for step in &steps {
-            self.run_step(step, goal)
-                .await
-                .with_context(|| format!("stay {}: step {step:?}", goal.state))?;
+        self.engine.steps_started(goal);
+        let ran = self
+            .run_steps(&steps, cancel)
+            .await
+            .with_context(|| format!("stay {}", goal.state));
+        self.engine.steps_ended();
+        if let Some(cut) = ran? {
+            return Ok(Some(cut));
         }
         self.persist()?;
-        self.reconcile_access().await
+        self.reconcile_access().await?;
+        Ok(None)
     }
+}
+
+/// One step's I/O on PostgreSQL (no engine, no monitor: it runs beside the
+/// heartbeat, which holds those). Preconditions and effects are the
+/// step's ([`Step`]); dropping the future is safe (see [`super::beside`]).
+async fn step_io(
+    pg: &mut LocalPg,
+    config: &KeeperConfig,
+    node_id: i64,
+    step: &Step,
+) -> anyhow::Result<Done> {
+    let password = &config.replication_password;
+    Ok(match step {
+        Step::InitOrAdopt => {
+            crate::setup::init_or_adopt(config, pg).await?;
+            Done::NewPgdata
+        }
+        Step::Clone(up) => match pg.clone_from(up, node_id, password).await? {
+            true => Done::NewPgdata,
+            false => Done::Nothing,
+        },
+        Step::Rewind(up) => Done::Rejoined(pg.rewind_from(up, node_id, password).await?),
+        Step::Configure(role) => {
+            pg.configure(role, node_id, password).await?;
+            Done::Role(Some(role.clone()))
+        }
+        Step::Start => {
+            pg.start().await?;
+            Done::Nothing
+        }
+        Step::Stop => {
+            pg.stop().await?;
+            Done::Role(None)
+        }
+        Step::EnsureReplicationRole => {
+            let mut c = pg.connect().await?;
+            sql::ensure_replication_role(&mut c, password).await?;
+            Done::Nothing
+        }
+        Step::WaitSyncStandby => {
+            let mut c = pg.connect().await?;
+            let lsn = sql::wait_sync_standby(&mut c, SYNC_TIMEOUT).await?;
+            tracing::info!("a synchronous standby has flushed everything up to {lsn}");
+            Done::Nothing
+        }
+        Step::WaitReplayed => {
+            let mut c = pg.connect().await?;
+            let lsn = sql::wait_replayed(&mut c, REPLAY_TIMEOUT).await?;
+            tracing::info!("WAL receiver stopped, everything received is replayed (up to {lsn})");
+            Done::Nothing
+        }
+        Step::Promote => {
+            let mut c = pg.connect().await?;
+            sql::promote(&mut c).await?;
+            tracing::info!("promoted");
+            Done::Nothing
+        }
+    })
 }

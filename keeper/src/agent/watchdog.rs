@@ -77,7 +77,7 @@ pub(super) async fn run(arm: Arm, pgdata: PathBuf, cancel: CancellationToken) {
 
 /// The pid of the live postmaster of `pgdata`, verified (see the module
 /// doc), or `None`.
-fn our_postmaster(pgdata: &Path) -> Option<i32> {
+pub(crate) fn our_postmaster(pgdata: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
     let pid: i32 = text.lines().next()?.trim().parse().ok()?;
     if pid <= 0 {

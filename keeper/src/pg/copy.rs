@@ -75,10 +75,11 @@ impl LocalPg {
         chown_dir(&self.runner, &dir, false)?;
         let slot = node_slot_name(node_id);
         tracing::info!(
-            "copying the data of node {} ({}:{}) with pg_basebackup through slot {slot}",
+            "copying the data of node {} ({}:{}) with pg_basebackup through slot {slot}, at most {} kB/s",
             up.node_id,
             up.host,
-            up.port
+            up.port,
+            self.max_rate_kb
         );
         let started = Instant::now();
         let mut cmd = PgCommand::new(&self.bin, "pg_basebackup")
@@ -92,6 +93,10 @@ impl LocalPg {
                 format!("--slot={slot}"),
             ])
             .args(["--wal-method=stream", "--checkpoint=fast", "--no-password"])
+            // maximum_backup_rate: the data files' rate (the WAL stream
+            // beside them is not throttled, so the copy cannot fall behind
+            // the primary's WAL recycling).
+            .arg(format!("--max-rate={}k", self.max_rate_kb))
             // Not the slot's name: as pgpilot_node_N the copy's WAL stream
             // would count as a synchronous standby and could acknowledge
             // commits into a copy that may yet be thrown away.

@@ -54,9 +54,41 @@ pub struct LocalPg {
     superuser: String,
     tag: String,
     handle: Option<PostgresHandle>,
+    /// pg_basebackup's --max-rate, in kB/s (`maximum_backup_rate`).
+    max_rate_kb: u32,
     /// Exits of our postmaster that we did not ask for, not yet taken by
     /// the keeper's loop (they count against the restart budget).
     deaths: u32,
+}
+
+/// Reads the node's PostgreSQL while a step holds the [`LocalPg`] (a copy,
+/// a start through crash recovery): the heartbeat beside it must still say
+/// what PostgreSQL looks like.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pgdata: PathBuf,
+    options: PgConnectOptions,
+}
+
+impl Probe {
+    pub fn has_pgdata(&self) -> bool {
+        pgproc::is_pgdata(&self.pgdata)
+    }
+
+    /// A live postmaster runs in PGDATA: postmaster.pid names it and its
+    /// working directory is PGDATA (the watchdog's check, which a stale
+    /// pid file cannot pass). A postmaster still in crash recovery counts.
+    pub fn is_running(&self) -> bool {
+        crate::agent::our_postmaster(&self.pgdata).is_some()
+    }
+
+    /// Like [`LocalPg::connect`], with the same bounds.
+    pub async fn connect(&self) -> anyhow::Result<PgConnection> {
+        tokio::time::timeout(CONNECT_TIMEOUT, self.options.connect())
+            .await
+            .context("connecting to the local PostgreSQL timed out")?
+            .context("connect to the local PostgreSQL")
+    }
 }
 
 impl LocalPg {
@@ -70,8 +102,18 @@ impl LocalPg {
             superuser: config.username.clone(),
             tag: tag.to_string(),
             handle: None,
+            max_rate_kb: crate::config::parse_backup_rate(&config.maximum_backup_rate)?,
             deaths: 0,
         })
+    }
+
+    /// What reads PostgreSQL's status without the handle, beside steps
+    /// that hold it (see [`Probe`]).
+    pub fn probe(&self) -> Probe {
+        Probe {
+            pgdata: self.pgdata.clone(),
+            options: self.connect_options("postgres"),
+        }
     }
 
     /// The postmaster's pid while we run one.
