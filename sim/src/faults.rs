@@ -108,7 +108,15 @@ impl World {
             self.heal();
             return;
         }
-        if now < self.params.faults_from_ms || now >= self.params.heal_at_ms {
+        if now > self.params.heal_at_ms {
+            // About 5 s after the heal on average.
+            let lost_one = self.nodes.iter().any(|n| n.lost);
+            if self.params.lose_one && !lost_one && self.rng.random_bool(0.02) {
+                self.lose_machine();
+            }
+            return;
+        }
+        if now < self.params.faults_from_ms {
             return;
         }
         if !self.rng.random_bool(self.params.fault_rate) {
@@ -226,7 +234,7 @@ impl World {
             let ts = self.timestamp();
             self.monitor.restart(ts);
         }
-        for n in &mut self.nodes {
+        for n in self.nodes.iter_mut().filter(|n| !n.lost) {
             n.frozen_until = None;
             n.start_fails_until = None;
             n.crash_loop_until = None;
@@ -292,6 +300,29 @@ impl World {
             }
         ));
         self.note_assignments(changes);
+    }
+
+    /// One machine is gone for good: it never comes back and nobody
+    /// drops it (the operator is away).
+    fn lose_machine(&mut self) {
+        let alive: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| !self.nodes[*i].keeper.gone)
+            .collect();
+        if alive.len() < 2 {
+            return;
+        }
+        let i = alive[self.rng.random_range(0..alive.len())];
+        self.lose(i);
+    }
+
+    /// Machine `i` is gone for good (also for scenario tests).
+    pub fn lose(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.down_until = Some(u64::MAX);
+        node.frozen_until = None;
+        node.pg.stop();
+        node.lost = true;
+        self.log(format!("FAULT node {} machine lost for good", i + 1));
     }
 
     /// Cuts node `i` off from every other party for `dur` ms (for

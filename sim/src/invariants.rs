@@ -74,13 +74,23 @@ impl World {
         }
     }
 
+    /// Liveness: once the faults healed, the group has one writable
+    /// primary and every other node is its secondary. A machine lost for
+    /// good is left out; with one (or with a standby that may never be
+    /// promoted) the group may also end waiting, provided the monitor
+    /// says what for (promise 3).
     pub(super) fn check_converged(&mut self) -> Result<(), String> {
         let view = self.monitor.view();
-        let converged = view.nodes.iter().all(|n| n.reported == n.assigned);
-        // Without a quorum standby the primary stays wait_primary.
-        let quorum_standby = |p: i64| view.nodes.iter().any(|n| n.id != p && n.replication_quorum);
-        let primaries = view
+        let lost: Vec<i64> = self.nodes.iter().filter(|n| n.lost).map(|n| n.id).collect();
+        let nodes: Vec<_> = view
             .nodes
+            .iter()
+            .filter(|n| !lost.contains(&n.id))
+            .collect();
+        let converged = nodes.iter().all(|n| n.reported == n.assigned);
+        // Without a quorum standby the primary stays wait_primary.
+        let quorum_standby = |p: i64| nodes.iter().any(|n| n.id != p && n.replication_quorum);
+        let primaries = nodes
             .iter()
             .filter(|n| match n.assigned {
                 NodeState::Primary | NodeState::Single => true,
@@ -88,13 +98,22 @@ impl World {
                 _ => false,
             })
             .count();
-        let secondaries = view
-            .nodes
+        let secondaries = nodes
             .iter()
             .filter(|n| n.assigned == NodeState::Secondary)
             .count();
-        let remaining = self.nodes.iter().filter(|n| !n.keeper.gone).count();
+        let remaining = self
+            .nodes
+            .iter()
+            .filter(|n| !n.keeper.gone && !n.lost)
+            .count();
         if converged && primaries == 1 && primaries + secondaries == remaining {
+            return Ok(());
+        }
+        let may_wait = !lost.is_empty() || self.params.priorities.contains(&0);
+        if let Some(w) = view.waiting_for.as_ref().filter(|_| may_wait) {
+            self.log(format!("ENDED WAITING (allowed here): {w}"));
+            self.ended_waiting = Some(w.clone());
             return Ok(());
         }
         let states: Vec<String> = view

@@ -250,7 +250,8 @@ impl World {
         }
         let ts = self.timestamp();
         let quorum = self.params.quorum.get(i).copied().unwrap_or(true);
-        let (assigned, changes) = match self.monitor.register(id, 50, quorum, ts) {
+        let priority = self.params.priorities.get(i).copied().unwrap_or(50);
+        let (assigned, changes) = match self.monitor.register(id, priority, quorum, ts) {
             Ok(r) => r,
             Err(e) => {
                 self.violate(format!("node {id} cannot register: {e}"));

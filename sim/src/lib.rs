@@ -67,6 +67,12 @@ pub struct Params {
     /// Each machine's clock rate against the monitor's. The lease gate's
     /// clock margin (1 s on a 3 s lease) covers rates down to 0.75.
     pub clock_rates: Vec<f64>,
+    /// Candidate priority of each node (0: never promoted).
+    pub priorities: Vec<i32>,
+    /// Soon after the heal, one machine is lost for good (never back, and
+    /// nobody drops it): the group must go on without it, or say what it
+    /// waits for.
+    pub lose_one: bool,
 }
 
 impl Params {
@@ -91,6 +97,16 @@ impl Params {
                     _ => 1.0,
                 })
                 .collect(),
+            priorities: (0..nodes)
+                .map(|i| {
+                    if seed % 11 == 6 && i == nodes - 1 {
+                        0
+                    } else {
+                        50
+                    }
+                })
+                .collect(),
+            lose_one: seed % 13 == 5,
         }
     }
 }
@@ -113,6 +129,8 @@ pub struct Node {
     /// How fast this machine's monotonic clock runs against the
     /// monitor's (1.0, or slower: its lease then lasts longer in truth).
     pub clock_rate: f64,
+    /// The machine is gone for good: down, and no heal brings it back.
+    pub lost: bool,
 }
 
 impl Node {
@@ -169,6 +187,10 @@ pub struct World {
     /// How far the wall clock was stepped (NTP, an operator) before the
     /// running monitor process started: it reads the wall clock once.
     monitor_clock_step_ms: i64,
+    /// What the monitor said the group waits for when the run ended
+    /// without converging, where that is allowed (a machine lost for good,
+    /// a standby that may never be promoted).
+    pub ended_waiting: Option<String>,
     /// Test-only: the simulated keeper skips the wait for a synchronous
     /// standby before it reports `primary` (the planner's
     /// `Step::WaitSyncStandby`), to prove the simulation notices.
@@ -196,6 +218,7 @@ impl World {
                 crash_loop_until: None,
                 status_fails_until: None,
                 clock_rate: params.clock_rates.get(i).copied().unwrap_or(1.0),
+                lost: false,
             })
             .collect();
         World {
@@ -220,6 +243,7 @@ impl World {
             last_generation: 1,
             dropped_one: false,
             monitor_clock_step_ms: 0,
+            ended_waiting: None,
         }
     }
 

@@ -19,6 +19,8 @@ pub enum Mutation {
     OnlyFromPrimary,
     /// The election believes every voter has the same LSN.
     ElectionByLsn,
+    /// A liveness rule: an election's winner never gives way.
+    ElectionTimeout,
 }
 
 fn production(name: &str) -> RuleFn {
@@ -68,6 +70,10 @@ fn elect_blind(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
     production("elect")(&g, now, cfg)
 }
 
+fn never_give_way(_: &GroupView, _: Timestamp, _: &FsmConfig) -> Vec<Action> {
+    vec![]
+}
+
 /// The production core with `m` applied.
 pub fn core_with(m: Mutation, cfg: FsmConfig) -> Core {
     let (name, wrapped): (&str, RuleFn) = match m {
@@ -75,6 +81,7 @@ pub fn core_with(m: Mutation, cfg: FsmConfig) -> Core {
         Mutation::SecondWitness => ("failover", failover_without_witness),
         Mutation::OnlyFromPrimary => ("failover", failover_from_wait_primary),
         Mutation::ElectionByLsn => ("elect", elect_blind),
+        Mutation::ElectionTimeout => ("election_timeout", never_give_way),
     };
     let rules = RULES
         .iter()

@@ -1,6 +1,7 @@
 //! `cargo test` runs a fixed set of seeds; `PGPILOT_SIM_SEEDS=N` runs N
 //! (from `PGPILOT_SIM_FIRST_SEED`, default 0); `PGPILOT_SIM_SEED=S` replays
 //! one with its whole trace. `PGPILOT_SIM_NODES` fixes the group size;
+//! `PGPILOT_SIM_WAITS=1` prints what each run that ended waiting waited for;
 //! `PGPILOT_SIM_BUSY=1` uses the busier schedule of the mutation tests.
 
 use pgpilot_monitor::fsm::FsmConfig;
@@ -23,6 +24,7 @@ fn params(seed: u64) -> Params {
     if let Some(n) = env_u64("PGPILOT_SIM_NODES") {
         p.nodes = n as usize;
         p.quorum.resize(p.nodes, true);
+        p.priorities.resize(p.nodes, 50);
     }
     // The busier schedule of some mutation tests, to replay their seeds.
     if std::env::var("PGPILOT_SIM_BUSY").is_ok() {
@@ -33,9 +35,15 @@ fn params(seed: u64) -> Params {
 
 /// Runs one seed; on failure, the message names the seed, the replay
 /// command and the trace that led there.
-fn run_world(seed: u64, mut w: World) -> Result<u32, String> {
+fn run_world(seed: u64, w: World) -> Result<u32, String> {
+    run_world_waits(seed, w).map(|(n, _)| n)
+}
+
+/// [`run_world`], also returning what the group was left waiting for
+/// where that is allowed.
+fn run_world_waits(seed: u64, mut w: World) -> Result<(u32, Option<String>), String> {
     match w.run() {
-        Ok(()) => Ok(w.needless_failovers),
+        Ok(()) => Ok((w.needless_failovers, w.ended_waiting.take())),
         Err(v) => Err(format!(
             "seed {seed}: {v}\nreplay: {}\ntrace (last events):\n{}",
             replay_command(seed),
@@ -51,20 +59,34 @@ fn seeds_hold_every_invariant() {
     let started = std::time::Instant::now();
     let mut needless = 0;
     let mut needless_seeds = Vec::new();
+    // Runs that ended waiting, by what the monitor said (a machine lost
+    // for good, a standby that may never be promoted).
+    let mut waits: std::collections::BTreeMap<String, u32> = Default::default();
     for seed in first..first + count {
-        match run_world(seed, World::new(seed, params(seed))) {
-            Ok(0) => {}
-            Ok(n) => {
-                needless += n;
-                needless_seeds.push(seed);
+        match run_world_waits(seed, World::new(seed, params(seed))) {
+            Ok((n, wait)) => {
+                if n > 0 {
+                    needless += n;
+                    needless_seeds.push(seed);
+                }
+                if let Some(w) = wait {
+                    // The kind of wait: its text without numbers.
+                    let kind: String = w.chars().filter(|c| !c.is_ascii_digit()).collect();
+                    if std::env::var("PGPILOT_SIM_WAITS").is_ok() {
+                        eprintln!("seed {seed} waits: {w}");
+                    }
+                    *waits.entry(kind).or_default() += 1;
+                }
             }
             Err(e) => panic!("{e}"),
         }
     }
     // Read by whoever runs a long sweep: the numbers of the run.
     eprintln!(
-        "simulation: seeds {first}..{}: 0 violations, {needless} needless failover(s) (seeds {needless_seeds:?}), {:.1} s",
+        "simulation: seeds {first}..{}: 0 violations, {needless} needless failover(s) (seeds {needless_seeds:?}), \
+         {} ended waiting with the reason named ({waits:?}), {:.1} s",
         first + count,
+        waits.values().sum::<u32>(),
         started.elapsed().as_secs_f64()
     );
 }
@@ -191,6 +213,74 @@ fn an_election_blind_to_lsns_loses_acknowledged_writes() {
     let (seed, e) = first_catch(Mutation::ElectionByLsn, false)
         .expect("an election that ignores LSNs must lose a write in some seed");
     assert!(e.contains("acknowledged commit"), "seed {seed}: {e}");
+}
+
+/// Three nodes; the primary's machine is lost for good, and so is the
+/// election's winner the moment it is chosen. The third node holds all
+/// the winner reported (no client writes meanwhile, so both standbys are
+/// equal). Returns whether a surviving node takes writes by the end, and
+/// what the monitor says the group waits for.
+fn election_winner_lost(core: Option<Mutation>) -> (bool, Option<String>, String) {
+    let p = Params {
+        nodes: 3,
+        fault_rate: 0.0,
+        quorum: vec![true; 3],
+        drops: false,
+        clock_rates: vec![1.0; 3],
+        priorities: vec![50; 3],
+        lose_one: false,
+        ..Params::for_seed(2)
+    };
+    let mut w = match core {
+        None => World::new(2, p),
+        Some(m) => World::with_core(2, p, core_with(m, FsmConfig::default())),
+    };
+    while w.now < 15_000 {
+        w.step();
+    }
+    w.lose(0);
+    while w.now < 40_000 {
+        w.step();
+        let winner = w.monitor.stored.nodes.iter().find(|n| {
+            matches!(
+                n.assigned,
+                pgpilot_proto::NodeState::PreparePromotion
+                    | pgpilot_proto::NodeState::StopReplication
+            )
+        });
+        if let Some(id) = winner.map(|n| n.id) {
+            w.lose(id as usize - 1);
+            break;
+        }
+    }
+    while w.now < 90_000 && w.violation.is_none() {
+        w.step();
+    }
+    assert_eq!(w.violation, None, "{}", w.trace());
+    let writable = w
+        .nodes
+        .iter()
+        .any(|n| n.pg.accepts_writes() && n.down_until.is_none());
+    (writable, w.monitor.view().waiting_for, w.trace())
+}
+
+#[test]
+fn an_election_whose_winner_is_lost_goes_on_with_the_next() {
+    let (writable, wait, trace) = election_winner_lost(None);
+    assert!(writable, "the third node must take over:\n{trace}");
+    assert_eq!(wait, None);
+}
+
+#[test]
+fn without_the_election_timeout_the_group_waits_for_a_dead_winner() {
+    let (writable, wait, trace) = election_winner_lost(Some(Mutation::ElectionTimeout));
+    assert!(
+        !writable,
+        "without the timeout nobody may take over:\n{trace}"
+    );
+    // The wait is still named (promise 3), but nothing moves.
+    let wait = wait.unwrap_or_default();
+    assert!(wait.contains("failover waits for node 2"), "{wait}");
 }
 
 #[test]

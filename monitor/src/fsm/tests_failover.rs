@@ -53,7 +53,13 @@ fn failover_rules() {
             vec![Goal(1, WaitPrimary)],
             "no quorum secondary left",
         ),
-        case("candidate priority 0: never", vec![dead(), sec(2, 3.0).prio(0)], t(), vec![], ""),
+        case(
+            "candidate priority 0: never, and the monitor says why",
+            vec![dead(), sec(2, 3.0).prio(0)],
+            t(),
+            vec![WaitFor(1)],
+            "every standby has candidate priority 0",
+        ),
         case("candidate too far behind: no", vec![dead(), sec(2, 3.0).lsn_mb(50)], t(), vec![], ""),
         case(
             "primary in wait_primary: no failover",
@@ -221,7 +227,7 @@ fn failover_rules() {
             ],
             at(20.0),
             vec![WaitFor(1)],
-            "no automatic failover from node 1: it is not healthy and, as wait_primary",
+            "no automatic failover from node 1: it is not healthy, and as it reports wait_primary with goal wait_primary",
         ),
         case(
             "self-fenced primary (demote_timeout, goal primary) is not failed over",

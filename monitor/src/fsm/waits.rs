@@ -188,23 +188,59 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
                 ),
             ));
         }
+        // Every standby that could take over is excluded by the operator.
+        let standbys: Vec<&NodeView> = active(g).filter(|s| s.id != p.id).collect();
+        if !standbys.is_empty() && standbys.iter().all(|s| s.candidate_priority == 0) {
+            return Some((
+                p.id,
+                format!(
+                    "no automatic failover from unhealthy primary node {}: every standby has candidate \
+                     priority 0",
+                    p.id
+                ),
+            ));
+        }
+        // No standby may be promoted (the failover rule's candidates), for
+        // longer than a failover normally takes.
+        let candidate = |s: &&NodeView| {
+            is_in(s, Secondary)
+                && s.candidate_priority > 0
+                && is_healthy(s, now, cfg)
+                && !s.status_unknown
+                && p.lsn.distance_from(s.lsn) <= cfg.promote_wal_threshold
+        };
+        let silent_long = super::health::silence(p, now).is_none_or(|d| d > grace(cfg));
+        if silent_long && !standbys.is_empty() && !standbys.iter().any(candidate) {
+            return Some((
+                p.id,
+                format!(
+                    "no automatic failover from unhealthy primary node {}: no standby may be promoted (none \
+                     is a healthy secondary with candidate priority above 0 within promote_wal_threshold)",
+                    p.id
+                ),
+            ));
+        }
     }
-    // A writer without synchronous replication (wait_primary, single) that
-    // is not healthy: it may have acknowledged commits no standby has, so
-    // no standby is promoted without an operator.
+    // A writer that is not healthy and was not known to be in `primary`
+    // (wait_primary, single, on its way into or out of primary, mid
+    // apply_settings, or fenced with its keeper gone): it may have
+    // acknowledged commits without a synchronous standby, so no standby
+    // is promoted without an operator.
     if let Some(w) = active(g).find(|n| {
-        matches!(n.assigned, WaitPrimary | Single)
-            && n.reported != DemoteTimeout
+        n.assigned.accepts_writes()
+            && !is_in(n, Primary)
             && is_unhealthy(n, now, cfg)
+            && (n.reported != DemoteTimeout || keeper_silent(n, now, cfg))
             && long(n)
     }) {
-        if g.nodes.iter().any(|s| s.id != w.id && s.assigned != Dropped) {
+        if active(g).any(|s| s.id != w.id) {
             return Some((
                 w.id,
                 format!(
-                    "no automatic failover from node {}: it is not healthy and, as {}, it acknowledged \
-                     commits without a synchronous standby, so no standby is known to hold them all",
-                    w.id, w.assigned
+                    "no automatic failover from node {}: it is not healthy, and as it reports {} with goal \
+                     {} it may have acknowledged commits without a synchronous standby, so no standby is \
+                     known to hold them all",
+                    w.id, w.reported, w.assigned
                 ),
             ));
         }
