@@ -315,6 +315,13 @@ impl World {
         self.lose(i);
     }
 
+    /// Freezes node `i` (SIGSTOP of every process) for `dur` ms (for
+    /// scenario tests; the seeded schedule uses the same fault).
+    pub fn freeze(&mut self, i: usize, dur: u64) {
+        self.nodes[i].frozen_until = Some(self.now + dur);
+        self.log(format!("FAULT node {} frozen for {dur} ms", i + 1));
+    }
+
     /// Machine `i` is gone for good (also for scenario tests).
     pub fn lose(&mut self, i: usize) {
         let node = &mut self.nodes[i];

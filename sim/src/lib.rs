@@ -195,6 +195,10 @@ pub struct World {
     /// standby before it reports `primary` (the planner's
     /// `Step::WaitSyncStandby`), to prove the simulation notices.
     pub skip_sync_wait: bool,
+    /// Test-only: a voter's simulated WAL receiver ignores the keeper's
+    /// order to stop (it keeps following the old primary), to prove the
+    /// simulation notices.
+    pub keep_streaming: bool,
 }
 
 impl World {
@@ -239,6 +243,7 @@ impl World {
             violation: None,
             trace_limit: TRACE_LINES,
             skip_sync_wait: false,
+            keep_streaming: false,
             needless_failovers: 0,
             last_generation: 1,
             dropped_one: false,

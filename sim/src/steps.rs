@@ -54,6 +54,11 @@ impl World {
                     ));
                 }
             }
+            // Test-only: a voter's WAL receiver keeps following the old
+            // primary although the keeper configured it to stop.
+            Step::Configure(Role::Standby { upstream: None })
+                if self.keep_streaming
+                    && self.engine(i).state().assigned == pgpilot_proto::NodeState::ReportLsn => {}
             Step::Configure(role) => {
                 configure(&mut self.nodes[i], role);
                 self.engine(i).role_applied(Some(role.clone()));

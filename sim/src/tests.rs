@@ -283,6 +283,49 @@ fn without_the_election_timeout_the_group_waits_for_a_dead_winner() {
     assert!(wait.contains("failover waits for node 2"), "{wait}");
 }
 
+/// Three nodes; the primary freezes for `ms` while clients write, then
+/// resumes. Returns the first violation.
+fn frozen_primary_resumes(ms: u64, keep_streaming: bool) -> (Option<String>, String) {
+    let p = Params {
+        nodes: 3,
+        fault_rate: 0.0,
+        quorum: vec![true; 3],
+        drops: false,
+        clock_rates: vec![1.0; 3],
+        priorities: vec![50; 3],
+        lose_one: false,
+        ..Params::for_seed(2)
+    };
+    let mut w = World::new(2, p);
+    w.keep_streaming = keep_streaming;
+    while w.now < 15_000 {
+        w.step();
+    }
+    w.freeze(0, ms);
+    while w.now < 40_000 && w.violation.is_none() {
+        w.step();
+    }
+    (w.violation.clone(), w.trace())
+}
+
+#[test]
+fn voters_that_keep_streaming_let_the_old_primary_get_writes_acknowledged() {
+    let caught = (20..=40).find_map(|tenths| {
+        let (v, _) = frozen_primary_resumes(tenths * 100, true);
+        v.map(|v| (tenths, v))
+    });
+    let (tenths, v) = caught.expect("some freeze must end while the voters still stream");
+    assert!(
+        v.contains("acknowledged commit"),
+        "freeze {tenths}00 ms: {v}"
+    );
+    let (v, trace) = frozen_primary_resumes(tenths * 100, false);
+    assert_eq!(
+        v, None,
+        "the same freeze is safe when voters stop streaming:\n{trace}"
+    );
+}
+
 #[test]
 fn without_the_sync_catch_up_wait_acknowledged_writes_are_lost() {
     let found = (0..5000).find_map(|seed| {
