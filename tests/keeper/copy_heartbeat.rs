@@ -172,6 +172,10 @@ async fn a_node_copying_keeps_reporting_and_does_not_block_failover() {
     // (b) The primary freezes: the copy from it hangs. The secondary is
     // promoted all the same, while c still copies (or has not started
     // over from the new primary yet).
+    // Failover is only from `primary`: c's arrival made a re-apply its
+    // settings (apply_settings) first.
+    wait_state(&monitor, "a", "primary", STEP).await;
+    assert!(copying(), "the copy must still run: lower the rate");
     let postmaster = a.postmaster_pid().expect("a's postmaster");
     let _frozen = Frozen::postmaster_and_children(postmaster);
     a.kill_keeper();
