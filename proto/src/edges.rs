@@ -108,6 +108,11 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (Primary, Draining, KeeperAction::StopPostgres),
     (Primary, DemoteTimeout, KeeperAction::StopPostgres),
     (Primary, Demoted, KeeperAction::StopPostgres),
+    // A primary that died while applying new settings (synchronous
+    // replication stays on throughout).
+    (ApplySettings, Draining, KeeperAction::StopPostgres),
+    (ApplySettings, DemoteTimeout, KeeperAction::StopPostgres),
+    (ApplySettings, Demoted, KeeperAction::StopPostgres),
     (Draining, DemoteTimeout, KeeperAction::StopPostgres),
     (Draining, Demoted, KeeperAction::StopPostgres),
     (DemoteTimeout, Demoted, KeeperAction::StopPostgres),

@@ -7,7 +7,7 @@ use pgpilot_proto::{action_for, NodeState::*};
 use super::health::{
     age, is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent, secs, silence,
 };
-use super::rules::{assign, failover_under_way, primary, settings_pending_drop};
+use super::rules::{assign, failover_under_way, primary, settings_pending_drop, sync_writer};
 use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
 
 /// Rule 7b, the election: once every standby told to report_lsn stopped
@@ -223,7 +223,9 @@ pub(super) fn lease_gate(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<
 }
 
 /// Rule 7: automatic failover, only from `primary` (synchronous
-/// replication on, so a caught-up secondary has every acknowledged commit)
+/// replication on, so a caught-up secondary has every acknowledged commit;
+/// a primary mid-`apply_settings` too, see [`sync_writer`]: every quorum
+/// standby of the old names and the new is a follower that votes)
 /// and only with two witnesses: the monitor finds the primary unhealthy,
 /// and the candidate lost its WAL stream (or the primary's own keeper says
 /// Postgres is down). The monitor alone losing the primary is a network
@@ -234,7 +236,7 @@ pub(super) fn lease_gate(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<
 /// replaced the same way; the drop is the witness. Its row stays until a
 /// promotion is under way (see `remove_dropped`).
 pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
-    let (p, dropped) = match g.nodes.iter().find(|n| is_in(n, Primary)) {
+    let (p, dropped) = match g.nodes.iter().find(|n| sync_writer(n)) {
         // A quorum standby was dropped and the primary has not re-applied
         // its settings without it: the others may lack its commits.
         Some(p) if settings_pending_drop(g, p).is_some() => return vec![],

@@ -89,14 +89,26 @@ pub(super) fn remove_dropped(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> 
 
 /// A dropped quorum standby whose drop the primary has not yet turned into
 /// new synchronous_standby_names (with the wait every change to them
-/// gets): the other standbys may lack commits only it acknowledged.
+/// gets): the other standbys may lack commits only it acknowledged. While
+/// the primary is in apply_settings its new names are not confirmed yet,
+/// so every dropped quorum standby still counts.
 pub(super) fn settings_pending_drop<'a>(g: &'a GroupView, p: &NodeView) -> Option<&'a NodeView> {
     g.nodes.iter().find(|d| {
         d.id != p.id
             && d.assigned == Dropped
             && d.replication_quorum
-            && d.goal_changed_at > p.goal_changed_at
+            && (d.goal_changed_at > p.goal_changed_at || !is_in(p, Primary))
     })
+}
+
+/// A writer with synchronous replication on for certain: in `primary`,
+/// or between `primary` and `apply_settings` either way (a settings change
+/// keeps synchronous replication on: `apply_settings -> primary` waits for
+/// a quorum standby under the new names before it reports). Not one whose
+/// goal is `wait_primary`: it may have turned synchronous replication off
+/// without having reported it.
+pub(super) fn sync_writer(n: &NodeView) -> bool {
+    matches!(n.reported, Primary | ApplySettings) && matches!(n.assigned, Primary | ApplySettings)
 }
 
 /// A dropped node's row must stay: it may still accept writes, it was
@@ -106,7 +118,7 @@ fn must_keep(g: &GroupView, d: &NodeView, now: Timestamp, cfg: &FsmConfig) -> bo
     let pending = g
         .nodes
         .iter()
-        .find(|n| is_in(n, Primary))
+        .find(|n| sync_writer(n))
         .and_then(|p| settings_pending_drop(g, p))
         .is_some_and(|x| x.id == d.id);
     pending

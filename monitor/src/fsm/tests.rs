@@ -377,8 +377,21 @@ fn alone_and_drop_rules() {
                 node(3, Secondary).dropped(Secondary, true),
             ],
             t0(),
-            vec![Goal(1, ApplySettings), Remove(3)],
+            // The row stays until the new names are confirmed (primary
+            // again): a failover from apply_settings must still see it.
+            vec![Goal(1, ApplySettings)],
             "quorum standby node 3 dropped",
+        ),
+        case(
+            "force-dropped quorum standby: its row goes once the primary confirmed its new settings",
+            vec![
+                node(1, Primary).changed_at(at(1.0)),
+                node(2, Secondary),
+                node(3, Secondary).dropped(Secondary, true),
+            ],
+            at(2.0),
+            vec![Remove(3)],
+            "removed from the group",
         ),
         case(
             "standby that never copied the data waits again",

@@ -230,6 +230,42 @@ fn failover_rules() {
             "no automatic failover from node 1: it is not healthy, and as it reports wait_primary with goal wait_primary",
         ),
         case(
+            "dead end 9: a primary that died mid-apply_settings is failed over (synchronous replication stays on)",
+            vec![
+                node(1, ApplySettings).bad(),
+                sec(2, 3.0),
+                sec(3, 3.0).prio(90),
+            ],
+            t(),
+            vec![Bump, Goal(2, ReportLsn), Goal(3, ReportLsn), Goal(1, Draining)],
+            "election: primary node 1 silent 3.2 s",
+        ),
+        case(
+            "dead end 9: ... also when it had not started applying them",
+            vec![node(1, Primary).goal(ApplySettings).bad(), sec(2, 3.0)],
+            t(),
+            vec![Bump, Goal(2, PreparePromotion), Goal(1, Draining)],
+            "node 2 assigned prepare_promotion",
+        ),
+        case(
+            "dead end 9: but not while a dropped quorum standby's commits may be missing",
+            vec![
+                node(1, ApplySettings).bad(),
+                sec(2, 3.0),
+                node(3, Secondary).dropped(Secondary, true),
+            ],
+            t(),
+            vec![Goal(1, Primary), WaitFor(1)],
+            "quorum standby node 3 was dropped before the primary re-applied",
+        ),
+        case(
+            "a primary told to turn synchronous replication off is not failed over",
+            vec![node(1, ApplySettings).goal(WaitPrimary).bad(), sec(2, 3.0)],
+            t(),
+            vec![],
+            "",
+        ),
+        case(
             "self-fenced primary (demote_timeout, goal primary) is not failed over",
             vec![node(1, DemoteTimeout).goal(Primary).pg_down().silent_since(Some(t())), sec(2, 3.0)],
             t(),

@@ -14,7 +14,7 @@ use pgpilot_proto::NodeState::*;
 use super::failover::can_report_lsn;
 
 use super::health::{age, is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent};
-use super::rules::{active, primary, settings_pending_drop};
+use super::rules::{active, primary, settings_pending_drop, sync_writer};
 use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
 
 /// How long a normal wait may last before it is named.
@@ -144,7 +144,7 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
     if let Some(p) = g
         .nodes
         .iter()
-        .find(|n| is_in(n, Primary) && is_unhealthy(n, now, cfg))
+        .find(|n| sync_writer(n) && is_unhealthy(n, now, cfg))
     {
         if let Some(d) = settings_pending_drop(g, p) {
             return Some((
@@ -228,7 +228,7 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
     // is promoted without an operator.
     if let Some(w) = active(g).find(|n| {
         n.assigned.accepts_writes()
-            && !is_in(n, Primary)
+            && !sync_writer(n)
             && is_unhealthy(n, now, cfg)
             && (n.reported != DemoteTimeout || keeper_silent(n, now, cfg))
             && long(n)
