@@ -10,6 +10,7 @@ use std::time::Duration;
 use pgpilot_keeper::engine::{Decision, Engine, Mono, Observation, PgStatus};
 use pgpilot_keeper::plan::{PlanError, Step};
 use pgpilot_keeper::statefile::KeeperState;
+use pgpilot_proto::pb;
 use pgpilot_proto::{node_slot_name, Lsn, NodeState};
 
 use super::pg::parse_ssn;
@@ -20,8 +21,8 @@ use super::{World, TICK_MS};
 const POLL: Duration = Duration::from_secs(1);
 /// Chance that a keeper crash strikes in the middle of a transition.
 const CRASH_MID_TRANSITION: f64 = 0.03;
-/// Chance that a copy or rewind keeps the keeper's loop busy for a while
-/// (a big copy: no report, only the watchdog runs).
+/// Chance that a copy or rewind takes a while (a big database): the
+/// keeper reports beside it.
 const SLOW_TRANSITION: f64 = 0.05;
 
 /// What survives a keeper crash: its state file, and the highest
@@ -46,10 +47,12 @@ pub struct SimKeeper {
     pub gone: bool,
     /// It reached `dropped`: one last report, then it exits (as the
     /// agent does).
-    exit_after_report: bool,
-    /// The loop is busy (a long copy) until then: no Watch wake-up
-    /// reaches it.
-    pub busy_until: u64,
+    pub(super) exit_after_report: bool,
+    /// Steps under way that take a while (a big copy, a rewind), with
+    /// reports beside them ([`crate::beside`]).
+    pub(super) running: Option<super::beside::Running>,
+    /// When its last report was sent (on its own clock).
+    pub(super) last_sent: Option<Mono>,
 }
 
 impl SimKeeper {
@@ -64,7 +67,8 @@ impl SimKeeper {
             expected_running: false,
             gone: false,
             exit_after_report: false,
-            busy_until: 0,
+            running: None,
+            last_sent: None,
         }
     }
 
@@ -79,7 +83,7 @@ impl SimKeeper {
     }
 
     /// Writes the state file when the engine asks for it.
-    fn save(&mut self) {
+    pub(super) fn save(&mut self) {
         if let Some(e) = self.engine.as_mut() {
             if e.needs_save() {
                 self.file.state = Some(e.state().clone());
@@ -92,7 +96,7 @@ impl SimKeeper {
 impl World {
     /// Sim time `ms` on node `i`'s monotonic clock, which may run slower
     /// than the monitor's (the clock margin is there for that).
-    fn mono(&self, i: usize, ms: u64) -> Mono {
+    pub(super) fn mono(&self, i: usize, ms: u64) -> Mono {
         Duration::from_millis((ms as f64 * self.nodes[i].clock_rate) as u64)
     }
 }
@@ -145,43 +149,14 @@ impl World {
         }
         self.observe(i);
         self.maybe_start(i);
-        // The network: while faults run, a request or its reply may be
-        // lost, and a request takes up to 300 ms to arrive (the keeper's
-        // lease counts from when it was sent, the monitor's from receipt).
-        let mono_now = self.mono(i, now);
-        let req = self.engine(i).request(mono_now);
-        let (delay, lose_request, lose_reply) = self.network_weather();
-        let sent_at = self.mono(i, now.saturating_sub(delay));
-        let mut refused = false;
-        let reply = if self.monitor_reachable(i) && !lose_request {
-            let ts = self.timestamp();
-            match self.monitor.node_active(&req, ts) {
-                Ok((_, changes)) if lose_reply => {
-                    self.note_assignments(changes);
-                    self.log(format!("node {id}: reply lost"));
-                    None
-                }
-                Ok((reply, changes)) => {
-                    self.note_assignments(changes);
-                    Some(reply)
-                }
-                Err(e) => {
-                    self.log(format!("node {id}: the monitor refused the report: {e}"));
-                    refused = true;
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        // A dropped keeper exits once its last report was answered (or
-        // refused: its row is gone), as the agent does.
-        if self.nodes[i].keeper.exit_after_report && (reply.is_some() || refused) {
-            self.nodes[i].keeper.gone = true;
-            self.log(format!("node {id} keeper exits: dropped"));
+        if self.nodes[i].keeper.running.is_some() {
+            return self.beside_tick(i);
+        }
+        let reply = self.report(i);
+        if self.nodes[i].keeper.gone {
             return;
         }
-        let Some(reply) = reply else {
+        let Some((sent_at, reply)) = reply else {
             let mono_now = self.mono(i, now);
             if self.engine(i).on_no_reply(mono_now) {
                 self.fence(i);
@@ -284,7 +259,7 @@ impl World {
     }
 
     fn transition(&mut self, i: usize, from: NodeState, goal: pgpilot_keeper::plan::Goal) {
-        let (id, now) = (self.nodes[i].id, self.now);
+        let id = self.nodes[i].id;
         let steps = match self.engine(i).plan(&goal) {
             Ok(s) => s,
             Err(e @ PlanError::NoEdge { .. }) => {
@@ -301,7 +276,23 @@ impl World {
         let crash_after = self
             .rng_chance(CRASH_MID_TRANSITION)
             .then(|| self.rng_below(steps.len().max(1)));
-        let mut busy = 0;
+        self.run_steps(i, from, goal, steps, crash_after, false);
+    }
+
+    /// Runs a transition's steps from the first of `steps`. A copy or a
+    /// rewind may take a while: the steps then park ([`crate::beside`]),
+    /// the keeper reports beside them, and they go on from that step once
+    /// it is done (`resumed`: it is not parked again).
+    pub(super) fn run_steps(
+        &mut self,
+        i: usize,
+        from: NodeState,
+        goal: pgpilot_keeper::plan::Goal,
+        steps: Vec<Step>,
+        crash_after: Option<usize>,
+        resumed: bool,
+    ) {
+        let (id, now) = (self.nodes[i].id, self.now);
         for (n, step) in steps.iter().enumerate() {
             if crash_after == Some(n) && now < self.params.heal_at_ms {
                 let node = &mut self.nodes[i];
@@ -313,6 +304,16 @@ impl World {
                 ));
                 return;
             }
+            let first_resumed = resumed && n == 0;
+            if matches!(step, Step::Clone(_) | Step::Rewind(_))
+                && !first_resumed
+                && now < self.params.heal_at_ms
+                && self.rng_chance(SLOW_TRANSITION)
+            {
+                let takes = self.rng_below(20) as u64 * 1000 + 2000;
+                self.park(i, from, goal, steps[n..].to_vec(), takes);
+                return;
+            }
             if let Err(e) = self.run_step(i, step) {
                 self.log(format!(
                     "node {id}: {from} -> {}: {step:?} failed: {e}",
@@ -322,31 +323,64 @@ impl World {
                 self.schedule(i);
                 return;
             }
-            if matches!(step, Step::Clone(_) | Step::Rewind(_))
-                && now < self.params.heal_at_ms
-                && self.rng_chance(SLOW_TRANSITION)
-            {
-                busy = self.rng_below(20) as u64 * 1000 + 2000;
-            }
         }
         self.engine(i).transition_ok(goal.state);
         self.nodes[i].keeper.save();
         if goal.state == NodeState::Dropped {
             self.nodes[i].keeper.exit_after_report = true;
         }
-        // Report again at once, as the agent does after a transition
-        // (unless the copy kept the loop busy).
-        self.nodes[i].keeper.next_at = now + TICK_MS + busy;
-        self.nodes[i].keeper.busy_until = now + busy;
-        if busy > 0 {
-            self.log(format!(
-                "node {id} keeper busy for {busy} ms after its copy"
-            ));
-        }
+        // Report again at once, as the agent does after a transition.
+        self.nodes[i].keeper.next_at = now + TICK_MS;
         self.log(format!("node {id} reached {} (from {from})", goal.state));
     }
 
-    fn schedule(&mut self, i: usize) {
+    /// One report to the monitor, as the agent sends it: its reply, or
+    /// `None` when there was none (the keeper then did what the agent
+    /// does without one, and is scheduled; or it exited, dropped).
+    pub(super) fn report(&mut self, i: usize) -> Option<(Mono, pb::NodeActiveResponse)> {
+        let id = self.nodes[i].id;
+        let now = self.now;
+        // The network: while faults run, a request or its reply may be
+        // lost, and a request takes up to 300 ms to arrive (the keeper's
+        // lease counts from when it was sent, the monitor's from receipt).
+        let mono_now = self.mono(i, now);
+        let req = self.engine(i).request(mono_now);
+        let (delay, lose_request, lose_reply) = self.network_weather();
+        let sent_at = self.mono(i, now.saturating_sub(delay));
+        let mut refused = false;
+        let reply = if self.monitor_reachable(i) && !lose_request {
+            let ts = self.timestamp();
+            match self.monitor.node_active(&req, ts) {
+                Ok((_, changes)) if lose_reply => {
+                    self.note_assignments(changes);
+                    self.log(format!("node {id}: reply lost"));
+                    None
+                }
+                Ok((reply, changes)) => {
+                    self.note_assignments(changes);
+                    Some(reply)
+                }
+                Err(e) => {
+                    self.log(format!("node {id}: the monitor refused the report: {e}"));
+                    refused = true;
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        // A dropped keeper exits once its last report was answered (or
+        // refused: its row is gone), as the agent does.
+        if self.nodes[i].keeper.exit_after_report && (reply.is_some() || refused) {
+            self.nodes[i].keeper.gone = true;
+            self.log(format!("node {id} keeper exits: dropped"));
+            return None;
+        }
+        self.nodes[i].keeper.last_sent = Some(sent_at);
+        reply.map(|r| (sent_at, r))
+    }
+
+    pub(super) fn schedule(&mut self, i: usize) {
         let now = self.now;
         let mono_now = self.mono(i, now);
         let wait = self.engine(i).next_wait(mono_now);
@@ -383,7 +417,7 @@ impl World {
     }
 
     /// What the keeper reads of its PostgreSQL.
-    fn observe(&mut self, i: usize) {
+    pub(super) fn observe(&mut self, i: usize) {
         let now = self.now;
         let standbys: Vec<usize> = (0..self.nodes.len())
             .filter(|j| self.nodes[*j].pg.streaming_from == Some(i))
@@ -430,7 +464,7 @@ impl World {
 
     /// The keeper's own fencing (the loop's turn; the watchdog may have
     /// been first).
-    fn fence(&mut self, i: usize) {
+    pub(super) fn fence(&mut self, i: usize) {
         let id = self.nodes[i].id;
         let n = &mut self.nodes[i];
         n.pg.stop();

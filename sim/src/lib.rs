@@ -18,6 +18,7 @@
 //! - once the faults heal, the group converges to one primary and its
 //!   secondaries within a bounded time.
 
+mod beside;
 mod faults;
 mod invariants;
 mod keeper;
@@ -312,7 +313,7 @@ impl World {
             for i in 0..self.nodes.len() {
                 if self.monitor_reachable(i) {
                     let k = &mut self.nodes[i].keeper;
-                    k.next_at = k.next_at.min((self.now + TICK_MS).max(k.busy_until));
+                    k.next_at = k.next_at.min(self.now + TICK_MS);
                 }
             }
         }
