@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use pgpilot_keeper::engine::{Decision, Engine, Mono, Observation, PgStatus};
+use pgpilot_keeper::engine::{fresh_standbys, Decision, Engine, Mono, Observation, PgStatus};
 use pgpilot_keeper::plan::{PlanError, Step};
 use pgpilot_keeper::statefile::KeeperState;
 use pgpilot_proto::pb;
@@ -419,10 +419,16 @@ impl World {
     /// What the keeper reads of its PostgreSQL.
     pub(super) fn observe(&mut self, i: usize) {
         let now = self.now;
-        let standbys: Vec<usize> = (0..self.nodes.len())
-            .filter(|j| self.nodes[*j].pg.streaming_from == Some(i))
-            .collect();
         let n = &self.nodes[i];
+        // What pg_stat_replication lists, judged by the engine's rule.
+        let (fresh, oldest_reply_ms) = fresh_standbys(
+            n.pg.walsenders
+                .iter()
+                .map(|(j, t)| (node_slot_name(*j as i64 + 1), now.saturating_sub(*t))),
+        );
+        let standbys: Vec<usize> = (0..self.nodes.len())
+            .filter(|j| fresh.contains(&node_slot_name(*j as i64 + 1)))
+            .collect();
         let ssn_names =
             n.pg.ssn()
                 .and_then(parse_ssn)
@@ -441,12 +447,8 @@ impl World {
             timeline: n.pg.data.as_ref().map_or(0, |d| d.tli),
             lsn: Lsn(n.pg.lsn()),
             replication_state,
-            // The simulated stream drops on both sides in the same step.
-            oldest_reply_ms: (!standbys.is_empty()).then_some(0),
-            streaming_standbys: standbys
-                .iter()
-                .map(|j| node_slot_name(*j as i64 + 1))
-                .collect(),
+            oldest_reply_ms,
+            streaming_standbys: fresh,
             wal_receiver: n.pg.in_recovery.then(|| match n.pg.streaming_from {
                 Some(_) => (true, n.pg.last_contact.map(|c| now.saturating_sub(c))),
                 None => (false, None),

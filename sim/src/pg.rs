@@ -66,7 +66,14 @@ pub struct SimPg {
     pub streaming_from: Option<usize>,
     /// Sim time (ms) the WAL receiver last heard from its upstream.
     pub last_contact: Option<u64>,
+    /// Our walsenders: standby index -> sim time (ms) of its last reply. A
+    /// standby that went silent (frozen, machine down, cut off) stays
+    /// listed until wal_sender_timeout, as PostgreSQL's does.
+    pub walsenders: std::collections::BTreeMap<usize, u64>,
 }
+
+/// wal_sender_timeout as pgpilot configures it.
+pub const WAL_SENDER_TIMEOUT_MS: u64 = 5000;
 
 impl SimPg {
     /// Accepts writes: a running primary with default_transaction_read_only off.
@@ -105,6 +112,7 @@ impl SimPg {
     pub fn stop(&mut self) {
         self.running = false;
         self.streaming_from = None;
+        self.walsenders.clear();
     }
 
     pub fn lsn(&self) -> u64 {

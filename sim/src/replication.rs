@@ -44,6 +44,21 @@ impl World {
                 }
             }
             let now = self.now;
+            // The upstreams' walsenders: the one it streams from saw its
+            // reply; the others end when it left them cleanly, and linger
+            // until wal_sender_timeout when it went silent.
+            let silent = self.nodes[j].frozen() || self.nodes[j].down_until.is_some();
+            for u in 0..self.nodes.len() {
+                let streams = from.as_ref().is_some_and(|(f, _, _)| *f == u);
+                let cut = !self.link(j + 1, u + 1);
+                let w = &mut self.nodes[u].pg.walsenders;
+                if streams {
+                    w.insert(j, now);
+                } else if !(silent || cut) {
+                    w.remove(&j);
+                }
+                w.retain(|_, t| now.saturating_sub(*t) <= super::pg::WAL_SENDER_TIMEOUT_MS);
+            }
             let n = &mut self.nodes[j];
             match from {
                 Some((u, wal, tli)) => {

@@ -80,7 +80,7 @@ use crate::statefile::{KeeperState, RejoinRecord};
 
 pub use beside::Beside;
 pub use budget::{RESTART_BACKOFF, RESTART_LIMIT, RESTART_WINDOW};
-pub use types::{Decision, Observation, PgStatus};
+pub use types::{fresh_standbys, Decision, Observation, PgStatus, FRESH_REPLY_MS};
 
 /// A monotonic instant: time since an arbitrary origin.
 pub type Mono = Duration;
@@ -97,6 +97,11 @@ pub const STUCK_STANDBY: Duration = Duration::from_secs(30);
 /// The shortest wait between rounds: a deadline already past (fencing
 /// failed and is retried) must not turn the loop into a busy loop.
 const MIN_WAIT: Duration = Duration::from_millis(10);
+/// How long before the exemption would lapse the keeper reads its
+/// standbys again (a status read takes milliseconds; its budget is 1 s,
+/// but a slow read then ends the exemption, which costs availability
+/// only).
+const EXEMPTION_LOOK_AHEAD: Duration = Duration::from_millis(400);
 
 /// The keeper's decisions and the memory they need. See the module doc
 /// for the order of calls in one round.
@@ -115,6 +120,8 @@ pub struct Engine {
     /// The monitor's timing contract, from its last reply (0 = not said).
     poll_ms: u64,
     report_timeout_ms: u64,
+    /// The monitor's clock margin (0 before a monitor said it).
+    margin_ms: u64,
     obs: Observation,
     /// When our WAL receiver last heard from its upstream.
     upstream_contact: Option<Mono>,
@@ -157,6 +164,7 @@ impl Engine {
             last_reply: None,
             poll_ms: 0,
             report_timeout_ms: 0,
+            margin_ms: 0,
             obs: Observation::default(),
             upstream_contact: None,
             silence_since: None,
@@ -434,6 +442,28 @@ impl Engine {
         if reply.report_timeout_ms > 0 {
             self.report_timeout_ms = reply.report_timeout_ms;
         }
+        if reply.clock_margin_ms > 0 {
+            self.margin_ms = reply.clock_margin_ms;
+        }
+    }
+
+    /// How long the exemption vouches for this node after the oldest
+    /// standby reply it saw. A standby becomes a failover witness once it
+    /// has heard nothing for replication_lost_timeout (at least a lease) on
+    /// its clock; this node's clock may run slower than the monitor's, down
+    /// to lease / (lease + margin) of it (what the lease gate's margin
+    /// covers). So the exemption lasts lease * lease / (lease + margin) on
+    /// this clock: at most a lease in truth, before any witness (found by
+    /// the simulation once walsenders outlived their standbys, seed 12030:
+    /// a full lease on a clock at 0.77 is 3.9 s, the witness came at 3 s).
+    /// Before a monitor named its margin, a third of the lease.
+    fn exemption(&self) -> Duration {
+        let lease = self.lease.as_millis() as u64;
+        let margin = match self.margin_ms {
+            0 => lease / 3,
+            m => m,
+        };
+        Duration::from_millis(lease * lease / (lease + margin).max(1))
     }
 
     /// Step 4, the other way: no reply (unreachable, refused, timed out).
@@ -450,15 +480,18 @@ impl Engine {
     ///
     /// The lease ends one lease after the last successful report was sent
     /// (no report yet: already ended). The exemption "every other node
-    /// streams from me" holds one lease after it was last observed: a loop
-    /// too busy to look again cannot keep it forever.
+    /// streams from me" holds a little less than a lease (see
+    /// [`Engine::exemption`]) after it was last observed: a loop too busy
+    /// to look again cannot keep it forever.
     pub fn fence_deadline(&self) -> Option<Mono> {
         let current = self.state.current;
         if !current.accepts_writes() || current == NodeState::Single {
             return None;
         }
         let lease_end = self.lease_start.map_or(Mono::ZERO, |t| t + self.lease);
-        let exempt_end = self.exempt_seen.map_or(Mono::ZERO, |t| t + self.lease);
+        let exempt_end = self
+            .exempt_seen
+            .map_or(Mono::ZERO, |t| t + self.exemption());
         Some(lease_end.max(exempt_end))
     }
 
@@ -513,11 +546,19 @@ impl Engine {
     /// interval.
     pub fn next_wait(&self, now: Mono) -> Duration {
         let poll = self.poll_interval();
-        match self.fence_deadline() {
-            Some(d) => poll
-                .min(d.saturating_sub(now) + Duration::from_millis(1))
-                .max(MIN_WAIT),
-            None => poll,
-        }
+        let Some(d) = self.fence_deadline() else {
+            return poll;
+        };
+        // While only the exemption holds (the monitor does not answer),
+        // look at the standbys again a little before it lapses: it is
+        // shorter than a lease (see [`Engine::exemption`]), and a round
+        // without the monitor takes a poll plus a report timeout.
+        let lease_end = self.lease_start.map_or(Mono::ZERO, |t| t + self.lease);
+        let wake = if d > lease_end {
+            d.saturating_sub(EXEMPTION_LOOK_AHEAD)
+        } else {
+            d + Duration::from_millis(1)
+        };
+        poll.min(wake.saturating_sub(now)).max(MIN_WAIT)
     }
 }

@@ -30,6 +30,7 @@ pub(super) fn reply(state: NodeState, generation: i64, others: &[i64]) -> pb::No
         assigned_state: state as i32,
         generation,
         lease_ms: 3000,
+        clock_margin_ms: 1000,
         other_nodes: others
             .iter()
             .map(|id| pb::NodeInfo {
@@ -105,9 +106,10 @@ fn fencing_deadline() {
                 "exemption observed",
                 Primary,
                 Some(&["pgpilot_node_2"]),
-                14.9,
+                14.2,
             ),
-            Some(15.0),
+            // 2.25 s: lease * lease / (lease + margin), see `exemption`.
+            Some(14.25),
             false,
         ),
         (
@@ -115,9 +117,9 @@ fn fencing_deadline() {
                 "exemption expired",
                 Primary,
                 Some(&["pgpilot_node_2"]),
-                15.0,
+                14.25,
             ),
-            Some(15.0),
+            Some(14.25),
             true,
         ),
         (
@@ -160,8 +162,8 @@ fn the_exemption_does_not_outlive_a_busy_loop() {
     e.observe(s(11.0), running(primary_streamed_by(&["pgpilot_node_2"])));
     // The loop is then stuck (no more observations): the watchdog's
     // deadline stays finite.
-    assert_eq!(e.fence_deadline(), Some(s(14.0)));
-    assert!(e.must_fence(s(14.0)));
+    assert_eq!(e.fence_deadline(), Some(s(13.25)));
+    assert!(e.must_fence(s(13.25)));
     // Fenced: the node leaves the writable states.
     e.fenced();
     assert_eq!(e.state().current, DemoteTimeout);
@@ -439,4 +441,23 @@ fn the_exemption_counts_from_the_oldest_standby_reply() {
         e.fence_deadline(),
         Some(s(13.0).max(s(9.8) + Duration::from_secs(3)))
     );
+}
+
+#[test]
+fn the_exemption_is_shorter_than_a_lease_by_the_clock_margin_and_renewed_before_it_lapses() {
+    let mut e = primary_with_lease();
+    // The monitor is gone; the standby keeps streaming and replied 0.5 s
+    // ago at each look.
+    let mut st = primary_streamed_by(&["pgpilot_node_2"]);
+    st.oldest_reply_ms = Some(500);
+    e.observe(s(12.0), running(st.clone()));
+    // 11.5 + 3 * 3 / (3 + 1): a keeper clock at 0.75 of the monitor's
+    // still stops within a lease of the reply in truth, before the
+    // standby (silent a lease) can be a failover witness.
+    assert_eq!(e.fence_deadline(), Some(s(13.75)));
+    // The lease itself ended at 13.0 (reply at 10.0): the loop wakes
+    // 400 ms before the exemption lapses to look again.
+    assert_eq!(e.next_wait(s(13.0)), Duration::from_millis(350));
+    e.observe(s(13.35), running(st));
+    assert_eq!(e.fence_deadline(), Some(s(15.1)));
 }

@@ -16,7 +16,7 @@ pub struct PgStatus {
     /// Best sync_state among pgpilot standbys streaming from us, or "".
     pub replication_state: String,
     /// pgpilot standbys streaming from us that replied within the last
-    /// 1.5 s (application_name).
+    /// [`FRESH_REPLY_MS`] (application_name; see [`fresh_standbys`]).
     pub streaming_standbys: Vec<String>,
     /// How long ago the least recent of those last replied.
     pub oldest_reply_ms: Option<u64>,
@@ -24,6 +24,33 @@ pub struct PgStatus {
     /// it last heard from the upstream (`None` before its first message: a
     /// receiver still connecting has heard nothing).
     pub wal_receiver: Option<(bool, Option<u64>)>,
+}
+
+/// A standby whose last reply is older than this does not count as
+/// streaming: a walsender stays 'streaming' until wal_sender_timeout (5 s)
+/// after its standby went silent, longer than a standby needs to become a
+/// failover witness, while a live standby replies every
+/// wal_receiver_status_interval (1 s).
+pub const FRESH_REPLY_MS: u64 = 1500;
+
+/// From every pgpilot walsender in state 'streaming' (its standby's
+/// application_name and how long ago that standby last replied, in ms):
+/// the standbys that count as streaming, and how long ago the least recent
+/// of them replied (what the fencing exemption counts from). One
+/// definition for the agent (which reads pg_stat_replication) and the
+/// simulation.
+pub fn fresh_standbys(
+    walsenders: impl IntoIterator<Item = (String, u64)>,
+) -> (Vec<String>, Option<u64>) {
+    let mut names = Vec::new();
+    let mut oldest: Option<u64> = None;
+    for (name, reply_ms) in walsenders {
+        if reply_ms <= FRESH_REPLY_MS {
+            oldest = Some(oldest.map_or(reply_ms, |o| o.max(reply_ms)));
+            names.push(name);
+        }
+    }
+    (names, oldest)
 }
 
 /// What the driver saw of its PostgreSQL this round.

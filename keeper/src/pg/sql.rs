@@ -20,10 +20,6 @@ fn lsn(text: Option<String>) -> anyhow::Result<Lsn> {
     }
 }
 
-/// A standby whose last reply is older than this does not count as
-/// streaming (it replies every second; see `status`).
-const FRESH_REPLY_MS: u64 = 1500;
-
 pub async fn status(c: &mut PgConnection) -> anyhow::Result<Status> {
     let row = sqlx::query(
         "SELECT pg_is_in_recovery(), \
@@ -46,12 +42,9 @@ pub async fn status(c: &mut PgConnection) -> anyhow::Result<Status> {
         lsn: lsn(row.get(1))?,
         ..Status::default()
     };
-    // A walsender stays 'streaming' until wal_sender_timeout (5 s) after
-    // its standby went silent, longer than a standby needs to become a
-    // failover witness: only a standby that replied recently (they reply
-    // every wal_receiver_status_interval, 1 s) counts as streaming, and the
-    // age of the oldest such reply is what the fencing exemption counts
-    // from.
+    // Which walsenders count as streaming is the engine's rule
+    // (`fresh_standbys`): a walsender says 'streaming' for a while after
+    // its standby went silent.
     let standbys = sqlx::query(
         "SELECT application_name, sync_state, \
            coalesce((extract(epoch FROM (now() - reply_time)) * 1000)::bigint, 1000000) \
@@ -67,17 +60,15 @@ pub async fn status(c: &mut PgConnection) -> anyhow::Result<Status> {
         "async" => 1,
         _ => 0,
     };
+    let mut walsenders = Vec::new();
     for r in standbys {
         let (name, state, reply_ms): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
         if rank(&state) > rank(&s.replication_state) {
             s.replication_state = state;
         }
-        let reply_ms = reply_ms.max(0) as u64;
-        if reply_ms <= FRESH_REPLY_MS {
-            s.oldest_reply_ms = Some(s.oldest_reply_ms.map_or(reply_ms, |o| o.max(reply_ms)));
-            s.streaming_standbys.push(name);
-        }
+        walsenders.push((name, reply_ms.max(0) as u64));
     }
+    (s.streaming_standbys, s.oldest_reply_ms) = crate::engine::fresh_standbys(walsenders);
     if in_recovery {
         let row = sqlx::query(
             "SELECT status = 'streaming', \

@@ -29,6 +29,7 @@ pub fn reply(
         dbname: g.dbname.clone(),
         poll_interval_ms: millis(cfg.poll_interval),
         report_timeout_ms: millis(cfg.report_timeout),
+        clock_margin_ms: millis(cfg.clock_margin),
     }
 }
 
