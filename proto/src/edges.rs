@@ -69,9 +69,11 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     // Standby side steady state.
     (Catchingup, Secondary, KeeperAction::Noop),
     // A copy that finished after its primary left the group (the keeper
-    // was busy or frozen while the monitor sent it back to wait): the data
-    // comes from a node that is gone, so PostgreSQL stops and the node
-    // copies again from the next primary.
+    // was frozen while the monitor sent it back to wait): PostgreSQL
+    // stops until there is a primary again. The copy is kept and started
+    // against the next primary (`InitStandby` copies only into an empty
+    // PGDATA); if it went past the fork point it cannot stream, and the
+    // keeper rewinds it like any stuck catching-up standby.
     (Catchingup, WaitStandby, KeeperAction::StopPostgres),
     (Secondary, Catchingup, KeeperAction::Noop),
     // Failover, candidate side.
@@ -91,14 +93,9 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     // A winner that cannot finish its promotion gives way and votes again
     // (it stops streaming if it still did, in a two-step promotion).
     (PreparePromotion, ReportLsn, KeeperAction::StopStreaming),
-    // ... and one whose keeper finished promoting (read-only: it
-    // acknowledged nothing) only after it gave way: it stays as it is,
-    // votes with the LSN of its new timeline, and is rewound if it loses.
-    (StopReplication, ReportLsn, KeeperAction::Noop),
     // Such a winner may be sent to follow the new primary before it is
     // back: rewound like every loser.
     (PreparePromotion, Catchingup, KeeperAction::Rejoin),
-    (StopReplication, Catchingup, KeeperAction::Rejoin),
     // An election's loser follows the winner. It may hold WAL the winner
     // lacks (an asynchronous standby ahead of it, or the old primary's
     // last records): rewound first, or it could never stream again (a

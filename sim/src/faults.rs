@@ -31,9 +31,16 @@ enum Fault {
     StatusFails,
     /// The operator drops a node (forced or not).
     OperatorDrop,
+    /// Replay stops advancing for a while (a slow disk, a long CHECKPOINT
+    /// or lock conflict on a standby): promotion and report_lsn wait.
+    SlowReplay,
+    /// Name lookups fail on a node for a while: connections it has stay
+    /// up, new ones (to the monitor, the WAL receiver's to its upstream)
+    /// cannot be made.
+    DnsFails,
 }
 
-const FAULTS: [Fault; 11] = [
+const FAULTS: [Fault; 13] = [
     Fault::MachineCrash,
     Fault::PgKilled,
     Fault::KeeperKilled,
@@ -45,6 +52,8 @@ const FAULTS: [Fault; 11] = [
     Fault::CrashLoop,
     Fault::StatusFails,
     Fault::OperatorDrop,
+    Fault::SlowReplay,
+    Fault::DnsFails,
 ];
 
 impl World {
@@ -90,6 +99,8 @@ impl World {
                 &mut n.start_fails_until,
                 &mut n.crash_loop_until,
                 &mut n.status_fails_until,
+                &mut n.replay_stalled_until,
+                &mut n.dns_fails_until,
             ] {
                 if until.is_some_and(|t| t <= now) {
                     *until = None;
@@ -152,6 +163,22 @@ impl World {
                 ));
             }
             Fault::OperatorDrop => self.operator_drop(i),
+            Fault::SlowReplay => {
+                self.nodes[i].replay_stalled_until = Some(now + dur * 4);
+                self.log(format!(
+                    "FAULT node {} replay stalls for {} ms",
+                    i + 1,
+                    dur * 4
+                ));
+            }
+            Fault::DnsFails => {
+                self.nodes[i].dns_fails_until = Some(now + dur * 2);
+                self.log(format!(
+                    "FAULT node {} name lookups fail for {} ms",
+                    i + 1,
+                    dur * 2
+                ));
+            }
             Fault::MachineCrash => {
                 let node = &mut self.nodes[i];
                 if node.down_until.is_none() {
@@ -239,6 +266,8 @@ impl World {
             n.start_fails_until = None;
             n.crash_loop_until = None;
             n.status_fails_until = None;
+            n.replay_stalled_until = None;
+            n.dns_fails_until = None;
             // Both faults end (`a || b` would leave the second one set
             // when the first was).
             let machine = n.down_until.take().is_some();

@@ -110,10 +110,26 @@ impl World {
         if converged && primaries == 1 && primaries + secondaries == remaining {
             return Ok(());
         }
-        let may_wait = !lost.is_empty() || self.params.priorities.contains(&0);
-        if let Some(w) = view.waiting_for.as_ref().filter(|_| may_wait) {
+        // A wait is allowed only for what may have no safe way forward: a
+        // lost machine, or a priority-0 node (the node itself, or a dropped
+        // primary whose only complete standby it is). Any other named wait
+        // is a liveness failure like no wait at all.
+        let wait = pgpilot_monitor::fsm::current_wait(&view, self.timestamp(), self.monitor.cfg());
+        let prio0: Vec<i64> = (0..self.nodes.len())
+            .filter(|i| self.params.priorities.get(*i) == Some(&0))
+            .map(|i| self.nodes[i].id)
+            .collect();
+        let allowed = wait.as_ref().is_some_and(|(id, _)| {
+            lost.contains(id)
+                || prio0.contains(id)
+                || (!prio0.is_empty()
+                    && view
+                        .node(*id)
+                        .is_some_and(|n| n.assigned == NodeState::Dropped))
+        });
+        if let Some((_, w)) = wait.filter(|_| allowed) {
             self.log(format!("ENDED WAITING (allowed here): {w}"));
-            self.ended_waiting = Some(w.clone());
+            self.ended_waiting = Some(w);
             return Ok(());
         }
         let states: Vec<String> = view

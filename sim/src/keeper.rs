@@ -348,7 +348,17 @@ impl World {
         let (delay, lose_request, lose_reply) = self.network_weather();
         let sent_at = self.mono(i, now.saturating_sub(delay));
         let mut refused = false;
-        let reply = if self.monitor_reachable(i) && !lose_request {
+        // Without name lookups a broken connection to the monitor stays
+        // broken; one that is up carries on.
+        let reachable = self.monitor_down_until.is_none() && self.link(0, i + 1);
+        let n = &mut self.nodes[i];
+        if reachable && n.dns_fails_until.is_none() {
+            n.monitor_conn_broken = false;
+        } else if !reachable {
+            n.monitor_conn_broken = true;
+        }
+        let connected = !self.nodes[i].monitor_conn_broken;
+        let reply = if connected && !lose_request {
             let ts = self.timestamp();
             match self.monitor.node_active(&req, ts) {
                 Ok((_, changes)) if lose_reply => {

@@ -127,6 +127,13 @@ pub struct Node {
     pub crash_loop_until: Option<u64>,
     /// The keeper's status query fails or times out until then.
     pub status_fails_until: Option<u64>,
+    /// Replay does not advance until then.
+    pub replay_stalled_until: Option<u64>,
+    /// Name lookups fail until then: no new connection from this node.
+    pub dns_fails_until: Option<u64>,
+    /// The keeper's connection to the monitor broke (it found the monitor
+    /// unreachable) and has not been made again.
+    pub monitor_conn_broken: bool,
     /// How fast this machine's monotonic clock runs against the
     /// monitor's (1.0, or slower: its lease then lasts longer in truth).
     pub clock_rate: f64,
@@ -222,6 +229,9 @@ impl World {
                 start_fails_until: None,
                 crash_loop_until: None,
                 status_fails_until: None,
+                replay_stalled_until: None,
+                dns_fails_until: None,
+                monitor_conn_broken: false,
                 clock_rate: params.clock_rates.get(i).copied().unwrap_or(1.0),
                 lost: false,
             })

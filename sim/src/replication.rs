@@ -12,7 +12,7 @@ impl World {
     pub(super) fn replicate(&mut self) {
         // Replay runs one step behind what was received.
         for n in &mut self.nodes {
-            if n.pg.running && !n.frozen() {
+            if n.pg.running && !n.frozen() && n.replay_stalled_until.is_none() {
                 if let Some(d) = n.pg.data.as_mut() {
                     d.replayed = d.wal.len();
                 }
@@ -33,7 +33,10 @@ impl World {
                     && src.pg.running
                     && !src.frozen()
                     && u != j
-                    && self.link(j + 1, u + 1);
+                    && self.link(j + 1, u + 1)
+                    // A receiver that is not connected needs the upstream's
+                    // address.
+                    && (n.dns_fails_until.is_none() || n.pg.streaming_from == Some(u));
                 if ok {
                     let (mine, theirs) = (n.pg.data.as_ref(), src.pg.data.as_ref());
                     if let (Some(mine), Some(theirs)) = (mine, theirs) {

@@ -46,16 +46,7 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
                 && is_healthy(n, now, cfg)
                 && most_advanced.is_none_or(|m| n.lsn >= m)
         })
-        // A winner that gave way (it still reports prepare_promotion)
-        // comes last: it is chosen again only when nobody else can be.
-        .max_by_key(|n| {
-            (
-                n.reported == ReportLsn,
-                n.candidate_priority,
-                n.lsn,
-                std::cmp::Reverse(n.id),
-            )
-        });
+        .max_by_key(|n| (n.candidate_priority, n.lsn, std::cmp::Reverse(n.id)));
     let Some(c) = best else {
         return vec![];
     };
@@ -69,31 +60,31 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
 }
 
 /// A voter's LSN is final: it stopped streaming and reported (a winner
-/// that gave way, [`election_timeout`], reported prepare_promotion last).
-/// A voter whose keeper could not read its status has no final LSN yet.
+/// that gave way, [`election_timeout`], may still report
+/// prepare_promotion: it stopped streaming before it was elected). A voter
+/// whose keeper could not read its status has no final LSN yet.
 fn has_final_lsn(n: &NodeView) -> bool {
     matches!(n.reported, ReportLsn | PreparePromotion) && n.pg_running && !n.status_unknown
 }
 
-/// Rule 7d, the election's timeout: a winner that cannot finish its
+/// Rule 7d, the election's timeout: a winner that cannot get on with its
 /// promotion gives way, so that an election never waits for a dead node
 /// while another could take its place. It gives way when it is unhealthy
-/// (its machine died), or when it has not promoted within
-/// `promotion_timeout` (its promotion keeps failing), and only to a voter
-/// that holds everything the winner reported: the winner was the most
-/// advanced, so any other voter may lack commits only it acknowledged.
+/// (its machine died), or when it has not taken its goal within
+/// `promotion_timeout`, and only to a voter that holds everything the
+/// winner reported: the winner was the most advanced, so any other voter
+/// may lack commits only it acknowledged. The heir is chosen in the same
+/// decision (the winner, back in report_lsn, may be unable to vote again:
+/// its PostgreSQL may be down).
 ///
-/// Only before it reported stop_replication: until then it has not
-/// promoted, or it promoted read-only and its keeper did not confirm it,
-/// so it acknowledged nothing; going back to report_lsn stops it
-/// streaming, and it follows the next winner through a rewind. Once it
-/// reported stop_replication its LSN counts a new timeline and no other
-/// voter can match it: the group then waits for it, and says so
+/// Only while its goal is prepare_promotion: nothing told it to promote
+/// yet, so it acknowledged nothing and holds no new timeline. Once told to
+/// stop replicating it may have promoted (read-only is only a default a
+/// session can override), and the group waits for it, saying so
 /// ([`super::waits`]).
 pub(super) fn election_timeout(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
     let Some(c) = g.nodes.iter().find(|n| {
-        matches!(n.assigned, PreparePromotion | StopReplication)
-            && matches!(n.reported, ReportLsn | PreparePromotion)
+        n.assigned == PreparePromotion && matches!(n.reported, ReportLsn | PreparePromotion)
     }) else {
         return vec![];
     };
@@ -101,7 +92,7 @@ pub(super) fn election_timeout(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -
         "is not healthy".to_string()
     } else if age(c.goal_changed_at, now) > cfg.promotion_timeout {
         format!(
-            "has not promoted within promotion_timeout ({})",
+            "has not taken its goal within promotion_timeout ({})",
             secs(cfg.promotion_timeout)
         )
     } else {
@@ -122,15 +113,25 @@ pub(super) fn election_timeout(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -
     else {
         return vec![];
     };
-    vec![assign(
-        c,
-        ReportLsn,
-        format!(
-            "node {} assigned report_lsn: the election's winner {why}; node {} holds all it reported \
-             (LSN {}) and takes its place",
-            c.id, heir.id, c.lsn
+    vec![
+        assign(
+            c,
+            ReportLsn,
+            format!(
+                "node {} assigned report_lsn: the election's winner {why}; node {} holds all it \
+                 reported (LSN {}) and takes its place",
+                c.id, heir.id, c.lsn
+            ),
         ),
-    )]
+        assign(
+            heir,
+            PreparePromotion,
+            format!(
+                "node {} assigned prepare_promotion: elected with LSN {} in place of node {}",
+                heir.id, heir.lsn, c.id
+            ),
+        ),
+    ]
 }
 
 /// Rule 8: the candidate is ready; it stops replicating and promotes

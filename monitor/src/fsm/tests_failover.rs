@@ -176,15 +176,26 @@ fn failover_rules() {
             "the election's winner is not healthy; node 3 holds all it reported",
         ),
         case(
-            "election timeout: a winner that died mid-promotion (its keeper had reported prepare_promotion) gives way too",
+            "election timeout: a winner whose keeper reports PostgreSQL down gives way, and the heir is chosen at once",
             vec![
-                node(1, Primary).goal(DemoteTimeout).bad(),
-                node(2, PreparePromotion).goal(StopReplication).bad(),
+                node(1, Primary).goal(Draining).bad(),
+                node(2, PreparePromotion).goal(PreparePromotion).pg_down().silent_since(Some(t())),
                 node(3, ReportLsn).lsn_mb(100).silent_since(Some(t())),
             ],
             t(),
             vec![Goal(2, ReportLsn), Goal(3, PreparePromotion)],
             "node 3 holds all it reported",
+        ),
+        case(
+            "election timeout: a winner told to promote may have promoted: no heir, the monitor says why",
+            vec![
+                node(1, Primary).goal(DemoteTimeout).bad(),
+                node(2, PreparePromotion).goal(StopReplication).bad().changed_at(at(0.0)),
+                node(3, ReportLsn).lsn_mb(100).silent_since(Some(at(20.0))),
+            ],
+            at(20.0),
+            vec![WaitFor(2)],
+            "it may have promoted already",
         ),
         case(
             "election timeout: no voter holds all the dead winner reported: it waits, and says so",
@@ -198,26 +209,47 @@ fn failover_rules() {
             "failover waits for node 2: it was chosen to be promoted and is not healthy",
         ),
         case(
-            "election timeout: a healthy winner whose promotion keeps failing gives way after promotion_timeout",
+            "election timeout: a healthy winner that does not take its goal gives way after promotion_timeout",
             vec![
-                node(1, Primary).goal(DemoteTimeout).bad(),
-                node(2, PreparePromotion).goal(StopReplication).silent_since(Some(at(31.0))),
+                node(1, Primary).goal(Draining).bad(),
+                node(2, ReportLsn).goal(PreparePromotion).silent_since(Some(at(31.0))),
                 node(3, ReportLsn).lsn_mb(100).silent_since(Some(at(31.0))),
             ],
             at(31.0),
             vec![Goal(2, ReportLsn), Goal(3, PreparePromotion)],
-            "has not promoted within promotion_timeout (30.0 s)",
+            "has not taken its goal within promotion_timeout (30.0 s)",
         ),
         case(
             "election timeout: not before promotion_timeout",
             vec![
-                node(1, Primary).goal(DemoteTimeout).bad(),
-                node(2, PreparePromotion).goal(StopReplication).silent_since(Some(at(29.0))),
+                node(1, Primary).goal(Draining).bad(),
+                node(2, ReportLsn).goal(PreparePromotion).silent_since(Some(at(29.0))),
                 node(3, ReportLsn).lsn_mb(100).silent_since(Some(at(29.0))),
             ],
             at(29.0),
             vec![],
             "",
+        ),
+        case(
+            "the most advanced quorum secondary has priority 0: no failover, and the monitor says why",
+            vec![
+                node(1, Primary).bad().silent_since(None),
+                sec(2, 3.0).lsn_mb(99),
+                sec(3, 3.0).prio(0),
+            ],
+            t(),
+            vec![WaitFor(3)],
+            "node 3 is the most advanced quorum standby but has candidate priority 0",
+        ),
+        case(
+            "a primary whose keeper reports PostgreSQL down, its only standby too far behind: named at once",
+            vec![
+                node(1, Primary).pg_down().silent_since(Some(t())),
+                sec(2, 0.0).lsn_mb(50),
+            ],
+            t(),
+            vec![WaitFor(1)],
+            "no standby may be promoted",
         ),
         case(
             "a wait_primary that dies is not failed over (it acknowledged alone), and the monitor says so",

@@ -97,13 +97,19 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
         } else {
             None
         };
+        let told_to_promote = c.assigned == StopReplication;
         if let Some(what) = stuck.filter(|_| long(c)) {
             return Some((
                 c.id,
                 format!(
-                    "failover waits for node {}: it was chosen to be promoted and {what}, and no other \
-                     standby with candidate priority above 0 is known to hold everything it reported",
-                    c.id
+                    "failover waits for node {}: it was chosen to be promoted and {what}, and {}",
+                    c.id,
+                    if told_to_promote {
+                        "it may have promoted already, so no other standby is promoted in its place"
+                    } else {
+                        "no other standby with candidate priority above 0 is known to hold everything \
+                         it reported"
+                    }
                 ),
             ));
         }
@@ -157,27 +163,7 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
                 ),
             ));
         }
-        let blocker = g.nodes.iter().find_map(|s| {
-            let follower = s.id != p.id
-                && matches!(s.assigned, Secondary | Catchingup)
-                && s.replication_quorum;
-            let stopped = !s.pg_running && s.heard && !keeper_silent(s, now, cfg);
-            if !follower || (!can_report_lsn(s) && stopped) {
-                None
-            } else if !can_report_lsn(s) {
-                Some((
-                    s,
-                    format!(
-                        "is still on its way into {} (it reports {})",
-                        s.assigned, s.reported
-                    ),
-                ))
-            } else if !is_healthy(s, now, cfg) {
-                Some((s, "is not healthy".to_string()))
-            } else {
-                None
-            }
-        });
+        let blocker = failover_blocker(g, p, now, cfg);
         if let Some((s, what)) = blocker {
             return Some((
                 s.id,
@@ -200,6 +186,31 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
                 ),
             ));
         }
+        // The most advanced quorum secondary may not be promoted, and every
+        // candidate lacks some of what it has.
+        let most = standbys
+            .iter()
+            .filter(|s| s.assigned == Secondary && s.replication_quorum)
+            .max_by_key(|s| s.lsn);
+        let behind = |s: &NodeView| most.is_some_and(|m| s.lsn < m.lsn);
+        if let Some(m) = most.filter(|m| m.candidate_priority == 0) {
+            let long_down =
+                !p.pg_running || super::health::silence(p, now).is_none_or(|d| d > grace(cfg));
+            if long_down
+                && standbys
+                    .iter()
+                    .all(|s| s.candidate_priority == 0 || behind(s))
+            {
+                return Some((
+                    m.id,
+                    format!(
+                        "no automatic failover from unhealthy primary node {}: node {} is the most advanced \
+                         quorum standby but has candidate priority 0, and no candidate holds all it has",
+                        p.id, m.id
+                    ),
+                ));
+            }
+        }
         // No standby may be promoted (the failover rule's candidates), for
         // longer than a failover normally takes.
         let candidate = |s: &&NodeView| {
@@ -209,8 +220,11 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
                 && !s.status_unknown
                 && p.lsn.distance_from(s.lsn) <= cfg.promote_wal_threshold
         };
-        let silent_long = super::health::silence(p, now).is_none_or(|d| d > grace(cfg));
-        if silent_long && !standbys.is_empty() && !standbys.iter().any(candidate) {
+        // A keeper that reports PostgreSQL down says so after its restart
+        // budget: no need to wait for that.
+        let long_down =
+            !p.pg_running || super::health::silence(p, now).is_none_or(|d| d > grace(cfg));
+        if long_down && !standbys.is_empty() && !standbys.iter().any(candidate) {
             return Some((
                 p.id,
                 format!(
@@ -268,12 +282,21 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
         if let Some(d) = g.nodes.iter().find(|d| {
             d.assigned == Dropped && d.dropped_from == Some(Primary) && !promoting && long(d)
         }) {
+            if let Some((s, what)) = failover_blocker(g, d, now, cfg) {
+                return Some((
+                    s.id,
+                    format!(
+                        "no standby is promoted yet after primary node {} was dropped: quorum standby \
+                         node {} {what} (it may hold acknowledged commits the others lack)",
+                        d.id, s.id
+                    ),
+                ));
+            }
             return Some((
                 d.id,
                 format!(
                     "no standby is promoted yet after primary node {} was dropped: none is a healthy \
-                     secondary with candidate priority above 0 within promote_wal_threshold, or a \
-                     quorum standby that may hold commits is not healthy",
+                     secondary with candidate priority above 0 within promote_wal_threshold",
                     d.id
                 ),
             ));
@@ -308,4 +331,37 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
         }
     }
     None
+}
+
+/// A quorum follower of `p` that keeps the failover rule from acting: it
+/// may hold commits the others lack and cannot vote (not healthy, or on
+/// its way into a state with no edge to report_lsn). One whose keeper just
+/// said its PostgreSQL is stopped acknowledges nothing and is skipped, as
+/// the rule skips it.
+fn failover_blocker<'a>(
+    g: &'a GroupView,
+    p: &NodeView,
+    now: Timestamp,
+    cfg: &FsmConfig,
+) -> Option<(&'a NodeView, String)> {
+    g.nodes.iter().find_map(|s| {
+        let follower =
+            s.id != p.id && matches!(s.assigned, Secondary | Catchingup) && s.replication_quorum;
+        let stopped = !s.pg_running && s.heard && !keeper_silent(s, now, cfg);
+        if !follower || (!can_report_lsn(s) && stopped) {
+            None
+        } else if !can_report_lsn(s) {
+            Some((
+                s,
+                format!(
+                    "is still on its way into {} (it reports {})",
+                    s.assigned, s.reported
+                ),
+            ))
+        } else if !is_healthy(s, now, cfg) {
+            Some((s, "is not healthy".to_string()))
+        } else {
+            None
+        }
+    })
 }
