@@ -29,6 +29,14 @@ pub fn clone_dir(pgdata: &Path) -> PathBuf {
     state_dir(pgdata).join("clone.partial")
 }
 
+/// Present while pg_rewind runs on PGDATA. pg_rewind cut short (a
+/// SIGTERM, a step abandoned, a crash) leaves a data directory that is
+/// likely unusable: with the marker there, the keeper never starts
+/// PostgreSQL on it nor rewinds it again, it copies the data anew.
+pub fn rewind_marker(pgdata: &Path) -> PathBuf {
+    state_dir(pgdata).join("rewind.partial")
+}
+
 /// The pid file of a running keeper for this PGDATA (`pgpilot stop` reads it).
 pub fn pid_path(pgdata: &Path) -> PathBuf {
     state_dir(pgdata).join("pgpilot.pid")

@@ -142,7 +142,13 @@ impl Engine {
                 busy.state
             ));
         }
-        self.renew_lease(sent_at);
+        // Only a goal that keeps to the steps lends a lease: a node on its
+        // way into a writable state must not arrive there with a lease lent
+        // by a goal without writes. (A writable node got here only with a
+        // goal that keeps its writes: see the fence above.)
+        if goal_state == busy.state || self.state.current.accepts_writes() {
+            self.renew_lease(sent_at);
+        }
         if goal_state != busy.state {
             return Beside::Deferred(format!(
                 "goal {goal_state} waits until the steps toward {} end",

@@ -157,3 +157,19 @@ fn beat_wait_counts_from_the_last_report() {
         Duration::from_millis(501)
     );
 }
+
+#[test]
+fn a_node_on_its_way_into_a_writable_state_gets_no_lease_from_a_goal_without_writes() {
+    let mut e = engine(PreparePromotion);
+    let d = e.on_reply(s(10.0), s(10.1), reply(WaitPrimary, 5, &[2]));
+    let Decision::Transition { goal, .. } = d else {
+        panic!("{d:?}");
+    };
+    e.steps_started(&goal);
+    // Same generation, but the goal moved to one without writes.
+    let v = e.on_reply_beside(s(12.0), s(12.1), reply(Demoted, 5, &[2]));
+    assert!(matches!(v, Beside::Deferred(_)), "{v:?}");
+    e.transition_ok(WaitPrimary);
+    // Only the reply that assigned wait_primary lent a lease.
+    assert_eq!(e.fence_deadline(), Some(s(13.0)));
+}

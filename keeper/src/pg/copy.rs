@@ -165,6 +165,17 @@ impl LocalPg {
         let before = controldata(&self.bin, &self.runner, &self.pgdata)
             .await
             .ok();
+        let marker = crate::files::rewind_marker(&self.pgdata);
+        if marker.exists() {
+            let why = anyhow::anyhow!(
+                "an earlier pg_rewind of this data directory was interrupted ({} exists)",
+                marker.display()
+            );
+            return self
+                .replace_by_copy(up, node_id, password, why, before)
+                .await;
+        }
+        crate::files::write_durably(&marker, b"pg_rewind runs on this data directory\n", 0o600)?;
         let source = format!(
             "host={} port={} user={REPLICATION_USER} dbname=postgres connect_timeout=5",
             super::conf::quote(&up.host),
@@ -199,6 +210,8 @@ impl LocalPg {
                     ),
                     None => format!("{diverged}; local WAL past that point was discarded"),
                 };
+                std::fs::remove_file(&marker)
+                    .with_context(|| format!("remove {}", marker.display()))?;
                 tracing::info!(
                     "rejoined node {} with pg_rewind in {:.1} s: {discarded}",
                     up.node_id,
@@ -209,40 +222,56 @@ impl LocalPg {
                     detail: discarded,
                 })
             }
-            Err(e) => {
-                tracing::warn!(
-                    "pg_rewind from node {} failed, falling back to pg_basebackup: {e:#}",
-                    up.node_id
-                );
-                self.basebackup(up, node_id, password).await?;
-                // Only now, with a complete copy at hand, the old data goes:
-                // moved aside, the copy moved in, then deleted, so a crash
-                // at any point leaves either the old or the new PGDATA.
-                let aside = crate::files::state_dir(&self.pgdata).join("replaced.old");
-                if aside.exists() {
-                    std::fs::remove_dir_all(&aside)
-                        .with_context(|| format!("remove {}", aside.display()))?;
-                }
-                std::fs::rename(&self.pgdata, &aside).with_context(|| {
-                    format!("move the old data {} aside", self.pgdata.display())
-                })?;
-                self.install_clone()?;
-                std::fs::remove_dir_all(&aside)
-                    .with_context(|| format!("remove the old data in {}", aside.display()))?;
-                let detail = match &before {
-                    Some(c) => format!(
-                        "pg_rewind failed ({e}); the whole old data directory was replaced, discarding \
-                         local WAL up to checkpoint {} on timeline {}",
-                        c.checkpoint_lsn, c.timeline
-                    ),
-                    None => format!("pg_rewind failed ({e}); the old data directory was replaced"),
-                };
-                tracing::warn!("rejoined node {} with pg_basebackup: {detail}", up.node_id);
-                Ok(Rejoined {
-                    method: "pg_basebackup",
-                    detail,
-                })
-            }
+            Err(e) => self.replace_by_copy(up, node_id, password, e.into(), before).await,
         }
+    }
+
+    /// pg_rewind cannot be used (it failed, or an earlier run was cut
+    /// short): a new copy replaces PGDATA whole.
+    async fn replace_by_copy(
+        &mut self,
+        up: &Upstream,
+        node_id: i64,
+        password: &str,
+        e: anyhow::Error,
+        before: Option<pgpilot_pgproc::ControlData>,
+    ) -> anyhow::Result<Rejoined> {
+        tracing::warn!(
+            "pg_rewind from node {} not used, falling back to pg_basebackup: {e:#}",
+            up.node_id
+        );
+        self.basebackup(up, node_id, password).await?;
+        // Only now, with a complete copy at hand, the old data goes:
+        // moved aside, the copy moved in, then deleted, so a crash at any
+        // point leaves either the old or the new PGDATA.
+        let aside = crate::files::state_dir(&self.pgdata).join("replaced.old");
+        if aside.exists() {
+            std::fs::remove_dir_all(&aside)
+                .with_context(|| format!("remove {}", aside.display()))?;
+        }
+        std::fs::rename(&self.pgdata, &aside)
+            .with_context(|| format!("move the old data {} aside", self.pgdata.display()))?;
+        self.install_clone()?;
+        // The half-rewound data is gone: so is the marker that guarded it.
+        let marker = crate::files::rewind_marker(&self.pgdata);
+        if marker.exists() {
+            std::fs::remove_file(&marker)
+                .with_context(|| format!("remove {}", marker.display()))?;
+        }
+        std::fs::remove_dir_all(&aside)
+            .with_context(|| format!("remove the old data in {}", aside.display()))?;
+        let detail = match &before {
+            Some(c) => format!(
+                "pg_rewind not used ({e}); the whole old data directory was replaced, discarding \
+                 local WAL up to checkpoint {} on timeline {}",
+                c.checkpoint_lsn, c.timeline
+            ),
+            None => format!("pg_rewind not used ({e}); the old data directory was replaced"),
+        };
+        tracing::warn!("rejoined node {} with pg_basebackup: {detail}", up.node_id);
+        Ok(Rejoined {
+            method: "pg_basebackup",
+            detail,
+        })
     }
 }

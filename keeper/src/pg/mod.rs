@@ -165,6 +165,15 @@ impl LocalPg {
                 self.pgdata.display()
             );
         }
+        let marker = crate::files::rewind_marker(&self.pgdata);
+        if marker.exists() {
+            bail!(
+                "{} was being rewound when pg_rewind was interrupted ({} exists): it is not started; \
+                 the keeper copies the data again when it next rejoins a primary",
+                self.pgdata.display(),
+                marker.display()
+            );
+        }
         let socket_dir = socket_dir(&self.pgdata);
         std::fs::create_dir_all(&socket_dir)
             .with_context(|| format!("create {}", socket_dir.display()))?;
