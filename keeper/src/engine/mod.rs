@@ -257,8 +257,18 @@ impl Engine {
             }
             // Nobody streams from a PostgreSQL that does not run.
             None if !obs.running => self.exempt_seen = None,
-            // Unknown: the last exemption stands until it expires.
-            None => {}
+            // Unknown: the last exemption stands until it expires. The WAL
+            // receiver may well be streaming meanwhile: silence the keeper
+            // did not see is not silence, or a standby whose status reads
+            // failed for a while would be a failover witness the moment
+            // they work again, against a primary it streamed from all
+            // along (simulation, seed 273492: two writable nodes). So the
+            // silence counts again from the last look without a status.
+            None => {
+                let now_if_known = |t: Option<Mono>| t.map(|_| now);
+                self.upstream_contact = now_if_known(self.upstream_contact);
+                self.silence_since = now_if_known(self.silence_since);
+            }
         }
         self.obs = obs;
     }

@@ -461,3 +461,25 @@ fn the_exemption_is_shorter_than_a_lease_by_the_clock_margin_and_renewed_before_
     e.observe(s(13.35), running(st));
     assert_eq!(e.fence_deadline(), Some(s(15.1)));
 }
+
+#[test]
+fn silence_the_keeper_could_not_see_is_not_silence() {
+    let mut e = engine(Secondary);
+    e.observe(s(10.0), running(standby(Some((true, Some(0))))));
+    // Status reads fail for ten seconds: the receiver may stream all along.
+    let unknown = Observation {
+        has_pgdata: true,
+        running: true,
+        status: None,
+        system_identifier: Some(7),
+    };
+    e.observe(s(15.0), unknown.clone());
+    e.observe(s(20.0), unknown);
+    // They work again; the receiver just dropped.
+    e.observe(s(20.5), running(standby(Some((false, None)))));
+    assert_eq!(
+        e.upstream_silent(s(20.5)),
+        Some(Duration::from_millis(500)),
+        "counted from the last look without a status, not from 10 s"
+    );
+}

@@ -340,6 +340,7 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
         if followers.iter().any(|s| {
             s.replication_quorum
                 && !rejoining_stopped(s)
+                && !lost_election_not_back(s)
                 && (!is_healthy(s, now, cfg) || !can_vote(s))
         }) {
             return vec![];
@@ -392,4 +393,16 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
 /// winner, which is gone now: seed 7475), or its state has an edge there.
 pub(super) fn can_report_lsn(s: &NodeView) -> bool {
     s.reported == ReportLsn || action_for(s.reported, ReportLsn).is_some()
+}
+
+/// A loser of the election that made the current primary, not yet
+/// following it (it still reports report_lsn while told to catch up): it
+/// has not streamed from this primary, so it acknowledged none of its
+/// commits, and at the election it held nothing the winner lacked (the
+/// winner was the most advanced quorum voter). It cannot hold commits the
+/// other standbys lack: waiting for it would wait for nothing (found by
+/// the simulation, seed 312200: a loser that could not rewind because the
+/// winner's machine was lost blocked the next failover for good).
+pub(super) fn lost_election_not_back(s: &NodeView) -> bool {
+    s.reported == ReportLsn && s.assigned == Catchingup
 }

@@ -60,6 +60,17 @@ fn failover_rules() {
             vec![WaitFor(1)],
             "every standby has candidate priority 0",
         ),
+        case(
+            "an election's loser that never followed the winner does not block the winner's failover",
+            vec![
+                dead(),
+                sec(2, 3.0),
+                node(3, ReportLsn).goal(Catchingup).bad().silent_since(None),
+            ],
+            t(),
+            vec![Bump, Goal(2, ReportLsn), Goal(1, Draining)],
+            "election: primary node 1",
+        ),
         case("candidate too far behind: no", vec![dead(), sec(2, 3.0).lsn_mb(50)], t(), vec![], ""),
         case(
             "primary in wait_primary: no failover",

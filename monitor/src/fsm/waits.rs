@@ -11,7 +11,7 @@
 
 use pgpilot_proto::NodeState::*;
 
-use super::failover::can_report_lsn;
+use super::failover::{can_report_lsn, lost_election_not_back};
 
 use super::health::{age, is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent};
 use super::rules::{active, primary, settings_pending_drop, sync_writer};
@@ -348,7 +348,7 @@ fn failover_blocker<'a>(
         let follower =
             s.id != p.id && matches!(s.assigned, Secondary | Catchingup) && s.replication_quorum;
         let stopped = !s.pg_running && s.heard && !keeper_silent(s, now, cfg);
-        if !follower || (!can_report_lsn(s) && stopped) {
+        if !follower || (!can_report_lsn(s) && stopped) || lost_election_not_back(s) {
             None
         } else if !can_report_lsn(s) {
             Some((
