@@ -215,13 +215,10 @@ fn an_election_blind_to_lsns_loses_acknowledged_writes() {
     assert!(e.contains("acknowledged commit"), "seed {seed}: {e}");
 }
 
-/// Three nodes; the primary's machine is lost for good, and so is the
-/// election's winner the moment it is chosen. The third node holds all
-/// the winner reported (no client writes meanwhile, so both standbys are
-/// equal). Returns whether a surviving node takes writes by the end, and
-/// what the monitor says the group waits for.
-fn election_winner_lost(core: Option<Mutation>) -> (bool, Option<String>, String) {
-    let p = Params {
+/// Three quorum nodes, equal clocks, no seeded faults: the scenarios
+/// inject their own.
+fn quiet_three() -> Params {
+    Params {
         nodes: 3,
         fault_rate: 0.0,
         quorum: vec![true; 3],
@@ -230,7 +227,16 @@ fn election_winner_lost(core: Option<Mutation>) -> (bool, Option<String>, String
         priorities: vec![50; 3],
         lose_one: false,
         ..Params::for_seed(2)
-    };
+    }
+}
+
+/// Three nodes; the primary's machine is lost for good, and so is the
+/// election's winner the moment it is chosen. The third node holds all
+/// the winner reported (no client writes meanwhile, so both standbys are
+/// equal). Returns whether a surviving node takes writes by the end, and
+/// what the monitor says the group waits for.
+fn election_winner_lost(core: Option<Mutation>) -> (bool, Option<String>, String) {
+    let p = quiet_three();
     let mut w = match core {
         None => World::new(2, p),
         Some(m) => World::with_core(2, p, core_with(m, FsmConfig::default())),
@@ -286,16 +292,7 @@ fn without_the_election_timeout_the_group_waits_for_a_dead_winner() {
 /// Three nodes; the primary freezes for `ms` while clients write, then
 /// resumes. Returns the first violation.
 fn frozen_primary_resumes(ms: u64, keep_streaming: bool) -> (Option<String>, String) {
-    let p = Params {
-        nodes: 3,
-        fault_rate: 0.0,
-        quorum: vec![true; 3],
-        drops: false,
-        clock_rates: vec![1.0; 3],
-        priorities: vec![50; 3],
-        lose_one: false,
-        ..Params::for_seed(2)
-    };
+    let p = quiet_three();
     let mut w = World::new(2, p);
     w.keep_streaming = keep_streaming;
     while w.now < 15_000 {

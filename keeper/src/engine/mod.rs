@@ -64,6 +64,7 @@
 
 mod beside;
 mod budget;
+mod fencing;
 mod steady;
 #[cfg(test)]
 mod tests;
@@ -73,7 +74,7 @@ mod types;
 
 use std::time::Duration;
 
-use pgpilot_proto::{node_slot_name, pb, NodeState};
+use pgpilot_proto::{pb, NodeState};
 
 use crate::plan::{self, Goal, Observed, PlanError, Role, Step};
 use crate::statefile::{KeeperState, RejoinRecord};
@@ -97,11 +98,6 @@ pub const STUCK_STANDBY: Duration = Duration::from_secs(30);
 /// The shortest wait between rounds: a deadline already past (fencing
 /// failed and is retried) must not turn the loop into a busy loop.
 const MIN_WAIT: Duration = Duration::from_millis(10);
-/// How long before the exemption would lapse the keeper reads its
-/// standbys again (a status read takes milliseconds; its budget is 1 s,
-/// but a slow read then ends the exemption, which costs availability
-/// only).
-const EXEMPTION_LOOK_AHEAD: Duration = Duration::from_millis(400);
 
 /// The keeper's decisions and the memory they need. See the module doc
 /// for the order of calls in one round.
@@ -302,24 +298,6 @@ impl Engine {
             .map(|c| now.saturating_sub(c))
     }
 
-    /// Every other node of the group streams from this one (see
-    /// [`Engine::fence_deadline`] for why that vouches for the primary).
-    fn all_others_stream(&self, s: &PgStatus) -> bool {
-        let others: Vec<i64> = self
-            .last_reply
-            .iter()
-            .flat_map(|r| r.other_nodes.iter().map(|n| n.node_id))
-            .collect();
-        !others.is_empty()
-            && others
-                .iter()
-                .all(|id| s.streaming_standbys.contains(&node_slot_name(*id)))
-    }
-
-    fn lease_valid(&self, now: Mono) -> bool {
-        self.lease_start.is_some_and(|t| now < t + self.lease)
-    }
-
     /// Whether to start a stopped PostgreSQL now: the state wants it
     /// running, a writable node holds a lease (the monitor may have
     /// promoted another node while this keeper was away), and the restart
@@ -457,68 +435,10 @@ impl Engine {
         }
     }
 
-    /// How long the exemption vouches for this node after the oldest
-    /// standby reply it saw. A standby becomes a failover witness once it
-    /// has heard nothing for replication_lost_timeout (at least a lease) on
-    /// its clock; this node's clock may run slower than the monitor's, down
-    /// to lease / (lease + margin) of it (what the lease gate's margin
-    /// covers). So the exemption lasts lease * lease / (lease + margin) on
-    /// this clock: at most a lease in truth, before any witness (found by
-    /// the simulation once walsenders outlived their standbys, seed 12030:
-    /// a full lease on a clock at 0.77 is 3.9 s, the witness came at 3 s).
-    /// Before a monitor named its margin, a third of the lease.
-    fn exemption(&self) -> Duration {
-        let lease = self.lease.as_millis() as u64;
-        let margin = match self.margin_ms {
-            0 => lease / 3,
-            m => m,
-        };
-        Duration::from_millis(lease * lease / (lease + margin).max(1))
-    }
-
     /// Step 4, the other way: no reply (unreachable, refused, timed out).
     /// Returns [`Engine::must_fence`].
     pub fn on_no_reply(&mut self, now: Mono) -> bool {
         self.must_fence(now)
-    }
-
-    /// When a writable node must stop taking writes (DESIGN.md §7), or
-    /// `None` for a node that never fences (not writable, or `single`: no
-    /// other node can be promoted in its place). Never `None` for a
-    /// writable node that can be replaced: a watchdog armed with it always
-    /// has a deadline.
-    ///
-    /// The lease ends one lease after the last successful report was sent
-    /// (no report yet: already ended). The exemption "every other node
-    /// streams from me" holds a little less than a lease (see
-    /// [`Engine::exemption`]) after it was last observed: a loop too busy
-    /// to look again cannot keep it forever.
-    pub fn fence_deadline(&self) -> Option<Mono> {
-        let current = self.state.current;
-        if !current.accepts_writes() || current == NodeState::Single {
-            return None;
-        }
-        let lease_end = self.lease_start.map_or(Mono::ZERO, |t| t + self.lease);
-        let exempt_end = self
-            .exempt_seen
-            .map_or(Mono::ZERO, |t| t + self.exemption());
-        Some(lease_end.max(exempt_end))
-    }
-
-    /// The lease ran out: stop PostgreSQL at once, then [`Engine::fenced`].
-    pub fn must_fence(&self, now: Mono) -> bool {
-        self.fence_deadline().is_some_and(|d| now >= d)
-    }
-
-    /// PostgreSQL was stopped for fencing: the node self-assigns
-    /// demote_timeout (and comes back if the monitor did not fail over).
-    pub fn fenced(&mut self) {
-        self.state.current = NodeState::DemoteTimeout;
-        self.dirty = true;
-        self.applied_role = None;
-        self.exempt_seen = None;
-        // Fencing ends whatever ran: the steps were dropped.
-        self.busy = None;
     }
 
     /// The steps from the current state to `goal`, given this round's
@@ -549,26 +469,5 @@ impl Engine {
     pub fn record_rejoin(&mut self, record: RejoinRecord) {
         self.state.last_rejoin = Some(record);
         self.dirty = true;
-    }
-
-    /// Until the next round: the poll interval, or sooner when the fencing
-    /// deadline comes first, so that fencing is never late by a whole
-    /// interval.
-    pub fn next_wait(&self, now: Mono) -> Duration {
-        let poll = self.poll_interval();
-        let Some(d) = self.fence_deadline() else {
-            return poll;
-        };
-        // While only the exemption holds (the monitor does not answer),
-        // look at the standbys again a little before it lapses: it is
-        // shorter than a lease (see [`Engine::exemption`]), and a round
-        // without the monitor takes a poll plus a report timeout.
-        let lease_end = self.lease_start.map_or(Mono::ZERO, |t| t + self.lease);
-        let wake = if d > lease_end {
-            d.saturating_sub(EXEMPTION_LOOK_AHEAD)
-        } else {
-            d + Duration::from_millis(1)
-        };
-        poll.min(wake.saturating_sub(now)).max(MIN_WAIT)
     }
 }

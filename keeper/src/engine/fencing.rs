@@ -1,0 +1,115 @@
+//! When a writable node must stop taking writes: the lease, the "every
+//! other node streams from me" exemption, and when the loop looks again
+//! (DESIGN.md §7). One definition: the agent's watchdog and the
+//! simulation enforce [`Engine::fence_deadline`].
+
+use std::time::Duration;
+
+use pgpilot_proto::{node_slot_name, NodeState};
+
+use super::{Engine, Mono, PgStatus, MIN_WAIT};
+
+/// How long before the exemption would lapse the keeper reads its
+/// standbys again (a status read takes milliseconds; its budget is 1 s,
+/// but a slow read then ends the exemption, which costs availability
+/// only).
+const EXEMPTION_LOOK_AHEAD: Duration = Duration::from_millis(400);
+
+impl Engine {
+    /// Every other node of the group streams from this one (see
+    /// [`Engine::fence_deadline`] for why that vouches for the primary).
+    pub(super) fn all_others_stream(&self, s: &PgStatus) -> bool {
+        let others: Vec<i64> = self
+            .last_reply
+            .iter()
+            .flat_map(|r| r.other_nodes.iter().map(|n| n.node_id))
+            .collect();
+        !others.is_empty()
+            && others
+                .iter()
+                .all(|id| s.streaming_standbys.contains(&node_slot_name(*id)))
+    }
+
+    pub(super) fn lease_valid(&self, now: Mono) -> bool {
+        self.lease_start.is_some_and(|t| now < t + self.lease)
+    }
+
+    /// How long the exemption vouches for this node after the oldest
+    /// standby reply it saw. A standby becomes a failover witness once it
+    /// has heard nothing for replication_lost_timeout (at least a lease) on
+    /// its clock; this node's clock may run slower than the monitor's, down
+    /// to lease / (lease + margin) of it (what the lease gate's margin
+    /// covers). So the exemption lasts lease * lease / (lease + margin) on
+    /// this clock: at most a lease in truth, before any witness (found by
+    /// the simulation once walsenders outlived their standbys, seed 12030:
+    /// a full lease on a clock at 0.77 is 3.9 s, the witness came at 3 s).
+    /// Before a monitor named its margin, a third of the lease.
+    pub(super) fn exemption(&self) -> Duration {
+        let lease = self.lease.as_millis() as u64;
+        let margin = match self.margin_ms {
+            0 => lease / 3,
+            m => m,
+        };
+        Duration::from_millis(lease * lease / (lease + margin).max(1))
+    }
+
+    /// When a writable node must stop taking writes (DESIGN.md §7), or
+    /// `None` for a node that never fences (not writable, or `single`: no
+    /// other node can be promoted in its place). Never `None` for a
+    /// writable node that can be replaced: a watchdog armed with it always
+    /// has a deadline.
+    ///
+    /// The lease ends one lease after the last successful report was sent
+    /// (no report yet: already ended). The exemption "every other node
+    /// streams from me" holds a little less than a lease (see
+    /// [`Engine::exemption`]) after it was last observed: a loop too busy
+    /// to look again cannot keep it forever.
+    pub fn fence_deadline(&self) -> Option<Mono> {
+        let current = self.state.current;
+        if !current.accepts_writes() || current == NodeState::Single {
+            return None;
+        }
+        let lease_end = self.lease_start.map_or(Mono::ZERO, |t| t + self.lease);
+        let exempt_end = self
+            .exempt_seen
+            .map_or(Mono::ZERO, |t| t + self.exemption());
+        Some(lease_end.max(exempt_end))
+    }
+
+    /// The lease ran out: stop PostgreSQL at once, then [`Engine::fenced`].
+    pub fn must_fence(&self, now: Mono) -> bool {
+        self.fence_deadline().is_some_and(|d| now >= d)
+    }
+
+    /// PostgreSQL was stopped for fencing: the node self-assigns
+    /// demote_timeout (and comes back if the monitor did not fail over).
+    pub fn fenced(&mut self) {
+        self.state.current = NodeState::DemoteTimeout;
+        self.dirty = true;
+        self.applied_role = None;
+        self.exempt_seen = None;
+        // Fencing ends whatever ran: the steps were dropped.
+        self.busy = None;
+    }
+
+    /// Until the next round: the poll interval, or sooner when the fencing
+    /// deadline comes first, so that fencing is never late by a whole
+    /// interval.
+    pub fn next_wait(&self, now: Mono) -> Duration {
+        let poll = self.poll_interval();
+        let Some(d) = self.fence_deadline() else {
+            return poll;
+        };
+        // While only the exemption holds (the monitor does not answer),
+        // look at the standbys again a little before it lapses: it is
+        // shorter than a lease (see [`Engine::exemption`]), and a round
+        // without the monitor takes a poll plus a report timeout.
+        let lease_end = self.lease_start.map_or(Mono::ZERO, |t| t + self.lease);
+        let wake = if d > lease_end {
+            d.saturating_sub(EXEMPTION_LOOK_AHEAD)
+        } else {
+            d + Duration::from_millis(1)
+        };
+        poll.min(wake.saturating_sub(now)).max(MIN_WAIT)
+    }
+}
