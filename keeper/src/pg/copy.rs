@@ -222,7 +222,10 @@ impl LocalPg {
                     detail: discarded,
                 })
             }
-            Err(e) => self.replace_by_copy(up, node_id, password, e.into(), before).await,
+            Err(e) => {
+                self.replace_by_copy(up, node_id, password, e.into(), before)
+                    .await
+            }
         }
     }
 
