@@ -119,10 +119,11 @@ impl World {
             .filter(|i| self.params.priorities.get(*i) == Some(&0))
             .map(|i| self.nodes[i].id)
             .collect();
-        let allowed = wait.as_ref().is_some_and(|(id, _)| {
+        let allowed = wait.as_ref().is_some_and(|(id, why)| {
             lost.contains(id)
                 || prio0.contains(id)
                 || (!prio0.is_empty()
+                    && why.starts_with("no standby is promoted yet after primary node")
                     && view
                         .node(*id)
                         .is_some_and(|n| n.assigned == NodeState::Dropped))

@@ -469,6 +469,7 @@ impl World {
             running: n.pg.running,
             status,
             system_identifier: None,
+            rewind_interrupted: false,
         };
         let mono_now = self.mono(i, now);
         self.engine(i).observe(mono_now, obs);

@@ -58,6 +58,7 @@ impl Agent {
                 running,
                 status,
                 system_identifier: self.system_identifier,
+                rewind_interrupted: crate::files::rewind_marker(&self.config.pgdata).exists(),
             },
         );
     }
@@ -105,6 +106,8 @@ pub(super) async fn observe_beside(probe: &Probe, system_identifier: Option<u64>
         running,
         status,
         system_identifier,
+        // Not while a step runs: it may be the rewind itself.
+        rewind_interrupted: false,
     }
 }
 

@@ -146,7 +146,9 @@ impl Engine {
         // way into a writable state must not arrive there with a lease lent
         // by a goal without writes. (A writable node got here only with a
         // goal that keeps its writes: see the fence above.)
-        if goal_state == busy.state || self.state.current.accepts_writes() {
+        if goal_state == busy.state
+            || (self.state.current.accepts_writes() && goal_state.accepts_writes())
+        {
             self.renew_lease(sent_at);
         }
         if goal_state != busy.state {

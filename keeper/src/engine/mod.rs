@@ -127,6 +127,8 @@ pub struct Engine {
     /// a standby whose primary is already gone must still be able to
     /// witness the failure).
     silence_since: Option<Mono>,
+    /// When the driver last observed PostgreSQL (with a status or not).
+    last_look: Option<Mono>,
     /// When every other node was last seen streaming from this one (the
     /// fencing exemption, see [`Engine::fence_deadline`]).
     exempt_seen: Option<Mono>,
@@ -164,6 +166,7 @@ impl Engine {
             obs: Observation::default(),
             upstream_contact: None,
             silence_since: None,
+            last_look: None,
             exempt_seen: None,
             last_status_at: None,
             last_stuck_rejoin: None,
@@ -258,15 +261,21 @@ impl Engine {
             // did not see is not silence, or a standby whose status reads
             // failed for a while would be a failover witness the moment
             // they work again, against a primary it streamed from all
-            // along (simulation, seed 273492: two writable nodes). So the
-            // silence counts again from the last look without a status.
+            // along (simulation, seed 273492: two writable nodes).
+            // So the silence clock stops for the time not seen (it is not
+            // reset: a standby whose reads fail now and then still becomes
+            // a witness of a primary that is really gone).
             None => {
-                let now_if_known = |t: Option<Mono>| t.map(|_| now);
-                self.upstream_contact = now_if_known(self.upstream_contact);
-                self.silence_since = now_if_known(self.silence_since);
+                let unseen = self
+                    .last_look
+                    .map_or(Duration::ZERO, |t| now.saturating_sub(t));
+                let shift = |t: Option<Mono>| t.map(|t| (t + unseen).min(now));
+                self.upstream_contact = shift(self.upstream_contact);
+                self.silence_since = shift(self.silence_since);
             }
         }
         self.obs = obs;
+        self.last_look = Some(now);
     }
 
     /// Only a receiver that streams has heard from the primary: one that is

@@ -57,6 +57,21 @@ impl Engine {
             self.state.current,
             NodeState::Catchingup | NodeState::Secondary
         );
+        // A rewind of a steady standby was cut short: its data is replaced
+        // by a copy (the Rewind step sees the marker), at most every
+        // STUCK_STANDBY while the copy keeps failing.
+        if self.obs.rewind_interrupted && standby {
+            if let Some(u) = goal.primary.clone().filter(|_| {
+                self.last_stuck_rejoin
+                    .is_none_or(|t| now.saturating_sub(t) > STUCK_STANDBY)
+            }) {
+                self.last_stuck_rejoin = Some(now);
+                let role = Role::Standby {
+                    upstream: Some(u.clone()),
+                };
+                return rejoin(&u, &role);
+            }
+        }
         if let Some(role) = self.role_to_apply(goal) {
             return match (&role, self.state.following) {
                 (Role::Standby { upstream: Some(u) }, Some(f)) if f != u.node_id && standby => {

@@ -50,6 +50,7 @@ pub(super) fn running(status: PgStatus) -> Observation {
         running: true,
         status: Some(status),
         system_identifier: Some(7),
+        rewind_interrupted: false,
     }
 }
 
@@ -267,6 +268,7 @@ fn unknown_status_is_reported_as_unknown() {
             running: true,
             status: None,
             system_identifier: Some(7),
+            rewind_interrupted: false,
         },
     );
     let req = e.request(s(1.0));
@@ -472,6 +474,7 @@ fn silence_the_keeper_could_not_see_is_not_silence() {
         running: true,
         status: None,
         system_identifier: Some(7),
+        rewind_interrupted: false,
     };
     e.observe(s(15.0), unknown.clone());
     e.observe(s(20.0), unknown);
@@ -480,6 +483,30 @@ fn silence_the_keeper_could_not_see_is_not_silence() {
     assert_eq!(
         e.upstream_silent(s(20.5)),
         Some(Duration::from_millis(500)),
-        "counted from the last look without a status, not from 10 s"
+        "the 10 s without a status do not count"
     );
+}
+
+#[test]
+fn status_reads_that_fail_now_and_then_do_not_hide_a_dead_primary() {
+    let mut e = engine(Secondary);
+    e.observe(s(10.0), running(standby(Some((true, Some(0))))));
+    let unknown = Observation {
+        has_pgdata: true,
+        running: true,
+        status: None,
+        system_identifier: Some(7),
+        rewind_interrupted: false,
+    };
+    // The primary is gone from 10 s; every other read fails.
+    for i in 1..=8 {
+        let t = 10.0 + i as f64;
+        if i % 2 == 1 {
+            e.observe(s(t), unknown.clone());
+        } else {
+            e.observe(s(t), running(standby(Some((false, None)))));
+        }
+    }
+    // Four seconds of silence were seen, in pieces: they add up.
+    assert_eq!(e.upstream_silent(s(18.0)), Some(Duration::from_secs(4)));
 }

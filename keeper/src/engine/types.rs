@@ -64,6 +64,9 @@ pub struct Observation {
     pub status: Option<PgStatus>,
     /// From pg_control, once read.
     pub system_identifier: Option<u64>,
+    /// A pg_rewind of PGDATA was cut short (`rewind.partial`): the data
+    /// is not to be started, only replaced by a copy.
+    pub rewind_interrupted: bool,
 }
 
 /// What a reply asks of the driver.

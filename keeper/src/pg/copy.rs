@@ -144,6 +144,13 @@ impl LocalPg {
                 .and_then(|d| d.sync_all())
                 .with_context(|| format!("fsync {}", parent.display()))?;
         }
+        // A new copy is in place: whatever a cut-short rewind left is gone,
+        // and so goes the marker that guarded it.
+        let marker = crate::files::rewind_marker(&self.pgdata);
+        if marker.exists() {
+            std::fs::remove_file(&marker)
+                .with_context(|| format!("remove {}", marker.display()))?;
+        }
         Ok(())
     }
 
@@ -175,23 +182,38 @@ impl LocalPg {
                 .replace_by_copy(up, node_id, password, why, before)
                 .await;
         }
-        crate::files::write_durably(&marker, b"pg_rewind runs on this data directory\n", 0o600)?;
         let source = format!(
             "host={} port={} user={REPLICATION_USER} dbname=postgres connect_timeout=5",
             super::conf::quote(&up.host),
             up.port
         );
-        let mut cmd = PgCommand::new(&self.bin, "pg_rewind")
-            .user(&self.runner)
-            .arg("--target-pgdata")
-            .arg(&self.pgdata)
-            .arg(format!("--source-server={source}"))
-            .timeout(REWIND_TIMEOUT);
-        if !password.is_empty() {
-            cmd = cmd.env("PGPASSWORD", password);
-        }
+        let rewind = |dry_run: bool| {
+            let mut cmd = PgCommand::new(&self.bin, "pg_rewind")
+                .user(&self.runner)
+                .arg("--target-pgdata")
+                .arg(&self.pgdata)
+                .arg(format!("--source-server={source}"))
+                .timeout(REWIND_TIMEOUT);
+            if dry_run {
+                cmd = cmd.arg("--dry-run");
+            }
+            if !password.is_empty() {
+                cmd = cmd.env("PGPASSWORD", password);
+            }
+            cmd
+        };
         let started = Instant::now();
-        match cmd.run().await {
+        // A dry run first: a pg_rewind that cannot work (the source is
+        // unreachable, refuses a function, the histories do not allow it)
+        // fails there without touching PGDATA, so the data stays usable and
+        // is not marked. Only the real run is guarded by the marker.
+        if let Err(e) = rewind(true).run().await {
+            return self
+                .replace_by_copy(up, node_id, password, e.into(), before)
+                .await;
+        }
+        crate::files::write_durably(&marker, b"pg_rewind runs on this data directory\n", 0o600)?;
+        match rewind(false).run().await {
             Ok(out) => {
                 let said = format!("{}\n{}", out.stdout, out.stderr);
                 for line in said.lines().filter(|l| !l.trim().is_empty()) {
@@ -240,7 +262,7 @@ impl LocalPg {
         before: Option<pgpilot_pgproc::ControlData>,
     ) -> anyhow::Result<Rejoined> {
         tracing::warn!(
-            "pg_rewind from node {} not used, falling back to pg_basebackup: {e:#}",
+            "pg_rewind from node {} failed, falling back to pg_basebackup: {e:#}",
             up.node_id
         );
         self.basebackup(up, node_id, password).await?;
@@ -255,21 +277,15 @@ impl LocalPg {
         std::fs::rename(&self.pgdata, &aside)
             .with_context(|| format!("move the old data {} aside", self.pgdata.display()))?;
         self.install_clone()?;
-        // The half-rewound data is gone: so is the marker that guarded it.
-        let marker = crate::files::rewind_marker(&self.pgdata);
-        if marker.exists() {
-            std::fs::remove_file(&marker)
-                .with_context(|| format!("remove {}", marker.display()))?;
-        }
         std::fs::remove_dir_all(&aside)
             .with_context(|| format!("remove the old data in {}", aside.display()))?;
         let detail = match &before {
             Some(c) => format!(
-                "pg_rewind not used ({e}); the whole old data directory was replaced, discarding \
+                "pg_rewind failed ({e}); the whole old data directory was replaced, discarding \
                  local WAL up to checkpoint {} on timeline {}",
                 c.checkpoint_lsn, c.timeline
             ),
-            None => format!("pg_rewind not used ({e}); the old data directory was replaced"),
+            None => format!("pg_rewind failed ({e}); the old data directory was replaced"),
         };
         tracing::warn!("rejoined node {} with pg_basebackup: {detail}", up.node_id);
         Ok(Rejoined {

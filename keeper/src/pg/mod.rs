@@ -169,7 +169,7 @@ impl LocalPg {
         if marker.exists() {
             bail!(
                 "{} was being rewound when pg_rewind was interrupted ({} exists): it is not started; \
-                 the keeper copies the data again when it next rejoins a primary",
+                 the keeper replaces it with a new copy from the primary it follows",
                 self.pgdata.display(),
                 marker.display()
             );

@@ -340,7 +340,7 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
         if followers.iter().any(|s| {
             s.replication_quorum
                 && !rejoining_stopped(s)
-                && !lost_election_not_back(s)
+                && !lost_election_not_back(s, now, cfg)
                 && (!is_healthy(s, now, cfg) || !can_vote(s))
         }) {
             return vec![];
@@ -396,13 +396,26 @@ pub(super) fn can_report_lsn(s: &NodeView) -> bool {
 }
 
 /// A loser of the election that made the current primary, not yet
-/// following it (it still reports report_lsn while told to catch up): it
-/// has not streamed from this primary, so it acknowledged none of its
-/// commits, and at the election it held nothing the winner lacked (the
-/// winner was the most advanced quorum voter). It cannot hold commits the
-/// other standbys lack: waiting for it would wait for nothing (found by
-/// the simulation, seed 312200: a loser that could not rewind because the
-/// winner's machine was lost blocked the next failover for good).
-pub(super) fn lost_election_not_back(s: &NodeView) -> bool {
-    s.reported == ReportLsn && s.assigned == Catchingup
+/// following it (it still reports report_lsn while told to catch up),
+/// whose keeper said recently that it streams from nobody (PostgreSQL
+/// stopped, or its WAL receiver silent for replication_lost_timeout): at
+/// the election it held nothing the winner lacked (the winner was the most
+/// advanced quorum voter), and it acknowledged nothing since, so it cannot
+/// hold commits the other standbys lack. Waiting for it would wait for
+/// nothing (simulation, seed 312200: a loser that could not rewind from a
+/// winner whose machine was lost blocked the next failover for good).
+///
+/// "Recently" is what makes it safe: its report is younger than
+/// replication_lost_timeout less the clock margin, and a failover is
+/// decided only once a standby heard nothing from the primary for
+/// replication_lost_timeout. A loser that began to stream and acknowledge
+/// after that report did so while the primary lived, and has reported
+/// since (every poll), or its report would be too old by now.
+pub(super) fn lost_election_not_back(s: &NodeView, now: Timestamp, cfg: &FsmConfig) -> bool {
+    let fresh =
+        silence(s, now).is_some_and(|d| d + cfg.clock_margin < cfg.replication_lost_timeout);
+    let streams_from_nobody = !s.pg_running
+        || s.upstream_silent
+            .is_some_and(|d| d >= cfg.replication_lost_timeout);
+    s.reported == ReportLsn && s.assigned == Catchingup && s.heard && fresh && streams_from_nobody
 }

@@ -65,11 +65,18 @@ fn failover_rules() {
             vec![
                 dead(),
                 sec(2, 3.0),
-                node(3, ReportLsn).goal(Catchingup).bad().silent_since(None),
+                node(3, ReportLsn).goal(Catchingup).upstream(30.0).bad().silent_since(Some(t())),
             ],
             t(),
             vec![Bump, Goal(2, ReportLsn), Goal(1, Draining)],
             "election: primary node 1",
+        ),
+        case(
+            "... but one whose last word is old (its rejoin may stream already) still blocks",
+            vec![dead(), sec(2, 3.0), node(3, ReportLsn).goal(Catchingup).upstream(30.0).bad()],
+            t(),
+            vec![WaitFor(3)],
+            "quorum standby node 3 is not healthy",
         ),
         case("candidate too far behind: no", vec![dead(), sec(2, 3.0).lsn_mb(50)], t(), vec![], ""),
         case(

@@ -93,7 +93,7 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
         let stuck = if !is_healthy(c, now, cfg) {
             Some("is not healthy")
         } else if age(c.goal_changed_at, now) > cfg.promotion_timeout {
-            Some("has not promoted within promotion_timeout (its keeper's transition errors are events)")
+            Some("has not taken its goal within promotion_timeout (its keeper's transition errors are events)")
         } else {
             None
         };
@@ -348,7 +348,7 @@ fn failover_blocker<'a>(
         let follower =
             s.id != p.id && matches!(s.assigned, Secondary | Catchingup) && s.replication_quorum;
         let stopped = !s.pg_running && s.heard && !keeper_silent(s, now, cfg);
-        if !follower || (!can_report_lsn(s) && stopped) || lost_election_not_back(s) {
+        if !follower || (!can_report_lsn(s) && stopped) || lost_election_not_back(s, now, cfg) {
             None
         } else if !can_report_lsn(s) {
             Some((
