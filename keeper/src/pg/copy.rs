@@ -187,33 +187,18 @@ impl LocalPg {
             super::conf::quote(&up.host),
             up.port
         );
-        let rewind = |dry_run: bool| {
-            let mut cmd = PgCommand::new(&self.bin, "pg_rewind")
-                .user(&self.runner)
-                .arg("--target-pgdata")
-                .arg(&self.pgdata)
-                .arg(format!("--source-server={source}"))
-                .timeout(REWIND_TIMEOUT);
-            if dry_run {
-                cmd = cmd.arg("--dry-run");
-            }
-            if !password.is_empty() {
-                cmd = cmd.env("PGPASSWORD", password);
-            }
-            cmd
-        };
-        let started = Instant::now();
-        // A dry run first: a pg_rewind that cannot work (the source is
-        // unreachable, refuses a function, the histories do not allow it)
-        // fails there without touching PGDATA, so the data stays usable and
-        // is not marked. Only the real run is guarded by the marker.
-        if let Err(e) = rewind(true).run().await {
-            return self
-                .replace_by_copy(up, node_id, password, e.into(), before)
-                .await;
+        let mut cmd = PgCommand::new(&self.bin, "pg_rewind")
+            .user(&self.runner)
+            .arg("--target-pgdata")
+            .arg(&self.pgdata)
+            .arg(format!("--source-server={source}"))
+            .timeout(REWIND_TIMEOUT);
+        if !password.is_empty() {
+            cmd = cmd.env("PGPASSWORD", password);
         }
+        let started = Instant::now();
         crate::files::write_durably(&marker, b"pg_rewind runs on this data directory\n", 0o600)?;
-        match rewind(false).run().await {
+        match cmd.run().await {
             Ok(out) => {
                 let said = format!("{}\n{}", out.stdout, out.stderr);
                 for line in said.lines().filter(|l| !l.trim().is_empty()) {
@@ -245,8 +230,16 @@ impl LocalPg {
                 })
             }
             Err(e) => {
-                self.replace_by_copy(up, node_id, password, e.into(), before)
-                    .await
+                // pg_rewind changes the target only once it says where it
+                // rewinds from; a failure before that (the source cannot
+                // be reached, the target needs crash recovery it could not
+                // finish, ...) left PGDATA as it was, so it is not marked.
+                let e = anyhow::Error::from(e);
+                if !format!("{e:#}").contains("rewinding from last common checkpoint") {
+                    std::fs::remove_file(&marker)
+                        .with_context(|| format!("remove {}", marker.display()))?;
+                }
+                self.replace_by_copy(up, node_id, password, e, before).await
             }
         }
     }
