@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use pgpilot_proto::pb::{ShowEventsRequest, ShowStateRequest};
+use pgpilot_proto::pb::ShowStateRequest;
 use pgpilot_proto::{node_slot_name, Lsn};
 
 use crate::support::*;
@@ -97,24 +97,6 @@ async fn stored_lsn(monitor: &MonitorProc, name: &str) -> Lsn {
         .reported_lsn)
 }
 
-/// The descriptions of the latest 1000 events.
-async fn events(monitor: &MonitorProc) -> Vec<String> {
-    monitor
-        .client()
-        .await
-        .show_events(ShowEventsRequest {
-            formation: String::new(),
-            count: 1000,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events
-        .into_iter()
-        .map(|e| e.description)
-        .collect()
-}
-
 async fn lsn_on(k: &KeeperProc, sql: &str) -> Lsn {
     k.query(sql)
         .await
@@ -144,7 +126,7 @@ async fn nobody_elected(
                 "node {} is {reported} with goal {assigned} while B's status is unknown: {states:?}\n\
                  events:\n{}",
                 k.name,
-                events(monitor).await.join("\n")
+                monitor.events().await.join("\n")
             );
         }
     }
@@ -202,14 +184,7 @@ async fn a_standby_with_unknown_status_is_not_outvoted_by_a_less_advanced_one() 
     // keeper's status reads (1 s budget, connection included) time out,
     // while its WAL receiver keeps streaming and the probes get answers.
     let before = unreadable_count(&unknown);
-    unknown
-        .query("ALTER SYSTEM SET post_auth_delay = 1")
-        .await
-        .unwrap();
-    unknown
-        .query("SELECT pg_reload_conf()::text")
-        .await
-        .unwrap();
+    set_and_reload(&unknown, "ALTER SYSTEM SET post_auth_delay = 1").await;
     eventually("B's keeper cannot read its status", STEP, || async {
         (unreadable_count(&unknown) >= before + 2).then_some(())
     })
@@ -297,14 +272,15 @@ async fn a_standby_with_unknown_status_is_not_outvoted_by_a_less_advanced_one() 
     while !named || watched.elapsed() < WATCH {
         nobody_elected(&monitor, &behind, &unknown).await;
         named = named
-            || events(&monitor)
+            || monitor
+                .events()
                 .await
                 .iter()
                 .any(|e| e.contains(&wait) && e.contains(why));
         assert!(
             watched.elapsed() < STEP,
             "no event says the election waits for B: {:?}",
-            events(&monitor).await
+            monitor.events().await
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -315,16 +291,9 @@ async fn a_standby_with_unknown_status_is_not_outvoted_by_a_less_advanced_one() 
 
     // B's PostgreSQL answers in time again: B is elected with every row,
     // and A follows it.
-    unknown
-        .query("ALTER SYSTEM RESET post_auth_delay")
-        .await
-        .unwrap();
-    unknown
-        .query("SELECT pg_reload_conf()::text")
-        .await
-        .unwrap();
+    set_and_reload(&unknown, "ALTER SYSTEM RESET post_auth_delay").await;
     let new = new_primary_among(&monitor, &[&behind, &unknown], STEP).await;
-    assert_eq!(new, 1, "A was promoted: {:?}", events(&monitor).await);
+    assert_eq!(new, 1, "A was promoted: {:?}", monitor.events().await);
     assert_eq!(unknown.query(COUNT).await.unwrap(), Some(ROWS.to_string()));
     unknown
         .query(&format!("INSERT INTO acked VALUES ({})", ROWS + 1))
@@ -336,7 +305,7 @@ async fn a_standby_with_unknown_status_is_not_outvoted_by_a_less_advanced_one() 
     })
     .await;
     let elected = format!("node {unknown_id} assigned prepare_promotion: elected with LSN");
-    let all = events(&monitor).await;
+    let all = monitor.events().await;
     assert_eq!(
         all.iter()
             .filter(|e| e.contains("elected with LSN"))
@@ -345,4 +314,10 @@ async fn a_standby_with_unknown_status_is_not_outvoted_by_a_less_advanced_one() 
         "{all:?}"
     );
     assert!(all.iter().any(|e| e.contains(&elected)), "{all:?}");
+}
+
+/// Runs an ALTER SYSTEM on `node` and reloads its configuration.
+async fn set_and_reload(node: &KeeperProc, alter: &str) {
+    node.query(alter).await.unwrap();
+    node.query("SELECT pg_reload_conf()::text").await.unwrap();
 }

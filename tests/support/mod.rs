@@ -176,6 +176,15 @@ impl MonitorProc {
 
     /// How many of the latest 1000 events mention `text`.
     pub async fn count_events(&self, text: &str) -> usize {
+        self.events()
+            .await
+            .iter()
+            .filter(|e| e.contains(text))
+            .count()
+    }
+
+    /// The descriptions of the latest 1000 events.
+    pub async fn events(&self) -> Vec<String> {
         self.client()
             .await
             .show_events(pgpilot_proto::pb::ShowEventsRequest {
@@ -186,9 +195,9 @@ impl MonitorProc {
             .unwrap()
             .into_inner()
             .events
-            .iter()
-            .filter(|e| e.description.contains(text))
-            .count()
+            .into_iter()
+            .map(|e| e.description)
+            .collect()
     }
 
     /// SIGTERM and wait (bounded) for a clean exit.

@@ -54,6 +54,14 @@ pub(super) fn running(status: PgStatus) -> Observation {
     }
 }
 
+/// PostgreSQL runs, its status could not be read.
+pub(super) fn status_unknown() -> Observation {
+    Observation {
+        status: None,
+        ..running(PgStatus::default())
+    }
+}
+
 pub(super) fn stopped() -> Observation {
     Observation {
         has_pgdata: true,
@@ -469,13 +477,7 @@ fn silence_the_keeper_could_not_see_is_not_silence() {
     let mut e = engine(Secondary);
     e.observe(s(10.0), running(standby(Some((true, Some(0))))));
     // Status reads fail for ten seconds: the receiver may stream all along.
-    let unknown = Observation {
-        has_pgdata: true,
-        running: true,
-        status: None,
-        system_identifier: Some(7),
-        rewind_interrupted: false,
-    };
+    let unknown = status_unknown();
     e.observe(s(15.0), unknown.clone());
     e.observe(s(20.0), unknown);
     // They work again; the receiver just dropped.
@@ -491,13 +493,7 @@ fn silence_the_keeper_could_not_see_is_not_silence() {
 fn status_reads_that_fail_now_and_then_do_not_hide_a_dead_primary() {
     let mut e = engine(Secondary);
     e.observe(s(10.0), running(standby(Some((true, Some(0))))));
-    let unknown = Observation {
-        has_pgdata: true,
-        running: true,
-        status: None,
-        system_identifier: Some(7),
-        rewind_interrupted: false,
-    };
+    let unknown = status_unknown();
     // The primary is gone from 10 s; every other read fails.
     for i in 1..=8 {
         let t = 10.0 + i as f64;
