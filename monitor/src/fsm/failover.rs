@@ -26,6 +26,36 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
     if voters.is_empty() || promoting {
         return vec![];
     }
+    // A quorum standby that was not a voter when the election began (it
+    // was still copying its data) and now runs as a follower may stream
+    // from the old primary and acknowledge its commits: it votes too, and
+    // the election waits for it (simulation, seed 417095: a copy that
+    // finished just after the election began acknowledged a commit the
+    // winner lacked).
+    let late: Vec<Action> = g
+        .nodes
+        .iter()
+        .filter(|n| {
+            matches!(n.assigned, Secondary | Catchingup)
+                && n.replication_quorum
+                && n.pg_running
+                && n.reported != ReportLsn
+                && can_report_lsn(n)
+        })
+        .map(|n| {
+            assign(
+                n,
+                ReportLsn,
+                format!(
+                    "node {} assigned report_lsn: it joined during the election and may follow the old primary",
+                    n.id
+                ),
+            )
+        })
+        .collect();
+    if !late.is_empty() {
+        return late;
+    }
     // Quorum voters may hold acknowledged commits: wait for each. A
     // non-quorum voter cannot, so one that never reports is not waited for.
     // A voter whose keeper could not read its status has no final LSN yet.

@@ -172,6 +172,17 @@ fn failover_rules() {
             "elected with LSN",
         ),
         case(
+            "election: a quorum standby whose copy finished after it began votes too, and is waited for",
+            vec![
+                node(1, Primary).goal(Draining).bad(),
+                node(2, ReportLsn).lsn_mb(100),
+                node(3, Catchingup),
+            ],
+            t0(),
+            vec![Goal(3, ReportLsn)],
+            "joined during the election",
+        ),
+        case(
             "election: a voter whose status is unknown has no final LSN yet",
             vec![
                 node(1, Primary).goal(Draining).bad(),
