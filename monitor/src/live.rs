@@ -33,6 +33,8 @@ pub struct LiveReport {
     pub transition_error: String,
     /// The keeper could not read PostgreSQL's status in that report.
     pub status_unknown: bool,
+    /// PostgreSQL stopped cleanly at this LSN (see `NodeView::shutdown_lsn`).
+    pub shutdown_lsn: Option<Lsn>,
 }
 
 impl LiveReport {
@@ -46,6 +48,7 @@ impl LiveReport {
             replication_stall_since: n.replication_stall_since,
             transition_error: n.transition_error.clone(),
             status_unknown: n.status_unknown,
+            shutdown_lsn: n.shutdown_lsn,
         }
     }
 }
@@ -107,6 +110,7 @@ impl Live {
                 view.replication_stall_since = live.replication_stall_since;
                 view.transition_error = live.transition_error;
                 view.status_unknown = live.status_unknown;
+                view.shutdown_lsn = live.shutdown_lsn;
                 view.heard = true;
             }
             // This process has not heard from the keeper: what the row says of
@@ -122,6 +126,7 @@ impl Live {
             None => {
                 view.heard = false;
                 view.status_unknown = true;
+                view.shutdown_lsn = None;
                 view.last_report = Some(self.started_at);
             }
         }

@@ -51,6 +51,7 @@ impl Report {
             system_identifier: self.system_identifier,
             transition_error: self.transition_error.clone(),
             status_unknown: false,
+            shutdown_lsn: None,
         }
     }
 

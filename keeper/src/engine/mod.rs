@@ -378,6 +378,7 @@ impl Engine {
             // restarted is reported running (see `report_pg_running`), and
             // its "LSN 0" once won an election (simulation, seed 6017).
             status_unknown: status.is_none(),
+            shutdown_lsn: None,
         }
     }
 

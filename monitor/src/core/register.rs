@@ -157,6 +157,7 @@ impl Core {
             tli: 0,
             lsn: Lsn(0),
             status_unknown: false,
+            shutdown_lsn: None,
             heard: true,
             replication_state: String::new(),
             upstream_silent: None,

@@ -21,6 +21,8 @@ pub struct Report {
     /// The keeper could not read PostgreSQL's status: `tli`, `lsn` and
     /// `replication_state` mean nothing.
     pub status_unknown: bool,
+    /// PostgreSQL is stopped after a clean shutdown that ended here.
+    pub shutdown_lsn: Option<Lsn>,
     pub tli: u32,
     pub lsn: Lsn,
     pub replication_state: String,
@@ -49,6 +51,9 @@ impl Report {
             generation_seen: req.generation_seen,
             pg_running: req.pg_running,
             status_unknown: req.status_unknown,
+            // Only a stopped PostgreSQL has one: a report that says both
+            // is contradictory and keeps no shutdown LSN.
+            shutdown_lsn: req.shutdown_lsn.filter(|_| !req.pg_running).map(Lsn),
             tli: req.timeline,
             lsn: Lsn(req.lsn),
             replication_state: req.replication_state.clone(),
@@ -128,6 +133,7 @@ impl Core {
             n.replication_state = r.replication_state.clone();
         }
         n.upstream_silent = r.upstream_silent;
+        n.shutdown_lsn = r.shutdown_lsn;
         // The stall clock runs while a writable node reports that no
         // standby streams from it, and restarts from zero as soon as one
         // does. An unknown status leaves it as it was.

@@ -27,6 +27,7 @@ pub fn node(id: i64, state: NodeState) -> NodeView {
         port: 5432,
         system_identifier: None,
         status_unknown: false,
+        shutdown_lsn: None,
         heard: true,
         last_probe: None,
         transition_error: String::new(),

@@ -69,6 +69,10 @@ pub struct NodeView {
     /// (a failed or timed-out query): `lsn` and `tli` are then not what
     /// the node holds now, and no rule may count them as final.
     pub status_unknown: bool,
+    /// The keeper's last report said PostgreSQL is stopped after a clean
+    /// shutdown, which ended at this LSN (its shutdown checkpoint): every
+    /// commit the node ever acknowledged lies before it.
+    pub shutdown_lsn: Option<Lsn>,
     /// This monitor process has had a report from the keeper. After a
     /// restart the stored fields are what an earlier process heard, and
     /// `last_report` only says "not before our start".
