@@ -114,6 +114,10 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (Draining, Demoted, KeeperAction::StopPostgres),
     (DemoteTimeout, Demoted, KeeperAction::StopPostgres),
     (DemoteTimeout, Primary, KeeperAction::RestartAsPrimary),
+    // A planned switchover given up (its candidate could not promote)
+    // after the old primary stopped cleanly: it takes writes again, with
+    // synchronous replication off until a standby is back.
+    (Draining, WaitPrimary, KeeperAction::RestartAsPrimary),
     // Rejoin.
     (Demoted, Catchingup, KeeperAction::Rejoin),
     // A keeper that fenced itself (lease expired, reports demote_timeout

@@ -38,6 +38,7 @@ impl SimMonitor {
                 system_identifier: None,
                 dbname: "postgres".into(),
                 waiting_for: None,
+                switchover_to: None,
                 nodes: Vec::new(),
             },
             core,

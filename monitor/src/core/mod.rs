@@ -17,19 +17,28 @@
 //! - [`Core::report`]: a keeper's heartbeat (`report.rs`).
 //! - [`Core::probe`], [`Core::drop_node`], [`Core::tick`]: health changes,
 //!   the operator's drop and the clock (`ops.rs`).
+//! - [`Core::switchover`]: the operator's planned switchover
+//!   (`switchover.rs`); [`Core::set_candidate_priority`],
+//!   [`Core::set_replication_quorum`], [`Core::set_number_sync_standbys`]:
+//!   the operator's settings (`settings.rs`).
 //! - [`reply`]: what a keeper is told (`reply.rs`).
 
 mod ops;
 mod register;
 mod reply;
 mod report;
+mod settings;
+mod switchover;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_operator;
 
 pub use ops::mark_dropped;
 pub use register::NewNode;
 pub use reply::{node_info, reply, ssn_for};
 pub use report::{report_allowed, Report};
+pub use settings::PRIORITY_RANGE;
 
 use crate::error::MonitorError;
 use crate::fsm::{self, Action, FsmConfig, GroupView, Rule, Timestamp, RULES};
@@ -87,6 +96,10 @@ impl Core {
                 n.goal_changed_at -= shift;
                 if let Some(t) = n.replication_stall_since.as_mut() {
                     *t = (*t - shift).min(started_at);
+                }
+                // Compared with goal times: moves with them.
+                if let Some(t) = n.quorum_dropped_at.as_mut() {
+                    *t -= shift;
                 }
                 Action::RebaseGoalTime { node_id: n.id }
             })

@@ -163,6 +163,7 @@ impl Core {
             upstream_silent: None,
             candidate_priority: req.candidate_priority,
             replication_quorum: req.replication_quorum,
+            quorum_dropped_at: None,
             health: Health::Unknown,
             last_probe: None,
             transition_error: String::new(),

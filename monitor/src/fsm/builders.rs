@@ -42,6 +42,7 @@ pub fn node(id: i64, state: NodeState) -> NodeView {
         upstream_silent: Some(Duration::ZERO),
         candidate_priority: 50,
         replication_quorum: true,
+        quorum_dropped_at: None,
         health: Health::Good,
         last_report: Some(t0()),
         goal_changed_at: t0(),
@@ -133,6 +134,7 @@ pub fn group(nodes: Vec<NodeView>) -> GroupView {
         system_identifier: None,
         dbname: "postgres".into(),
         waiting_for: None,
+        switchover_to: None,
         nodes,
     }
 }

@@ -4,10 +4,10 @@
 
 use pgpilot_proto::{action_for, NodeState::*};
 
-use super::health::{
-    age, is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent, secs, silence,
+use super::health::{age, is_healthy, is_in, is_unhealthy, keeper_silent, secs, silence};
+use super::rules::{
+    assign, failover_under_way, primary, quorum_counts, settings_pending_drop, sync_writer,
 };
-use super::rules::{assign, failover_under_way, primary, settings_pending_drop, sync_writer};
 use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
 
 /// Rule 7b, the election: once every standby told to report_lsn stopped
@@ -37,7 +37,7 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
         .iter()
         .filter(|n| {
             matches!(n.assigned, Secondary | Catchingup)
-                && n.replication_quorum
+                && quorum_counts(n)
                 && n.pg_running
                 && n.reported != ReportLsn
                 && can_report_lsn(n)
@@ -60,12 +60,12 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
     // non-quorum voter cannot, so one that never reports is not waited for.
     // A voter whose keeper could not read its status has no final LSN yet.
     let reported = has_final_lsn;
-    if voters.iter().any(|n| n.replication_quorum && !reported(n)) {
+    if voters.iter().any(|n| quorum_counts(n) && !reported(n)) {
         return vec![];
     }
     let most_advanced = voters
         .iter()
-        .filter(|n| n.replication_quorum)
+        .filter(|n| quorum_counts(n))
         .map(|n| n.lsn)
         .max();
     let best = voters
@@ -164,95 +164,6 @@ pub(super) fn election_timeout(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -
     ]
 }
 
-/// Rule 8: the candidate is ready; it stops replicating and promotes
-/// read-only, the old primary is told to go (demote_timeout).
-pub(super) fn promotion_step(g: &GroupView, _: Timestamp, _: &FsmConfig) -> Vec<Action> {
-    let Some(c) = g.nodes.iter().find(|n| is_in(n, PreparePromotion)) else {
-        return vec![];
-    };
-    let mut out = vec![assign(
-        c,
-        StopReplication,
-        format!(
-            "node {} assigned stop_replication: promoting it read-only",
-            c.id
-        ),
-    )];
-    for o in g.nodes.iter().filter(|o| o.assigned == Draining) {
-        let why = format!(
-            "node {} assigned demote_timeout: node {} is being promoted",
-            o.id, c.id
-        );
-        out.push(assign(o, DemoteTimeout, why));
-    }
-    out
-}
-
-/// Rule 9, the lease gate: the promoted candidate becomes writable only
-/// when no other node can still acknowledge writes, i.e. the old primary
-/// reported a stopped state or its lease (from its last report, not from
-/// the decision) has expired. Other standbys must re-validate against the
-/// new timeline before they count as secondaries again.
-pub(super) fn lease_gate(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
-    let Some(c) = g.nodes.iter().find(|n| is_in(n, StopReplication)) else {
-        return vec![];
-    };
-    let others: Vec<&NodeView> = g.nodes.iter().filter(|o| o.id != c.id).collect();
-    if others.iter().any(|o| !is_fenced(o, now, cfg)) {
-        return vec![];
-    }
-    let why_old = |o: &NodeView| {
-        if !o.reported.accepts_writes() {
-            format!("node {} reported {}", o.id, o.reported)
-        } else {
-            let s =
-                silence(o, now).map_or("never reported".into(), |s| format!("silent {}", secs(s)));
-            format!(
-                "node {} lease expired ({s}, lease {} + margin {})",
-                o.id,
-                secs(cfg.lease),
-                secs(cfg.clock_margin)
-            )
-        }
-    };
-    let olds: Vec<&&NodeView> = others
-        .iter()
-        .filter(|o| matches!(o.assigned, Draining | DemoteTimeout))
-        .collect();
-    let detail: Vec<String> = olds.iter().map(|o| why_old(o)).collect();
-    let detail = if detail.is_empty() {
-        "no old primary left".to_string()
-    } else {
-        detail.join(", ")
-    };
-    let mut out = vec![assign(
-        c,
-        WaitPrimary,
-        format!("node {} assigned wait_primary: {detail}", c.id),
-    )];
-    for o in olds {
-        out.push(assign(
-            o,
-            Demoted,
-            format!(
-                "node {} assigned demoted: node {} is the new primary",
-                o.id, c.id
-            ),
-        ));
-    }
-    for s in others
-        .iter()
-        .filter(|s| matches!(s.assigned, Secondary | ReportLsn))
-    {
-        let why = format!(
-            "node {} assigned catchingup: it must follow new primary node {}",
-            s.id, c.id
-        );
-        out.push(assign(s, Catchingup, why));
-    }
-    out
-}
-
 /// Rule 7: automatic failover, only from `primary` (synchronous
 /// replication on, so a caught-up secondary has every acknowledged commit;
 /// a primary mid-`apply_settings` too, see [`sync_writer`]: every quorum
@@ -304,7 +215,7 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
     let most_advanced = g
         .nodes
         .iter()
-        .filter(|s| s.id != p.id && s.assigned == Secondary && s.replication_quorum)
+        .filter(|s| s.id != p.id && s.assigned == Secondary && quorum_counts(s))
         .map(|s| s.lsn)
         .max();
     let best = g
@@ -339,60 +250,18 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
     // acknowledged by that standby only (ANY k of several), and a standby
     // still following the old primary could acknowledge its pending
     // commits if it came back (a frozen primary resuming). So it is an
-    // election: every standby stops streaming and reports its final LSN
-    // (report_lsn), then the most advanced is promoted ([`elect`]). A
-    // quorum standby that is not healthy may hold commits nobody else
-    // has: no automatic failover then.
+    // election ([`start_election`]).
     // (The simulation loses acknowledged commits without this: seeds 4
     // and 131 with PGPILOT_SIM_NODES=3.)
-    // Standbys that may be streaming from the primary. An old primary
-    // (draining, demoted, ...) or a node still waiting for its copy is not.
-    let followers: Vec<&NodeView> = g
-        .nodes
-        .iter()
-        .filter(|s| s.id != p.id && matches!(s.assigned, Secondary | Catchingup))
-        .collect();
-    if followers.iter().any(|s| s.id != c.id) {
-        // A quorum follower that is unhealthy, or still on its way into
-        // catchingup with its PostgreSQL running (a rejoining old primary
-        // that may stream already: no edge to report_lsn yet), may hold
-        // commits nobody else has: wait for it. One whose keeper just said
-        // its PostgreSQL is stopped acknowledges nothing and waits for a
-        // primary to follow: waiting for it would wait forever (found by
-        // the simulation, seed 887). A silent keeper's word is stale: its
-        // PostgreSQL may have started and stream (seed 54563).
-        let can_vote = |s: &NodeView| can_report_lsn(s);
-        let rejoining_stopped = |s: &NodeView| {
-            // A stored "stopped" after a monitor restart is stale too
-            // (seed 80195).
-            !can_vote(s) && !s.pg_running && s.heard && !keeper_silent(s, now, cfg)
-        };
-        if followers.iter().any(|s| {
-            s.replication_quorum
-                && !rejoining_stopped(s)
-                && !lost_election_not_back(s, now, cfg)
-                && (!is_healthy(s, now, cfg) || !can_vote(s))
-        }) {
-            return vec![];
-        }
+    if followers(g, p).any(|s| s.id != c.id) {
         let why = format!(
             "election: primary node {} {down}, {}",
             p.id,
             witness(c).unwrap_or_default()
         );
-        let mut out = vec![Action::BumpGeneration {
-            reason: why.clone(),
-        }];
-        for s in followers
-            .iter()
-            .filter(|s| is_healthy(s, now, cfg) && can_vote(s))
-        {
-            out.push(assign(
-                s,
-                ReportLsn,
-                format!("node {} assigned report_lsn: {why}", s.id),
-            ));
-        }
+        let Some(mut out) = start_election(g, p, None, &why, now, cfg) else {
+            return vec![];
+        };
         out.extend(demote(format!(
             "node {} assigned draining: an election is under way",
             p.id
@@ -416,6 +285,68 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
         p.id, c.id
     )));
     out
+}
+
+/// Standbys that may be streaming from `p`. An old primary (draining,
+/// demoted, ...) or a node still waiting for its copy is not.
+pub(super) fn followers<'a>(
+    g: &'a GroupView,
+    p: &'a NodeView,
+) -> impl Iterator<Item = &'a NodeView> {
+    g.nodes
+        .iter()
+        .filter(move |s| s.id != p.id && matches!(s.assigned, Secondary | Catchingup))
+}
+
+/// An election among the standbys that may hold `p`'s acknowledged
+/// commits (its followers, and `candidate` when one was already on its
+/// way: a planned switchover whose old primary died): every one stops
+/// streaming and reports its final LSN (report_lsn), then the most
+/// advanced is promoted ([`elect`]). `None` while a quorum follower that
+/// is unhealthy, or still on its way into catchingup with its PostgreSQL
+/// running (a rejoining old primary that may stream already: no edge to
+/// report_lsn yet), may hold commits nobody else has: the group waits for
+/// it. One whose keeper just said its PostgreSQL is stopped acknowledges
+/// nothing and waits for a primary to follow: waiting for it would wait
+/// forever (found by the simulation, seed 887). A silent keeper's word is
+/// stale: its PostgreSQL may have started and stream (seed 54563).
+pub(super) fn start_election(
+    g: &GroupView,
+    p: &NodeView,
+    candidate: Option<&NodeView>,
+    why: &str,
+    now: Timestamp,
+    cfg: &FsmConfig,
+) -> Option<Vec<Action>> {
+    let voters: Vec<&NodeView> = followers(g, p).chain(candidate).collect();
+    let can_vote = |s: &NodeView| can_report_lsn(s);
+    let rejoining_stopped = |s: &NodeView| {
+        // A stored "stopped" after a monitor restart is stale too
+        // (seed 80195).
+        !can_vote(s) && !s.pg_running && s.heard && !keeper_silent(s, now, cfg)
+    };
+    if voters.iter().any(|s| {
+        quorum_counts(s)
+            && !rejoining_stopped(s)
+            && !lost_election_not_back(s, now, cfg)
+            && (!is_healthy(s, now, cfg) || !can_vote(s))
+    }) {
+        return None;
+    }
+    let mut out = vec![Action::BumpGeneration {
+        reason: why.to_string(),
+    }];
+    for s in voters
+        .iter()
+        .filter(|s| is_healthy(s, now, cfg) && can_vote(s))
+    {
+        out.push(assign(
+            s,
+            ReportLsn,
+            format!("node {} assigned report_lsn: {why}", s.id),
+        ));
+    }
+    Some(out)
 }
 
 /// Whether the node can be told to report its LSN for an election: it

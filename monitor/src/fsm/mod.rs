@@ -27,6 +27,7 @@
 mod failover;
 mod health;
 mod model;
+mod promotion;
 mod rules;
 mod ssn;
 mod steady;
@@ -48,8 +49,10 @@ pub use model::*;
 pub use ssn::synchronous_standby_names;
 
 use failover::*;
+use promotion::*;
 pub use rules::drop_refusal;
 use rules::*;
+pub use rules::{operation_under_way, quorum_counts};
 use steady::*;
 pub use waits::current_wait;
 use waits::explain_wait;
@@ -82,6 +85,7 @@ pub const RULES: &[Rule] = &[
     rule("drop_sync_standby", drop_sync_standby),
     rule("remove_dropped", remove_dropped),
     rule("forget_cluster", forget_cluster),
+    rule("switchover_abort", switchover_abort),
     rule("election_timeout", election_timeout),
     rule("elect", elect),
     rule("promotion_step", promotion_step),
@@ -95,6 +99,7 @@ pub const RULES: &[Rule] = &[
     rule("catchup_done", catchup_done),
     rule("enable_sync", enable_sync),
     rule("rejoin", rejoin),
+    rule("confirm_quorum_drop", confirm_quorum_drop),
     // Last: only a group that no rule moves on is waiting.
     rule("explain_wait", explain_wait),
 ];
@@ -147,6 +152,10 @@ fn changes(g: &GroupView, a: &Action) -> bool {
         Action::ForgetSystemIdentifier => g.system_identifier.is_some(),
         Action::Wait { reason, .. } => g.waiting_for.as_ref() != Some(reason),
         Action::WaitOver => g.waiting_for.is_some(),
+        Action::SetSwitchover { candidate } => g.switchover_to != *candidate,
+        Action::QuorumDropConfirmed { node_id } => g
+            .node(*node_id)
+            .is_some_and(|n| n.quorum_dropped_at.is_some()),
         Action::BumpGeneration { .. } => true,
         // Not produced by rules: the operations in `crate::core` emit them
         // after changing the view themselves.
@@ -155,6 +164,7 @@ fn changes(g: &GroupView, a: &Action) -> bool {
         | Action::AddNode { .. }
         | Action::SaveGroupSystemIdentifier
         | Action::SaveDbname
+        | Action::SaveFormationSettings
         | Action::Note { .. } => false,
     }
 }
@@ -176,12 +186,19 @@ pub fn apply(group: &mut GroupView, actions: &[Action], now: Timestamp) {
             Action::ForgetSystemIdentifier => group.system_identifier = None,
             Action::Wait { reason, .. } => group.waiting_for = Some(reason.clone()),
             Action::WaitOver => group.waiting_for = None,
+            Action::SetSwitchover { candidate } => group.switchover_to = *candidate,
+            Action::QuorumDropConfirmed { node_id } => {
+                if let Some(n) = group.nodes.iter_mut().find(|n| n.id == *node_id) {
+                    n.quorum_dropped_at = None;
+                }
+            }
             // The view already holds what these write.
             Action::SaveNode { .. }
             | Action::RebaseGoalTime { .. }
             | Action::AddNode { .. }
             | Action::SaveGroupSystemIdentifier
             | Action::SaveDbname
+            | Action::SaveFormationSettings
             | Action::Note { .. } => {}
         }
     }

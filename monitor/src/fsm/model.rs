@@ -84,6 +84,12 @@ pub struct NodeView {
     pub upstream_silent: Option<Duration>,
     pub candidate_priority: i32,
     pub replication_quorum: bool,
+    /// When the operator took replication quorum away from this node, until
+    /// a primary confirmed synchronous_standby_names without it: until
+    /// then it may hold acknowledged commits no other standby has, and the
+    /// failover rules still count it as a quorum standby
+    /// ([`super::quorum_counts`]).
+    pub quorum_dropped_at: Option<Timestamp>,
     pub health: Health,
     /// When the prober last changed `health`.
     pub last_probe: Option<Timestamp>,
@@ -120,6 +126,10 @@ pub struct GroupView {
     pub dbname: String,
     /// What the group waits for, as last recorded (see `fsm::waits`).
     pub waiting_for: Option<String>,
+    /// A planned switchover under way: the candidate's node id, from the
+    /// operator's request until the candidate is told to promote or the
+    /// switchover is given up (see `fsm::promotion`).
+    pub switchover_to: Option<i64>,
     pub nodes: Vec<NodeView>,
 }
 
@@ -164,6 +174,15 @@ pub enum Action {
     Wait { node_id: i64, reason: String },
     /// The recorded wait is over.
     WaitOver,
+    /// A primary confirmed synchronous_standby_names without this node,
+    /// whose replication quorum the operator took away: forget when that
+    /// was (`NodeView::quorum_dropped_at`).
+    QuorumDropConfirmed { node_id: i64 },
+    /// Record the planned switchover under way (`GroupView::switchover_to`),
+    /// or that none is.
+    SetSwitchover { candidate: Option<i64> },
+    /// Write the formation settings (number_sync_standbys) from the view.
+    SaveFormationSettings,
     /// An event about a node with no goal change (a report, a health
     /// change, a keeper's error, an operator's request).
     Note { node_id: i64, description: String },

@@ -28,6 +28,9 @@ pub(super) struct Local {
     /// its way to, which it may still reach when it comes back although
     /// the monitor moved its goal on meanwhile.
     in_flight: Option<NodeState>,
+    /// PostgreSQL stopped by the keeper itself (a fast shutdown), not by
+    /// a crash: the keeper reports a shutdown LSN.
+    clean_stop: bool,
 }
 
 #[derive(Clone)]
@@ -36,6 +39,8 @@ pub(super) struct Sim {
     pub(super) next_id: i64,
     pub(super) group: GroupView,
     pub(super) local: HashMap<i64, Local>,
+    /// Planned switchovers the operator asked for (accepted or not).
+    pub(super) switchovers: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +62,8 @@ pub(super) enum Ev {
     Near(i64),
     /// The operator drops a node, with `--force` or not.
     Drop(i64, bool),
+    /// The operator asks for a planned switchover to this node.
+    Switchover(i64),
     Register,
     Advance(u64),
 }
@@ -74,6 +81,8 @@ pub(super) struct Limits {
     pub(super) max_faults: usize,
     /// Nodes the operator drops over the run.
     pub(super) max_drops: usize,
+    /// Switchovers the operator asks for over the run.
+    pub(super) max_switchovers: usize,
     pub(super) max_configs: usize,
 }
 
@@ -96,6 +105,7 @@ impl Sim {
             system_identifier: None,
             dbname: "postgres".into(),
             waiting_for: None,
+            switchover_to: None,
             nodes: vec![],
         };
         Sim {
@@ -103,6 +113,7 @@ impl Sim {
             next_id: 1,
             group,
             local: HashMap::new(),
+            switchovers: 0,
         }
     }
 
@@ -183,6 +194,12 @@ impl Sim {
                 out.push(Ev::Drop(id, false));
                 out.push(Ev::Drop(id, true));
             }
+            if self.switchovers < lim.max_switchovers
+                && n.assigned == Secondary
+                && n.reported == Secondary
+            {
+                out.push(Ev::Switchover(id));
+            }
         }
         out
     }
@@ -228,6 +245,7 @@ impl Sim {
                     stall_since: None,
                     far_behind: false,
                     in_flight: None,
+                    clean_stop: false,
                 };
                 self.local.insert(id, l);
             }
@@ -235,6 +253,12 @@ impl Sim {
                 // The production drop (it may refuse); the rules run after.
                 let cfg = super::FsmConfig::default();
                 let _ = crate::core::mark_dropped(&mut self.group, id, force, now, &cfg);
+            }
+            Ev::Switchover(id) => {
+                // The production operation (it may refuse).
+                self.switchovers += 1;
+                let core = crate::core::Core::new(super::FsmConfig::default());
+                let _ = core.switchover(&mut self.group, Some(id), now);
             }
             Ev::Converge(id) => {
                 let goal = self.group.node(id).unwrap().assigned;
@@ -260,12 +284,17 @@ impl Sim {
                 let goal = l.in_flight.take().expect("offered only with one");
                 self.reach(id, goal, max_tli, writable_tli);
             }
-            Ev::PgDie(id) => self.local.get_mut(&id).unwrap().pg_up = false,
+            Ev::PgDie(id) => {
+                let l = self.local.get_mut(&id).unwrap();
+                l.pg_up = false;
+                l.clean_stop = false;
+            }
             Ev::PgRevive(id) => self.local.get_mut(&id).unwrap().pg_up = true,
             Ev::Fence(id) => {
                 let l = self.local.get_mut(&id).unwrap();
                 l.state = DemoteTimeout;
                 l.pg_up = false;
+                l.clean_stop = false;
                 l.stall_since = None;
             }
             Ev::LoseRepl(id) => self.local.get_mut(&id).unwrap().lost_since = Some(now),
@@ -283,6 +312,7 @@ impl Sim {
         let l = self.local.get_mut(&id).unwrap();
         let from = l.state;
         l.state = goal;
+        l.clean_stop = l.pg_up && !runs(goal) || (l.clean_stop && !runs(goal));
         l.pg_up = runs(goal);
         if goal == StopReplication {
             l.tli = max_tli + 1; // promotion opens a new timeline
@@ -318,6 +348,7 @@ impl Sim {
                     .map_or(Duration::ZERO, |t| super::health::age(t, now)),
             );
             n.replication_stall_since = l.stall_since;
+            n.shutdown_lsn = (!l.pg_up && l.clean_stop).then_some(Lsn(100 * MB));
         }
     }
 
@@ -354,7 +385,11 @@ impl Sim {
             .iter()
             .find(|n| n.assigned.accepts_writes())
             .map(|n| n.goal_changed_at);
-        let mut k = vec![self.next_id];
+        let mut k = vec![
+            self.next_id,
+            self.switchovers as i64,
+            self.group.switchover_to.unwrap_or(-1),
+        ];
         for n in &self.group.nodes {
             let l = &self.local[&n.id];
             let dropped_after =
@@ -375,6 +410,7 @@ impl Sim {
                 past(n.replication_stall_since, &[cfg.replication_stall_timeout]),
                 dropped_after as i64,
                 l.alive as i64,
+                n.shutdown_lsn.is_some() as i64,
             ]);
             // What a dead keeper will report when it comes back; a live
             // one's local state is what it just reported.
@@ -386,6 +422,7 @@ impl Sim {
                     past(l.stall_since, &[cfg.replication_stall_timeout]),
                     l.far_behind as i64,
                     l.in_flight.map_or(-1, |g| g as i64),
+                    l.clean_stop as i64,
                 ]);
             }
         }

@@ -154,7 +154,8 @@ fn every_assigned_edge_is_in_the_table_and_back() {
         lsn_and_stall: true,
         max_faults: 2,
         max_drops: 2,
-        max_configs: 200_000,
+        max_switchovers: 2,
+        max_configs: 400_000,
     };
     explore(&two, &mut seen);
     eprintln!("two: {} configurations", seen.configs);
@@ -166,6 +167,7 @@ fn every_assigned_edge_is_in_the_table_and_back() {
         lsn_and_stall: false,
         max_faults: 1,
         max_drops: 2,
+        max_switchovers: 0,
         max_configs: 200_000,
     };
     explore(&again, &mut seen);
@@ -176,6 +178,7 @@ fn every_assigned_edge_is_in_the_table_and_back() {
         lsn_and_stall: false,
         max_faults: 1,
         max_drops: 1,
+        max_switchovers: 1,
         max_configs: 2_000_000,
     };
     explore(&three, &mut seen);

@@ -49,6 +49,36 @@ pub(super) fn failover_under_way(g: &GroupView) -> bool {
     })
 }
 
+/// Why the group is not at rest for an operator's change (a switchover,
+/// a settings change), if it is not: a failover or switchover under way,
+/// a node on its way to its goal, a node being dropped. The operator
+/// retries once it is done.
+pub fn operation_under_way(g: &GroupView) -> Option<String> {
+    if let Some(n) = g.nodes.iter().find(|n| {
+        matches!(
+            n.assigned,
+            PreparePromotion | StopReplication | Draining | DemoteTimeout | ReportLsn
+        )
+    }) {
+        return Some(format!(
+            "a failover or switchover is under way (node {} is assigned {})",
+            n.id, n.assigned
+        ));
+    }
+    if let Some(id) = g.switchover_to {
+        return Some(format!("a switchover to node {id} is under way"));
+    }
+    if let Some(n) = g.nodes.iter().find(|n| n.assigned == Dropped) {
+        return Some(format!("node {} is being dropped", n.id));
+    }
+    g.nodes.iter().find(|n| n.reported != n.assigned).map(|n| {
+        format!(
+            "node {} is on its way from {} to {}",
+            n.id, n.reported, n.assigned
+        )
+    })
+}
+
 /// A standby the primary may count on for synchronous replication right
 /// now: it reached secondary, has replication quorum and is healthy.
 pub(super) fn healthy_sync_secondary(
@@ -60,6 +90,32 @@ pub(super) fn healthy_sync_secondary(
     g.nodes.iter().any(|s| {
         s.id != p.id && is_in(s, Secondary) && s.replication_quorum && is_healthy(s, now, cfg)
     })
+}
+
+/// The node may hold acknowledged commits that no other standby has, as
+/// a member of synchronous_standby_names: it has replication quorum, or
+/// the operator took it away and no primary has confirmed new names
+/// without it yet ([`confirm_quorum_drop`]). Every failover rule asks
+/// this, not `replication_quorum` (which says what the names will be).
+pub fn quorum_counts(n: &NodeView) -> bool {
+    n.replication_quorum || n.quorum_dropped_at.is_some()
+}
+
+/// A primary confirmed synchronous_standby_names that no longer name a
+/// node whose replication quorum the operator took away: it reached
+/// `primary` (which waits for a quorum standby under the names it
+/// applied) on a goal assigned after the change, so commits from then on
+/// need none of the node's acknowledgements, and those from before are
+/// on a quorum standby too.
+pub(super) fn confirm_quorum_drop(g: &GroupView, _: Timestamp, _: &FsmConfig) -> Vec<Action> {
+    let Some(p) = g.nodes.iter().find(|p| is_in(p, Primary)) else {
+        return vec![];
+    };
+    g.nodes
+        .iter()
+        .filter(|n| n.id != p.id && n.quorum_dropped_at.is_some_and(|t| p.goal_changed_at > t))
+        .map(|n| Action::QuorumDropConfirmed { node_id: n.id })
+        .collect()
 }
 
 /// Rules 1 and 13: a keeper that reported `dropped` has stopped Postgres
@@ -96,7 +152,7 @@ pub(super) fn settings_pending_drop<'a>(g: &'a GroupView, p: &NodeView) -> Optio
     g.nodes.iter().find(|d| {
         d.id != p.id
             && d.assigned == Dropped
-            && d.replication_quorum
+            && quorum_counts(d)
             && (d.goal_changed_at > p.goal_changed_at || !is_in(p, Primary))
     })
 }
@@ -310,7 +366,7 @@ pub fn drop_refusal(
             n.id, n.assigned
         ));
     }
-    if n.assigned == Dropped || !n.replication_quorum || n.assigned.accepts_writes() {
+    if n.assigned == Dropped || !quorum_counts(n) || n.assigned.accepts_writes() {
         return None;
     }
     // Not healthy is enough (a primary whose PostgreSQL crash-loops is not

@@ -14,7 +14,7 @@ use pgpilot_proto::NodeState::*;
 use super::failover::{can_report_lsn, lost_election_not_back};
 
 use super::health::{age, is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent};
-use super::rules::{active, primary, settings_pending_drop, sync_writer};
+use super::rules::{active, primary, quorum_counts, settings_pending_drop, sync_writer};
 use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
 
 /// How long a normal wait may last before it is named.
@@ -46,7 +46,7 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
         .any(|n| matches!(n.assigned, PreparePromotion | StopReplication));
     if !voters.is_empty() && !promoting {
         if let Some(v) = voters.iter().find(|v| {
-            v.replication_quorum
+            quorum_counts(v)
                 && long(v)
                 && (v.reported != ReportLsn || !v.pg_running || v.status_unknown)
         }) {
@@ -63,7 +63,7 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
         }
         let most = voters
             .iter()
-            .filter(|v| v.replication_quorum)
+            .filter(|v| quorum_counts(v))
             .max_by_key(|v| v.lsn);
         if let Some(m) =
             most.filter(|m| voters.iter().all(|v| long(v)) && m.candidate_priority == 0)
@@ -83,6 +83,9 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
                 format!("election waits: node {} is not healthy", v.id),
             ));
         }
+    }
+    if let Some(w) = super::promotion::switchover_wait(g, now, cfg) {
+        return Some(w);
     }
     // An election's winner that cannot finish its promotion, with no other
     // voter holding all it reported to take its place
@@ -190,7 +193,7 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
         // candidate lacks some of what it has.
         let most = standbys
             .iter()
-            .filter(|s| s.assigned == Secondary && s.replication_quorum)
+            .filter(|s| s.assigned == Secondary && quorum_counts(s))
             .max_by_key(|s| s.lsn);
         let behind = |s: &NodeView| most.is_some_and(|m| s.lsn < m.lsn);
         if let Some(m) = most.filter(|m| m.candidate_priority == 0) {
@@ -346,7 +349,7 @@ fn failover_blocker<'a>(
 ) -> Option<(&'a NodeView, String)> {
     g.nodes.iter().find_map(|s| {
         let follower =
-            s.id != p.id && matches!(s.assigned, Secondary | Catchingup) && s.replication_quorum;
+            s.id != p.id && matches!(s.assigned, Secondary | Catchingup) && quorum_counts(s);
         let stopped = !s.pg_running && s.heard && !keeper_silent(s, now, cfg);
         if !follower || (!can_report_lsn(s) && stopped) || lost_election_not_back(s, now, cfg) {
             None

@@ -30,6 +30,7 @@ pub struct NodeRow {
     pub upstream_silent_ms: Option<i64>,
     pub candidate_priority: i32,
     pub replication_quorum: bool,
+    pub quorum_dropped_at: Option<Timestamp>,
     #[sqlx(try_from = "String")]
     pub health: Health,
     pub last_report: Option<Timestamp>,
@@ -44,7 +45,7 @@ pub struct NodeRow {
 pub const NODE_COLUMNS: &str =
     "node_id, formation, group_id, name, host, port, system_identifier, \
      reported_state, assigned_state, pg_running, reported_tli, reported_lsn, replication_state, \
-     upstream_silent_ms, candidate_priority, replication_quorum, health, last_report, last_probe, \
+     upstream_silent_ms, candidate_priority, replication_quorum, quorum_dropped_at, health, last_report, last_probe, \
      goal_changed_at, replication_stall_since, drop_forced, dropped_from, registered_at";
 
 /// The group row plus the formation settings the FSM needs.
@@ -55,6 +56,7 @@ pub struct GroupRow {
     pub generation: i64,
     pub system_identifier: Option<i64>,
     pub waiting_for: Option<String>,
+    pub switchover_to: Option<i64>,
     pub number_sync_standbys: i32,
     pub dbname: String,
 }
@@ -125,6 +127,7 @@ impl NodeRow {
                 .map(|ms| Duration::from_millis(ms.max(0) as u64)),
             candidate_priority: self.candidate_priority,
             replication_quorum: self.replication_quorum,
+            quorum_dropped_at: self.quorum_dropped_at,
             health: self.health,
             last_probe: self.last_probe,
             transition_error: String::new(),

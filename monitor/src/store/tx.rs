@@ -15,7 +15,7 @@ pub(super) async fn select_group(
     for_update: bool,
 ) -> anyhow::Result<Option<GroupRow>> {
     let sql = format!(
-        "SELECT g.formation, g.group_id, g.generation, g.system_identifier, g.waiting_for, \
+        "SELECT g.formation, g.group_id, g.generation, g.system_identifier, g.waiting_for, g.switchover_to, \
                 f.number_sync_standbys, f.dbname \
          FROM node_group g JOIN formation f ON f.name = g.formation \
          WHERE g.formation = $1 AND g.group_id = $2 {}",
@@ -55,6 +55,7 @@ pub fn group_view(group: &GroupRow, nodes: &[NodeRow], live: &Live) -> anyhow::R
         system_identifier: group.system_identifier.map(super::u64_from_db),
         dbname: group.dbname.clone(),
         waiting_for: group.waiting_for.clone(),
+        switchover_to: group.switchover_to,
         nodes: nodes
             .iter()
             .map(|n| Ok(live.overlay(n.to_view()?)))
@@ -138,6 +139,10 @@ impl GroupTx {
                 self.save_node(*node_id).await?;
                 self.event(*node_id, reason.clone()).await?;
             }
+            Action::QuorumDropConfirmed { node_id } => {
+                fsm::apply(&mut self.written, std::slice::from_ref(action), self.now);
+                self.save_node(*node_id).await?;
+            }
             Action::SaveNode { node_id } => {
                 // The written copy takes the node's reported side; its goal
                 // moves with the AssignGoal actions that follow.
@@ -193,6 +198,25 @@ impl GroupTx {
                 self.event(*node_id, reason.clone()).await?;
             }
             Action::WaitOver => self.save_wait().await?,
+            Action::SetSwitchover { .. } => {
+                sqlx::query(
+                    "UPDATE node_group SET switchover_to = $3 WHERE formation = $1 AND group_id = $2",
+                )
+                .bind(&self.view.formation)
+                .bind(self.view.group_id)
+                .bind(self.view.switchover_to)
+                .execute(&mut *self.tx)
+                .await
+                .context("record the switchover under way")?;
+            }
+            Action::SaveFormationSettings => {
+                sqlx::query("UPDATE formation SET number_sync_standbys = $2 WHERE name = $1")
+                    .bind(&self.view.formation)
+                    .bind(self.view.number_sync_standbys)
+                    .execute(&mut *self.tx)
+                    .await
+                    .context("set the formation's number_sync_standbys")?;
+            }
             Action::SaveDbname => {
                 sqlx::query("UPDATE formation SET dbname = $2 WHERE name = $1")
                     .bind(&self.view.formation)
@@ -233,7 +257,8 @@ impl GroupTx {
              pg_running = $5, reported_tli = $6, reported_lsn = $7, replication_state = $8, \
              upstream_silent_ms = $9, health = $10, last_report = $11, last_probe = $12, \
              goal_changed_at = $13, replication_stall_since = $14, drop_forced = $15, \
-             dropped_from = $16 \
+             dropped_from = $16, candidate_priority = $17, replication_quorum = $18, \
+             quorum_dropped_at = $19 \
              WHERE node_id = $1",
         )
         .bind(n.id)
@@ -252,6 +277,9 @@ impl GroupTx {
         .bind(n.replication_stall_since)
         .bind(n.drop_forced)
         .bind(n.dropped_from.map(|s| s.name()))
+        .bind(n.candidate_priority)
+        .bind(n.replication_quorum)
+        .bind(n.quorum_dropped_at)
         .execute(&mut *self.tx)
         .await
         .context("update the node row")?;

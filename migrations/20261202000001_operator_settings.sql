@@ -1,0 +1,13 @@
+-- When the operator last took replication quorum away from the node (NULL
+-- when never, or once a primary confirmed settings without it). Until
+-- then the node may hold acknowledged commits that no other standby has
+-- (it was in synchronous_standby_names when they were acknowledged), so
+-- every failover rule still counts it as a quorum standby.
+ALTER TABLE node ADD COLUMN quorum_dropped_at timestamptz;
+
+-- A planned switchover under way: the candidate's node id, from the
+-- operator's request until the candidate is told to promote (or the
+-- switchover is given up). While it is set the candidate keeps streaming
+-- from the old primary and is promoted only once the old primary stopped
+-- cleanly and the candidate has received its last WAL.
+ALTER TABLE node_group ADD COLUMN switchover_to bigint;

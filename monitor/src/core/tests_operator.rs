@@ -1,0 +1,333 @@
+//! The operator's switchover and settings, on small views.
+
+use pgpilot_proto::{Lsn, NodeState::*};
+
+use super::Core;
+use crate::error::MonitorError;
+use crate::fsm::builders::*;
+use crate::fsm::{quorum_counts, Action, FsmConfig, GroupView, NodeView, Timestamp};
+
+fn core() -> Core {
+    Core::new(FsmConfig::default())
+}
+
+/// The keeper of `id` reports `state` at `now` (reached its goal, or not).
+fn reports(g: &mut GroupView, id: i64, state: pgpilot_proto::NodeState, now: Timestamp) {
+    let n = g.nodes.iter_mut().find(|n| n.id == id).unwrap();
+    n.reported = state;
+    n.last_report = Some(now);
+}
+
+fn node_mut(g: &mut GroupView, id: i64) -> &mut NodeView {
+    g.nodes.iter_mut().find(|n| n.id == id).unwrap()
+}
+
+/// Node 1 stops cleanly at LSN 120 MB, as its keeper reports it.
+fn old_primary_stops_cleanly(g: &mut GroupView, now: Timestamp) {
+    reports(g, 1, Draining, now);
+    let o = node_mut(g, 1);
+    o.pg_running = false;
+    o.shutdown_lsn = Some(Lsn(120 * MB));
+}
+
+fn refused(r: crate::error::Result<Vec<Action>>, needle: &str) {
+    match r {
+        Err(MonitorError::FailedPrecondition(m) | MonitorError::InvalidArgument(m)) => {
+            assert!(m.contains(needle), "{m:?} does not say {needle:?}")
+        }
+        other => panic!("expected a refusal saying {needle:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_switchover_promotes_only_once_the_candidate_has_the_old_primarys_last_wal() {
+    let mut g = group(vec![node(1, Primary), node(2, Secondary)]);
+    let generation = g.generation;
+    core().switchover(&mut g, None, t0()).unwrap();
+    assert_eq!(g.node(1).unwrap().assigned, Draining);
+    assert_eq!(g.node(2).unwrap().assigned, PreparePromotion);
+    assert_eq!(g.generation, generation + 1);
+    assert_eq!(g.switchover_to, Some(2));
+
+    // The candidate is ready, the old primary still runs: wait.
+    reports(&mut g, 2, PreparePromotion, at(0.01));
+    core().tick(&mut g, at(0.01));
+    assert_eq!(g.node(2).unwrap().assigned, PreparePromotion);
+
+    // Stopped cleanly; the candidate's last report is older than that.
+    old_primary_stops_cleanly(&mut g, at(0.1));
+    core().tick(&mut g, at(0.1));
+    assert_eq!(g.node(2).unwrap().assigned, PreparePromotion);
+
+    // The candidate reports the old primary's last WAL: promote.
+    node_mut(&mut g, 2).lsn = Lsn(120 * MB + 200);
+    reports(&mut g, 2, PreparePromotion, at(0.12));
+    core().tick(&mut g, at(0.12));
+    assert_eq!(g.node(2).unwrap().assigned, StopReplication);
+    assert_eq!(g.switchover_to, None);
+
+    // Promoted: writable at once, no lease wait (the old primary stopped).
+    reports(&mut g, 2, StopReplication, at(0.3));
+    reports(&mut g, 1, DemoteTimeout, at(0.3));
+    core().tick(&mut g, at(0.3));
+    assert_eq!(g.node(2).unwrap().assigned, WaitPrimary);
+}
+
+#[test]
+fn a_named_candidate_is_taken_and_an_ineligible_one_is_refused_without_a_change() {
+    let base = group(vec![
+        node(1, Primary),
+        node(2, Secondary).prio(90),
+        node(3, Secondary).prio(0),
+        node(4, Catchingup),
+    ]);
+    let mut g = base.clone();
+    refused(
+        core().switchover(&mut g, Some(3), t0()),
+        "candidate priority is 0",
+    );
+    refused(
+        core().switchover(&mut g, Some(4), t0()),
+        "caught-up secondary",
+    );
+    refused(core().switchover(&mut g, Some(1), t0()), "primary already");
+    assert!(matches!(
+        core().switchover(&mut g, Some(9), t0()),
+        Err(MonitorError::NotFound(_))
+    ));
+    assert_eq!(g, base, "a refusal changes nothing");
+    let mut g = base.clone();
+    g.nodes.push(node(5, Secondary).prio(10));
+    core().switchover(&mut g, Some(5), t0()).unwrap();
+    assert_eq!(g.node(5).unwrap().assigned, PreparePromotion);
+    assert_eq!(g.node(2).unwrap().assigned, Secondary);
+    // The best by priority when none is named.
+    let mut g = base.clone();
+    core().switchover(&mut g, None, t0()).unwrap();
+    assert_eq!(g.node(2).unwrap().assigned, PreparePromotion);
+}
+
+#[test]
+fn a_switchover_is_refused_unless_the_group_is_at_rest_with_a_primary() {
+    for (nodes, needle) in [
+        (vec![node(1, Single)], "state primary"),
+        (
+            vec![node(1, WaitPrimary), node(2, Catchingup)],
+            "state primary",
+        ),
+        (
+            vec![node(1, Primary).pg_down(), node(2, Secondary)],
+            "not healthy",
+        ),
+        (
+            vec![
+                node(1, Primary),
+                node(2, Secondary),
+                node(3, WaitStandby).goal(Catchingup),
+            ],
+            "on its way",
+        ),
+        (
+            vec![node(1, Primary).goal(ApplySettings), node(2, Secondary)],
+            "on its way",
+        ),
+        (
+            vec![node(1, Primary), node(2, Secondary).prio(0)],
+            "no standby can take over",
+        ),
+    ] {
+        let mut g = group(nodes);
+        let before = g.clone();
+        refused(core().switchover(&mut g, None, t0()), needle);
+        assert_eq!(g, before);
+    }
+    // One under way already.
+    let mut g = group(vec![
+        node(1, Primary),
+        node(2, Secondary),
+        node(3, Secondary),
+    ]);
+    core().switchover(&mut g, Some(2), t0()).unwrap();
+    let before = g.clone();
+    refused(core().switchover(&mut g, Some(3), at(0.01)), "under way");
+    assert_eq!(g, before);
+}
+
+#[test]
+fn an_old_primary_that_dies_mid_switchover_makes_it_an_election_when_others_may_hold_commits() {
+    let mut g = group(vec![
+        node(1, Primary),
+        node(2, Secondary),
+        node(3, Secondary),
+    ]);
+    core().switchover(&mut g, Some(2), t0()).unwrap();
+    reports(&mut g, 2, PreparePromotion, at(0.01));
+    reports(&mut g, 3, Secondary, at(0.01));
+    // Node 1 crashed while stopping: stopped, no clean shutdown.
+    reports(&mut g, 1, Draining, at(0.2));
+    node_mut(&mut g, 1).pg_running = false;
+    core().tick(&mut g, at(0.2));
+    // Node 3 may hold commits node 2 lacks (ANY 1 of both): both vote.
+    assert_eq!(g.node(2).unwrap().assigned, ReportLsn);
+    assert_eq!(g.node(3).unwrap().assigned, ReportLsn);
+    assert_eq!(g.switchover_to, None);
+}
+
+#[test]
+fn an_old_primary_that_dies_mid_switchover_of_two_nodes_leaves_the_candidate_to_promote() {
+    let mut g = group(vec![node(1, Primary), node(2, Secondary)]);
+    core().switchover(&mut g, None, t0()).unwrap();
+    reports(&mut g, 2, PreparePromotion, at(0.01));
+    // Node 1's keeper went silent before it stopped.
+    for n in [4.0, 5.0] {
+        reports(&mut g, 2, PreparePromotion, at(n));
+        core().tick(&mut g, at(n));
+    }
+    assert_eq!(g.node(2).unwrap().assigned, StopReplication);
+    // The lease gate still waits for the old primary's lease.
+    reports(&mut g, 2, StopReplication, at(5.1));
+    core().tick(&mut g, at(5.1));
+    assert_eq!(
+        g.node(2).unwrap().assigned,
+        WaitPrimary,
+        "silent > lease + margin"
+    );
+}
+
+#[test]
+fn a_candidate_that_cannot_promote_gives_the_old_primary_its_role_back() {
+    let mut g = group(vec![
+        node(1, Primary),
+        node(2, Secondary),
+        node(3, Secondary),
+    ]);
+    core().switchover(&mut g, Some(2), t0()).unwrap();
+    old_primary_stops_cleanly(&mut g, at(0.1));
+    reports(&mut g, 3, Secondary, at(0.1));
+    // The candidate's PostgreSQL died before it had the last WAL.
+    reports(&mut g, 2, PreparePromotion, at(0.2));
+    node_mut(&mut g, 2).pg_running = false;
+    core().tick(&mut g, at(0.2));
+    assert_eq!(g.node(1).unwrap().assigned, WaitPrimary);
+    assert_eq!(g.node(2).unwrap().assigned, Catchingup);
+    assert_eq!(g.node(3).unwrap().assigned, Catchingup);
+    assert_eq!(g.switchover_to, None);
+}
+
+#[test]
+fn settings_are_checked_and_a_bad_value_changes_nothing() {
+    let base = group(vec![
+        node(1, Primary),
+        node(2, Secondary),
+        node(3, Secondary),
+    ]);
+    let mut g = base.clone();
+    refused(
+        core().set_candidate_priority(&mut g, 2, 101, t0()),
+        "out of range",
+    );
+    refused(
+        core().set_candidate_priority(&mut g, 2, -1, t0()),
+        "out of range",
+    );
+    refused(
+        core().set_number_sync_standbys(&mut g, 3, t0()),
+        "more than the 2 quorum standbys",
+    );
+    refused(
+        core().set_number_sync_standbys(&mut g, -1, t0()),
+        "out of range",
+    );
+    assert!(matches!(
+        core().set_replication_quorum(&mut g, 7, false, t0()),
+        Err(MonitorError::NotFound(_))
+    ));
+    assert_eq!(g, base);
+    // Unchanged values are no change at all.
+    assert!(core()
+        .set_candidate_priority(&mut g, 2, 50, t0())
+        .unwrap()
+        .is_empty());
+    assert_eq!(g, base);
+    // A priority change needs no settings round.
+    core().set_candidate_priority(&mut g, 2, 80, t0()).unwrap();
+    assert_eq!(g.node(2).unwrap().candidate_priority, 80);
+    assert_eq!(g.node(1).unwrap().assigned, Primary);
+    // number_sync_standbys 2 needs both quorum standbys.
+    core().set_number_sync_standbys(&mut g, 2, t0()).unwrap();
+    assert_eq!(g.number_sync_standbys, 2);
+    assert_eq!(g.node(1).unwrap().assigned, ApplySettings);
+    refused(
+        core().set_number_sync_standbys(&mut g, 1, t0()),
+        "on its way",
+    );
+}
+
+#[test]
+fn a_node_that_lost_its_quorum_counts_for_failover_until_a_primary_confirmed_names_without_it() {
+    let mut g = group(vec![
+        node(1, Primary),
+        node(2, Secondary),
+        node(3, Secondary),
+    ]);
+    let number = g.number_sync_standbys;
+    core()
+        .set_replication_quorum(&mut g, 3, false, t0())
+        .unwrap();
+    assert_eq!(g.node(1).unwrap().assigned, ApplySettings);
+    let n3 = g.node(3).unwrap();
+    assert!(!n3.replication_quorum && quorum_counts(n3));
+    assert_eq!(g.number_sync_standbys, number);
+    assert!(!crate::fsm::synchronous_standby_names(&g).contains("node_3"));
+
+    // The primary applies the new names, then reaches primary with them.
+    reports(&mut g, 1, ApplySettings, at(0.1));
+    core().tick(&mut g, at(0.1));
+    assert_eq!(g.node(1).unwrap().assigned, Primary);
+    assert!(quorum_counts(g.node(3).unwrap()), "not confirmed yet");
+    reports(&mut g, 1, Primary, at(0.2));
+    core().tick(&mut g, at(0.2));
+    assert!(!quorum_counts(g.node(3).unwrap()), "confirmed");
+
+    // The last quorum standby cannot lose its quorum while one is required.
+    refused(
+        core().set_replication_quorum(&mut g, 2, false, at(1.0)),
+        "lower it first",
+    );
+}
+
+#[test]
+fn a_primary_that_dies_while_applying_a_quorum_loss_waits_for_that_node_in_the_election() {
+    let mut g = group(vec![
+        node(1, Primary),
+        node(2, Secondary).lsn_mb(100).prio(50),
+        node(3, Secondary).lsn_mb(101).prio(10),
+    ]);
+    core()
+        .set_replication_quorum(&mut g, 3, false, t0())
+        .unwrap();
+    reports(&mut g, 1, ApplySettings, at(0.1));
+    core().tick(&mut g, at(0.1));
+    // Dies before it confirmed the new names; both standbys lost it.
+    g.nodes[0] = g.nodes[0]
+        .clone()
+        .pg_down()
+        .bad()
+        .silent_since(Some(at(0.1)));
+    for id in [2, 3] {
+        reports(&mut g, id, Secondary, at(5.0));
+        node_mut(&mut g, id).upstream_silent = Some(std::time::Duration::from_secs(5));
+    }
+    core().tick(&mut g, at(5.0));
+    assert_eq!(g.node(3).unwrap().assigned, ReportLsn, "node 3 votes");
+    for id in [2, 3] {
+        reports(&mut g, id, ReportLsn, at(5.2));
+    }
+    core().tick(&mut g, at(5.2));
+    assert_eq!(
+        g.node(2).unwrap().assigned,
+        ReportLsn,
+        "node 2 lacks what node 3 may have acknowledged under the old names"
+    );
+    assert_eq!(g.node(3).unwrap().assigned, PreparePromotion);
+}

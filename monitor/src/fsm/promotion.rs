@@ -1,0 +1,309 @@
+//! From a chosen candidate to a writable primary: the promotion step, the
+//! lease gate, and a planned switchover's own waits and ways out.
+//!
+//! A planned switchover ([`crate::core::Core::switchover`]) assigns the
+//! old primary `draining` and the candidate `prepare_promotion` while the
+//! candidate still streams from it. The candidate is told to promote only
+//! once the old primary stopped cleanly (its keeper reports the LSN of its
+//! shutdown checkpoint: every commit it acknowledged lies before it) and
+//! the candidate has received WAL up to there. PostgreSQL's fast shutdown
+//! waits until its walsenders have sent everything to the standbys that
+//! stream, so that is a matter of the candidate's next report. Then the
+//! lease gate opens at once: the old primary reported a stopped state.
+//!
+//! Ways out: an old primary that dies before it stopped cleanly makes it
+//! a failover (an election when other standbys may hold its commits); a
+//! candidate that cannot promote gives the old primary back its role
+//! ([`switchover_abort`]).
+
+use pgpilot_proto::NodeState::*;
+
+use super::failover::{followers, start_election};
+use super::health::{age, is_fenced, is_healthy, keeper_silent, secs, silence};
+use super::rules::{assign, quorum_counts};
+use super::{is_in, Action, FsmConfig, GroupView, NodeView, Timestamp};
+
+/// Where a planned switchover's old primary is.
+enum OldPrimary<'a> {
+    /// Stopped cleanly, and the candidate has all its WAL: promote.
+    Done(String),
+    /// Still stopping, or the candidate has not reported the last WAL yet.
+    Wait,
+    /// Gone before it stopped cleanly (its keeper went silent, or
+    /// PostgreSQL stopped without a shutdown checkpoint): a failover now.
+    Died(&'a NodeView, String),
+}
+
+/// The old primary of the switchover to `c`: the node told to go.
+fn old_primary<'a>(
+    g: &'a GroupView,
+    c: &NodeView,
+    now: Timestamp,
+    cfg: &FsmConfig,
+) -> OldPrimary<'a> {
+    let Some(o) = g
+        .nodes
+        .iter()
+        .find(|o| o.id != c.id && matches!(o.assigned, Draining | DemoteTimeout))
+    else {
+        // Dropped meanwhile: its row went once it could no longer write.
+        return OldPrimary::Done("the old primary left the group".into());
+    };
+    let stopped = matches!(o.reported, Draining | DemoteTimeout) && !o.pg_running;
+    match o.shutdown_lsn {
+        Some(end) if stopped => {
+            // The candidate's LSN counts only from a report of a running,
+            // readable standby: it is what it received.
+            if c.pg_running && !c.status_unknown && c.lsn >= end {
+                OldPrimary::Done(format!(
+                    "old primary node {} stopped cleanly at LSN {end} and node {} has received WAL up to {}",
+                    o.id, c.id, c.lsn
+                ))
+            } else {
+                OldPrimary::Wait
+            }
+        }
+        _ if stopped => OldPrimary::Died(
+            o,
+            format!(
+                "old primary node {} stopped without a clean shutdown during the switchover",
+                o.id
+            ),
+        ),
+        _ if keeper_silent(o, now, cfg) => OldPrimary::Died(
+            o,
+            format!(
+                "old primary node {}'s keeper went silent during the switchover ({})",
+                o.id,
+                silence(o, now).map_or("never reported".into(), secs)
+            ),
+        ),
+        _ => OldPrimary::Wait,
+    }
+}
+
+/// Rule 8: the candidate is ready; it stops replicating and promotes
+/// read-only, the old primary is told to go (demote_timeout). In a
+/// planned switchover, only once the old primary stopped cleanly and the
+/// candidate has all its WAL (see the module documentation).
+pub(super) fn promotion_step(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
+    let Some(c) = g.nodes.iter().find(|n| is_in(n, PreparePromotion)) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    let mut detail = "promoting it read-only".to_string();
+    if g.switchover_to == Some(c.id) {
+        match old_primary(g, c, now, cfg) {
+            OldPrimary::Wait => return vec![],
+            OldPrimary::Done(why) => detail = format!("{why}: promoting it read-only"),
+            OldPrimary::Died(o, why) => {
+                out.push(Action::SetSwitchover { candidate: None });
+                // Other standbys followed the old primary too and may hold
+                // commits the candidate lacks (ANY k of several): an
+                // election, the candidate one voter among them.
+                if followers(g, o).any(|s| s.id != c.id && quorum_counts(s)) {
+                    let why = format!("election: {why}");
+                    return match start_election(g, o, Some(c), &why, now, cfg) {
+                        Some(election) => out.into_iter().chain(election).collect(),
+                        None => vec![],
+                    };
+                }
+                // The candidate was its only quorum standby: with
+                // synchronous replication on, it holds every commit.
+                detail =
+                    format!("{why}, and it was the only quorum standby: promoting it read-only");
+            }
+        }
+        if out.is_empty() {
+            out.push(Action::SetSwitchover { candidate: None });
+        }
+    }
+    out.push(assign(
+        c,
+        StopReplication,
+        format!("node {} assigned stop_replication: {detail}", c.id),
+    ));
+    for o in g.nodes.iter().filter(|o| o.assigned == Draining) {
+        let why = format!(
+            "node {} assigned demote_timeout: node {} is being promoted",
+            o.id, c.id
+        );
+        out.push(assign(o, DemoteTimeout, why));
+    }
+    out
+}
+
+/// Rule 9, the lease gate: the promoted candidate becomes writable only
+/// when no other node can still acknowledge writes, i.e. the old primary
+/// reported a stopped state or its lease (from its last report, not from
+/// the decision) has expired. Other standbys must re-validate against the
+/// new timeline before they count as secondaries again.
+pub(super) fn lease_gate(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
+    let Some(c) = g.nodes.iter().find(|n| is_in(n, StopReplication)) else {
+        return vec![];
+    };
+    let others: Vec<&NodeView> = g.nodes.iter().filter(|o| o.id != c.id).collect();
+    if others.iter().any(|o| !is_fenced(o, now, cfg)) {
+        return vec![];
+    }
+    let why_old = |o: &NodeView| {
+        if !o.reported.accepts_writes() {
+            format!("node {} reported {}", o.id, o.reported)
+        } else {
+            let s =
+                silence(o, now).map_or("never reported".into(), |s| format!("silent {}", secs(s)));
+            format!(
+                "node {} lease expired ({s}, lease {} + margin {})",
+                o.id,
+                secs(cfg.lease),
+                secs(cfg.clock_margin)
+            )
+        }
+    };
+    let olds: Vec<&&NodeView> = others
+        .iter()
+        .filter(|o| matches!(o.assigned, Draining | DemoteTimeout))
+        .collect();
+    let detail: Vec<String> = olds.iter().map(|o| why_old(o)).collect();
+    let detail = if detail.is_empty() {
+        "no old primary left".to_string()
+    } else {
+        detail.join(", ")
+    };
+    let mut out = vec![assign(
+        c,
+        WaitPrimary,
+        format!("node {} assigned wait_primary: {detail}", c.id),
+    )];
+    for o in olds {
+        out.push(assign(
+            o,
+            Demoted,
+            format!(
+                "node {} assigned demoted: node {} is the new primary",
+                o.id, c.id
+            ),
+        ));
+    }
+    for s in others
+        .iter()
+        .filter(|s| matches!(s.assigned, Secondary | ReportLsn))
+    {
+        let why = format!(
+            "node {} assigned catchingup: it must follow new primary node {}",
+            s.id, c.id
+        );
+        out.push(assign(s, Catchingup, why));
+    }
+    out
+}
+
+/// A planned switchover whose candidate cannot promote (it is not healthy,
+/// or it has not promoted within `promotion_timeout`: it cannot receive
+/// the old primary's last WAL) is given up: the old primary, which
+/// stopped and whose keeper reports, takes writes again and the candidate
+/// follows it. Only while the candidate's goal is still
+/// prepare_promotion: nothing told it to promote, so no other node can
+/// have taken writes.
+pub(super) fn switchover_abort(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
+    let Some(c) = g.switchover_to.and_then(|id| g.node(id)) else {
+        return if g.switchover_to.is_some() {
+            // The candidate's row went (it was dropped): nothing to wait for.
+            vec![Action::SetSwitchover { candidate: None }]
+        } else {
+            vec![]
+        };
+    };
+    if c.assigned != PreparePromotion {
+        // Told to promote, or moved on by another rule: the switchover's
+        // own part is over.
+        return vec![Action::SetSwitchover { candidate: None }];
+    }
+    let why = if !is_healthy(c, now, cfg) {
+        "is not healthy".to_string()
+    } else if age(c.goal_changed_at, now) > cfg.promotion_timeout {
+        format!(
+            "did not get the old primary's last WAL within promotion_timeout ({})",
+            secs(cfg.promotion_timeout)
+        )
+    } else {
+        return vec![];
+    };
+    // The old primary must be stopped (it comes back through a restart)
+    // and its keeper must be there to restart it.
+    let Some(o) = g.nodes.iter().find(|o| {
+        o.id != c.id
+            && matches!(o.assigned, Draining | DemoteTimeout)
+            && matches!(o.reported, Draining | DemoteTimeout)
+            && !o.pg_running
+            && !keeper_silent(o, now, cfg)
+    }) else {
+        return vec![];
+    };
+    let mut out = vec![
+        Action::SetSwitchover { candidate: None },
+        assign(
+            o,
+            WaitPrimary,
+            format!(
+                "node {} assigned wait_primary: switchover given up, candidate node {} {why}",
+                o.id, c.id
+            ),
+        ),
+    ];
+    for s in g
+        .nodes
+        .iter()
+        .filter(|s| s.id != o.id && matches!(s.assigned, Secondary | PreparePromotion))
+    {
+        out.push(assign(
+            s,
+            Catchingup,
+            format!(
+                "node {} assigned catchingup: the switchover was given up, node {} is the primary again",
+                s.id, o.id
+            ),
+        ));
+    }
+    out
+}
+
+/// What a planned switchover waits for, once that lasts longer than a
+/// normal step: the old primary to stop cleanly, or the candidate to
+/// report its last WAL (ways out: the switchover is given up after
+/// `promotion_timeout`, or becomes a failover if the old primary dies).
+pub(super) fn switchover_wait(
+    g: &GroupView,
+    now: Timestamp,
+    cfg: &FsmConfig,
+) -> Option<(i64, String)> {
+    let c = g.node(g.switchover_to?)?;
+    if age(c.goal_changed_at, now) <= cfg.node_unhealthy_timeout {
+        return None;
+    }
+    let o = g
+        .nodes
+        .iter()
+        .find(|o| o.id != c.id && matches!(o.assigned, Draining | DemoteTimeout))?;
+    let stopped = matches!(o.reported, Draining | DemoteTimeout) && !o.pg_running;
+    Some(if stopped {
+        (
+            c.id,
+            format!(
+                "switchover waits for node {} to report the old primary's last WAL (it is given up \
+                 after promotion_timeout {})",
+                c.id,
+                secs(cfg.promotion_timeout)
+            ),
+        )
+    } else {
+        (
+            o.id,
+            format!(
+                "switchover waits for old primary node {} to stop cleanly (its keeper's transition \
+                 errors are events; its lease ends it otherwise)",
+                o.id
+            ),
+        )
+    })
+}
