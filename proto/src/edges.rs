@@ -84,6 +84,9 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
         KeeperAction::PromoteReadOnly,
     ),
     (StopReplication, WaitPrimary, KeeperAction::AllowWrites),
+    // A planned switchover: the candidate streams as a secondary until the
+    // old primary stopped cleanly and it has all its WAL, then promotes.
+    (Secondary, StopReplication, KeeperAction::PromoteReadOnly),
     // Failover with several standbys: an election. Every standby stops
     // streaming and reports its final LSN; the most advanced is promoted,
     // the others follow it once it takes writes.

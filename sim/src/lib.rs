@@ -24,6 +24,7 @@ mod invariants;
 mod keeper;
 mod monitor;
 pub mod mutations;
+mod operator;
 mod pg;
 mod replication;
 mod steps;
@@ -74,6 +75,9 @@ pub struct Params {
     /// nobody drops it): the group must go on without it, or say what it
     /// waits for.
     pub lose_one: bool,
+    /// The operator switches over and changes settings during the faults
+    /// (`operator.rs`).
+    pub operator: bool,
 }
 
 impl Params {
@@ -108,6 +112,7 @@ impl Params {
                 })
                 .collect(),
             lose_one: seed % 13 == 5,
+            operator: seed % 2 == 0,
         }
     }
 }
@@ -167,6 +172,8 @@ struct Cut {
 pub struct World {
     params: Params,
     rng: StdRng,
+    /// The operator's own stream (see `operator.rs`).
+    op_rng: StdRng,
     /// Simulated milliseconds since the start.
     pub now: u64,
     base: Timestamp,
@@ -239,6 +246,7 @@ impl World {
         World {
             params,
             rng: StdRng::seed_from_u64(seed),
+            op_rng: StdRng::seed_from_u64(seed ^ 0x6f70_6572_6174_6f72),
             now: 0,
             base,
             monitor: SimMonitor::new(core, base),
@@ -344,6 +352,7 @@ impl World {
     pub fn step(&mut self) {
         self.now += TICK_MS;
         self.faults();
+        self.operator();
         self.replicate();
         self.acknowledge();
         let mut order: Vec<usize> = (0..self.nodes.len()).collect();

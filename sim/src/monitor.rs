@@ -170,6 +170,17 @@ impl SimMonitor {
         Ok(self.keep(view, &actions))
     }
 
+    /// An operator's command: a core operation on the group's view (it
+    /// may refuse, changing nothing).
+    pub fn operate(
+        &mut self,
+        op: impl FnOnce(&Core, &mut GroupView) -> pgpilot_monitor::error::Result<Vec<Action>>,
+    ) -> Result<Vec<Assigned>, String> {
+        let mut view = self.view();
+        let actions = op(&self.core, &mut view).map_err(|e| e.to_string())?;
+        Ok(self.keep(view, &actions))
+    }
+
     /// A restart loses the in-memory heartbeat table; the stored rows stay.
     pub fn restart(&mut self, now: Timestamp) {
         self.live = Live::new(now);

@@ -41,17 +41,9 @@ impl Core {
                 node_id: p.id,
                 goal: Draining,
                 reason: format!(
-                    "node {} assigned draining: switchover to node {}: it checkpoints, then stops cleanly",
-                    p.id, c.id
-                ),
-            },
-            Action::AssignGoal {
-                node_id: c.id,
-                goal: PreparePromotion,
-                reason: format!(
-                    "node {} assigned prepare_promotion: switchover from node {}: it promotes once it \
-                     has the old primary's last WAL",
-                    c.id, p.id
+                    "node {} assigned draining: switchover to node {}: it checkpoints, then stops \
+                     cleanly; node {} promotes once it has received all its WAL",
+                    p.id, c.id, c.id
                 ),
             },
         ];

@@ -45,23 +45,27 @@ fn a_switchover_promotes_only_once_the_candidate_has_the_old_primarys_last_wal()
     let generation = g.generation;
     core().switchover(&mut g, None, t0()).unwrap();
     assert_eq!(g.node(1).unwrap().assigned, Draining);
-    assert_eq!(g.node(2).unwrap().assigned, PreparePromotion);
+    assert_eq!(
+        g.node(2).unwrap().assigned,
+        Secondary,
+        "it goes on streaming"
+    );
     assert_eq!(g.generation, generation + 1);
     assert_eq!(g.switchover_to, Some(2));
 
-    // The candidate is ready, the old primary still runs: wait.
-    reports(&mut g, 2, PreparePromotion, at(0.01));
+    // The old primary still runs: wait.
+    reports(&mut g, 2, Secondary, at(0.01));
     core().tick(&mut g, at(0.01));
-    assert_eq!(g.node(2).unwrap().assigned, PreparePromotion);
+    assert_eq!(g.node(2).unwrap().assigned, Secondary);
 
     // Stopped cleanly; the candidate's last report is older than that.
     old_primary_stops_cleanly(&mut g, at(0.1));
     core().tick(&mut g, at(0.1));
-    assert_eq!(g.node(2).unwrap().assigned, PreparePromotion);
+    assert_eq!(g.node(2).unwrap().assigned, Secondary);
 
     // The candidate reports the old primary's last WAL: promote.
     node_mut(&mut g, 2).lsn = Lsn(120 * MB + 200);
-    reports(&mut g, 2, PreparePromotion, at(0.12));
+    reports(&mut g, 2, Secondary, at(0.12));
     core().tick(&mut g, at(0.12));
     assert_eq!(g.node(2).unwrap().assigned, StopReplication);
     assert_eq!(g.switchover_to, None);
@@ -99,12 +103,11 @@ fn a_named_candidate_is_taken_and_an_ineligible_one_is_refused_without_a_change(
     let mut g = base.clone();
     g.nodes.push(node(5, Secondary).prio(10));
     core().switchover(&mut g, Some(5), t0()).unwrap();
-    assert_eq!(g.node(5).unwrap().assigned, PreparePromotion);
-    assert_eq!(g.node(2).unwrap().assigned, Secondary);
+    assert_eq!(g.switchover_to, Some(5));
     // The best by priority when none is named.
     let mut g = base.clone();
     core().switchover(&mut g, None, t0()).unwrap();
-    assert_eq!(g.node(2).unwrap().assigned, PreparePromotion);
+    assert_eq!(g.switchover_to, Some(2));
 }
 
 #[test]
@@ -161,7 +164,7 @@ fn an_old_primary_that_dies_mid_switchover_makes_it_an_election_when_others_may_
         node(3, Secondary),
     ]);
     core().switchover(&mut g, Some(2), t0()).unwrap();
-    reports(&mut g, 2, PreparePromotion, at(0.01));
+    reports(&mut g, 2, Secondary, at(0.01));
     reports(&mut g, 3, Secondary, at(0.01));
     // Node 1 crashed while stopping: stopped, no clean shutdown.
     reports(&mut g, 1, Draining, at(0.2));
@@ -177,10 +180,9 @@ fn an_old_primary_that_dies_mid_switchover_makes_it_an_election_when_others_may_
 fn an_old_primary_that_dies_mid_switchover_of_two_nodes_leaves_the_candidate_to_promote() {
     let mut g = group(vec![node(1, Primary), node(2, Secondary)]);
     core().switchover(&mut g, None, t0()).unwrap();
-    reports(&mut g, 2, PreparePromotion, at(0.01));
     // Node 1's keeper went silent before it stopped.
     for n in [4.0, 5.0] {
-        reports(&mut g, 2, PreparePromotion, at(n));
+        reports(&mut g, 2, Secondary, at(n));
         core().tick(&mut g, at(n));
     }
     assert_eq!(g.node(2).unwrap().assigned, StopReplication);
@@ -205,7 +207,7 @@ fn a_candidate_that_cannot_promote_gives_the_old_primary_its_role_back() {
     old_primary_stops_cleanly(&mut g, at(0.1));
     reports(&mut g, 3, Secondary, at(0.1));
     // The candidate's PostgreSQL died before it had the last WAL.
-    reports(&mut g, 2, PreparePromotion, at(0.2));
+    reports(&mut g, 2, Secondary, at(0.2));
     node_mut(&mut g, 2).pg_running = false;
     core().tick(&mut g, at(0.2));
     assert_eq!(g.node(1).unwrap().assigned, WaitPrimary);

@@ -88,6 +88,7 @@ pub const RULES: &[Rule] = &[
     rule("switchover_abort", switchover_abort),
     rule("election_timeout", election_timeout),
     rule("elect", elect),
+    rule("switchover_step", switchover_step),
     rule("promotion_step", promotion_step),
     rule("lease_gate", lease_gate),
     rule("failover", failover),

@@ -2,9 +2,10 @@
 //! lease gate, and a planned switchover's own waits and ways out.
 //!
 //! A planned switchover ([`crate::core::Core::switchover`]) assigns the
-//! old primary `draining` and the candidate `prepare_promotion` while the
-//! candidate still streams from it. The candidate is told to promote only
-//! once the old primary stopped cleanly (its keeper reports the LSN of its
+//! old primary `draining` and records the candidate, a secondary that
+//! goes on streaming from it. The candidate is told to promote
+//! (secondary -> stop_replication) only once the old primary stopped
+//! cleanly (its keeper reports the LSN of its
 //! shutdown checkpoint: every commit it acknowledged lies before it) and
 //! the candidate has received WAL up to there. PostgreSQL's fast shutdown
 //! waits until its walsenders have sent everything to the standbys that
@@ -83,46 +84,21 @@ fn old_primary<'a>(
 }
 
 /// Rule 8: the candidate is ready; it stops replicating and promotes
-/// read-only, the old primary is told to go (demote_timeout). In a
-/// planned switchover, only once the old primary stopped cleanly and the
-/// candidate has all its WAL (see the module documentation).
-pub(super) fn promotion_step(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
+/// read-only, the old primary is told to go (demote_timeout).
+pub(super) fn promotion_step(g: &GroupView, _: Timestamp, _: &FsmConfig) -> Vec<Action> {
     let Some(c) = g.nodes.iter().find(|n| is_in(n, PreparePromotion)) else {
         return vec![];
     };
-    let mut out = Vec::new();
-    let mut detail = "promoting it read-only".to_string();
-    if g.switchover_to == Some(c.id) {
-        match old_primary(g, c, now, cfg) {
-            OldPrimary::Wait => return vec![],
-            OldPrimary::Done(why) => detail = format!("{why}: promoting it read-only"),
-            OldPrimary::Died(o, why) => {
-                out.push(Action::SetSwitchover { candidate: None });
-                // Other standbys followed the old primary too and may hold
-                // commits the candidate lacks (ANY k of several): an
-                // election, the candidate one voter among them.
-                if followers(g, o).any(|s| s.id != c.id && quorum_counts(s)) {
-                    let why = format!("election: {why}");
-                    return match start_election(g, o, Some(c), &why, now, cfg) {
-                        Some(election) => out.into_iter().chain(election).collect(),
-                        None => vec![],
-                    };
-                }
-                // The candidate was its only quorum standby: with
-                // synchronous replication on, it holds every commit.
-                detail =
-                    format!("{why}, and it was the only quorum standby: promoting it read-only");
-            }
-        }
-        if out.is_empty() {
-            out.push(Action::SetSwitchover { candidate: None });
-        }
-    }
-    out.push(assign(
+    promote(g, c, "promoting it read-only")
+}
+
+/// The candidate is told to promote read-only, the old primary to go.
+fn promote(g: &GroupView, c: &NodeView, detail: &str) -> Vec<Action> {
+    let mut out = vec![assign(
         c,
         StopReplication,
         format!("node {} assigned stop_replication: {detail}", c.id),
-    ));
+    )];
     for o in g.nodes.iter().filter(|o| o.assigned == Draining) {
         let why = format!(
             "node {} assigned demote_timeout: node {} is being promoted",
@@ -131,6 +107,47 @@ pub(super) fn promotion_step(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> 
         out.push(assign(o, DemoteTimeout, why));
     }
     out
+}
+
+/// Rule 8b, a planned switchover's promotion: once the old primary
+/// stopped cleanly and the candidate (still a secondary) has received all
+/// its WAL, the candidate promotes. If the old primary dies first, it is
+/// a failover: an election when other standbys may hold commits the
+/// candidate lacks (ANY k of several), else the candidate, its only
+/// quorum standby, holds every commit (synchronous replication was on).
+pub(super) fn switchover_step(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
+    let Some(c) = g
+        .switchover_to
+        .and_then(|id| g.node(id))
+        .filter(|c| is_in(c, Secondary))
+    else {
+        return vec![];
+    };
+    let (why, old) = match old_primary(g, c, now, cfg) {
+        OldPrimary::Wait => return vec![],
+        OldPrimary::Done(why) => (why, None),
+        OldPrimary::Died(o, why) => (why, Some(o)),
+    };
+    let done = Action::SetSwitchover { candidate: None };
+    if let Some(o) = old.filter(|o| followers(g, o).any(|s| s.id != c.id && quorum_counts(s))) {
+        let why = format!("election: {why}");
+        // Waits (keeping the switchover's record, so this rule tries
+        // again) while a voter cannot vote.
+        return match start_election(g, o, None, &why, now, cfg) {
+            Some(election) => std::iter::once(done).chain(election).collect(),
+            None => vec![],
+        };
+    }
+    if !is_healthy(c, now, cfg) {
+        return vec![]; // given up instead, see `switchover_abort`
+    }
+    let detail = match old {
+        None => format!("{why}: promoting it read-only"),
+        Some(_) => format!("{why}, and it was the only quorum standby: promoting it read-only"),
+    };
+    std::iter::once(done)
+        .chain(promote(g, c, &detail))
+        .collect()
 }
 
 /// Rule 9, the lease gate: the promoted candidate becomes writable only
@@ -199,12 +216,12 @@ pub(super) fn lease_gate(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<
 }
 
 /// A planned switchover whose candidate cannot promote (it is not healthy,
-/// or it has not promoted within `promotion_timeout`: it cannot receive
-/// the old primary's last WAL) is given up: the old primary, which
-/// stopped and whose keeper reports, takes writes again and the candidate
-/// follows it. Only while the candidate's goal is still
-/// prepare_promotion: nothing told it to promote, so no other node can
-/// have taken writes.
+/// or it has not promoted within `promotion_timeout` of the request: it
+/// cannot receive the old primary's last WAL) is given up: the old
+/// primary, which stopped and whose keeper reports, takes writes again
+/// and the standbys follow it. Only while the candidate is still a
+/// secondary: nothing told it to promote, so no other node can have
+/// taken writes.
 pub(super) fn switchover_abort(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
     let Some(c) = g.switchover_to.and_then(|id| g.node(id)) else {
         return if g.switchover_to.is_some() {
@@ -214,14 +231,21 @@ pub(super) fn switchover_abort(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -
             vec![]
         };
     };
-    if c.assigned != PreparePromotion {
+    // The old primary must be stopped (it comes back through a restart)
+    // and its keeper must be there to restart it.
+    let old = g
+        .nodes
+        .iter()
+        .find(|o| o.id != c.id && matches!(o.assigned, Draining | DemoteTimeout));
+    if c.assigned != Secondary || old.is_none() {
         // Told to promote, or moved on by another rule: the switchover's
         // own part is over.
         return vec![Action::SetSwitchover { candidate: None }];
     }
+    let o = old.expect("checked");
     let why = if !is_healthy(c, now, cfg) {
         "is not healthy".to_string()
-    } else if age(c.goal_changed_at, now) > cfg.promotion_timeout {
+    } else if age(o.goal_changed_at, now) > cfg.promotion_timeout {
         format!(
             "did not get the old primary's last WAL within promotion_timeout ({})",
             secs(cfg.promotion_timeout)
@@ -229,17 +253,12 @@ pub(super) fn switchover_abort(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -
     } else {
         return vec![];
     };
-    // The old primary must be stopped (it comes back through a restart)
-    // and its keeper must be there to restart it.
-    let Some(o) = g.nodes.iter().find(|o| {
-        o.id != c.id
-            && matches!(o.assigned, Draining | DemoteTimeout)
-            && matches!(o.reported, Draining | DemoteTimeout)
-            && !o.pg_running
-            && !keeper_silent(o, now, cfg)
-    }) else {
+    let restartable = matches!(o.reported, Draining | DemoteTimeout)
+        && !o.pg_running
+        && !keeper_silent(o, now, cfg);
+    if !restartable {
         return vec![];
-    };
+    }
     let mut out = vec![
         Action::SetSwitchover { candidate: None },
         assign(
@@ -254,7 +273,7 @@ pub(super) fn switchover_abort(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -
     for s in g
         .nodes
         .iter()
-        .filter(|s| s.id != o.id && matches!(s.assigned, Secondary | PreparePromotion))
+        .filter(|s| s.id != o.id && s.assigned == Secondary)
     {
         out.push(assign(
             s,
@@ -278,13 +297,13 @@ pub(super) fn switchover_wait(
     cfg: &FsmConfig,
 ) -> Option<(i64, String)> {
     let c = g.node(g.switchover_to?)?;
-    if age(c.goal_changed_at, now) <= cfg.node_unhealthy_timeout {
-        return None;
-    }
     let o = g
         .nodes
         .iter()
         .find(|o| o.id != c.id && matches!(o.assigned, Draining | DemoteTimeout))?;
+    if age(o.goal_changed_at, now) <= cfg.node_unhealthy_timeout {
+        return None;
+    }
     let stopped = matches!(o.reported, Draining | DemoteTimeout) && !o.pg_running;
     Some(if stopped {
         (

@@ -1,0 +1,94 @@
+//! The operator's commands as seeded actions: planned switchovers (to the
+//! best standby or a named one), candidate priority, replication quorum
+//! and number_sync_standbys changes, at any moment of the fault window,
+//! through the monitor's real core like every other event. A command the
+//! monitor refuses changes nothing; the trace says why.
+//!
+//! They draw from their own random stream, so that a seed's faults are
+//! the same with operator actions on or off.
+
+use pgpilot_monitor::core::PRIORITY_RANGE;
+use pgpilot_proto::NodeState;
+use rand::Rng;
+
+use super::World;
+
+/// Chance per step (10 ms) that the operator acts, inside the fault
+/// window: about one command every 4 s.
+const OPERATOR_RATE: f64 = 0.0025;
+
+impl World {
+    pub(super) fn operator(&mut self) {
+        if !self.params.operator
+            || self.now < self.params.faults_from_ms
+            || self.now >= self.params.heal_at_ms
+            || self.monitor_down_until.is_some()
+            || !self.op_rng.random_bool(OPERATOR_RATE)
+        {
+            return;
+        }
+        let ids: Vec<i64> = self
+            .monitor
+            .stored
+            .nodes
+            .iter()
+            .filter(|n| n.assigned != NodeState::Dropped)
+            .map(|n| n.id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let id = ids[self.op_rng.random_range(0..ids.len())];
+        let ts = self.timestamp();
+        let (what, result) = match self.op_rng.random_range(0..10) {
+            0..=4 => {
+                let named = self.op_rng.random_bool(0.5).then_some(id);
+                let what = match named {
+                    Some(id) => format!("perform switchover --candidate node {id}"),
+                    None => "perform switchover".to_string(),
+                };
+                (
+                    what,
+                    self.monitor
+                        .operate(|core, g| core.switchover(g, named, ts)),
+                )
+            }
+            5 | 6 => {
+                // Mostly usable priorities; sometimes 0 (never promoted).
+                let p = [0, 10, 50, 100][self.op_rng.random_range(0..4)];
+                debug_assert!(PRIORITY_RANGE.contains(&p));
+                (
+                    format!("set node {id} candidate-priority {p}"),
+                    self.monitor
+                        .operate(|core, g| core.set_candidate_priority(g, id, p, ts)),
+                )
+            }
+            7 | 8 => {
+                let q = self.op_rng.random_bool(0.6);
+                (
+                    format!("set node {id} replication-quorum {q}"),
+                    self.monitor
+                        .operate(|core, g| core.set_replication_quorum(g, id, q, ts)),
+                )
+            }
+            _ => {
+                let n = self.op_rng.random_range(0..=2);
+                (
+                    format!("set formation number-sync-standbys {n}"),
+                    self.monitor
+                        .operate(|core, g| core.set_number_sync_standbys(g, n, ts)),
+                )
+            }
+        };
+        match result {
+            Ok(changes) => {
+                self.log(format!("OPERATOR {what}"));
+                // A switchover is a promotion the operator asked for, not
+                // a needless failover.
+                self.last_generation = self.monitor.stored.generation;
+                self.note_assignments(changes);
+            }
+            Err(e) => self.log(format!("OPERATOR {what} refused: {e}")),
+        }
+    }
+}
