@@ -181,9 +181,12 @@ fn print_event(e: &pb::Event, json: bool) {
         v["type"] = "event".into();
         println!("{v}");
     } else {
+        // The time of day to the millisecond: the date is today's, and
+        // the monitor's nanoseconds are noise on a terminal.
+        let time = chrono::DateTime::parse_from_rfc3339(&e.time)
+            .map_or_else(|_| e.time.clone(), |t| t.format("%H:%M:%S%.3f").to_string());
         println!(
-            "{}  {} (node {}): reported {}, assigned {}: {}",
-            e.time,
+            "{time}  {} (node {}): reported {}, assigned {}: {}",
             e.node_name,
             e.node_id,
             state_name(e.reported_state),
