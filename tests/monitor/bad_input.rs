@@ -20,7 +20,11 @@ pub fn snapshot(uri: &str) -> (serde_json::Value, Vec<String>) {
     (nodes, event_descriptions(uri))
 }
 
-pub fn assert_refused(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
+pub fn assert_refused(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    code: Code,
+    needle: &str,
+) {
     let status = result.expect_err("the monitor accepted bad input");
     assert_eq!(status.code(), code, "{status:?}");
     assert!(
