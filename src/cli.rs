@@ -38,6 +38,15 @@ pub enum Command {
     /// Remove things from the cluster.
     #[command(subcommand)]
     Drop(Drop),
+    /// Run an operation on a formation: a switchover or a promotion.
+    #[command(subcommand)]
+    Perform(Perform),
+    /// Change a node or formation setting.
+    #[command(subcommand)]
+    Set(Set),
+    /// Read a node or formation setting.
+    #[command(subcommand)]
+    Get(Get),
     /// Stop the keeper of --pgdata and its PostgreSQL (fast shutdown).
     Stop(RunArgs),
     /// Run a local demo on loopback in a temporary directory until Ctrl-C.
@@ -207,6 +216,171 @@ pub enum Show {
         target: Target,
         #[arg(long)]
         formation: Option<String>,
+    },
+    /// The synchronous_standby_names the formation's primary must apply.
+    StandbyNames {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        formation: FormationArg,
+    },
+}
+
+/// The formation an operator command acts on.
+#[derive(Args, Debug, Clone)]
+pub struct FormationArg {
+    /// Formation of the node(s).
+    #[arg(long, default_value = "default")]
+    pub formation: String,
+}
+
+/// How long a command that changes something follows its progress.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct WaitArg {
+    /// Seconds to follow the change on the monitor's event stream until it
+    /// is done; past them the command exits non-zero and says where it
+    /// stopped. 0 returns as soon as the monitor accepted the request.
+    #[arg(long = "wait", value_name = "SECONDS", default_value_t = 60)]
+    pub seconds: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Perform {
+    /// Planned change of primary: to the best standby, or to --candidate.
+    /// Waits until another node than the old primary is writable.
+    Switchover {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        formation: FormationArg,
+        #[command(flatten)]
+        wait: WaitArg,
+        /// Name of the node to promote [default: the best standby].
+        #[arg(long, value_name = "NAME")]
+        candidate: Option<String>,
+    },
+    /// Make node --name the primary: a switchover to it.
+    Promotion {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        formation: FormationArg,
+        #[command(flatten)]
+        wait: WaitArg,
+        /// Name of the node to promote, as in `pgpilot show state`.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Set {
+    /// A node's setting.
+    #[command(subcommand)]
+    Node(SetNode),
+    /// A formation's setting.
+    #[command(subcommand)]
+    Formation(SetFormation),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SetNode {
+    /// Which standby is promoted first: 0..100, 0 means never.
+    /// Waits until every node of the group reached its assigned state.
+    CandidatePriority {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        formation: FormationArg,
+        #[command(flatten)]
+        wait: WaitArg,
+        /// Name of the node, as in `pgpilot show state`.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// The new priority.
+        #[arg(allow_negative_numbers = true)]
+        value: i32,
+    },
+    /// Whether the node counts for synchronous replication (is named in
+    /// the primary's synchronous_standby_names). Waits until every node of
+    /// the group reached its assigned state.
+    ReplicationQuorum {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        formation: FormationArg,
+        #[command(flatten)]
+        wait: WaitArg,
+        /// Name of the node, as in `pgpilot show state`.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// true or false.
+        #[arg(action = clap::ArgAction::Set)]
+        value: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SetFormation {
+    /// How many quorum standbys must confirm each commit (k of
+    /// `ANY k (...)`, at least 1 while a quorum standby streams); at most
+    /// the number of quorum standbys. Waits until every node of the group
+    /// reached its assigned state.
+    NumberSyncStandbys {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        formation: FormationArg,
+        #[command(flatten)]
+        wait: WaitArg,
+        /// The new number.
+        #[arg(allow_negative_numbers = true)]
+        value: i32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Get {
+    /// A node's setting.
+    #[command(subcommand)]
+    Node(GetNode),
+    /// A formation's setting.
+    #[command(subcommand)]
+    Formation(GetFormation),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GetNode {
+    /// The node's candidate priority.
+    CandidatePriority {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        formation: FormationArg,
+        /// Name of the node, as in `pgpilot show state`.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+    },
+    /// Whether the node counts for synchronous replication.
+    ReplicationQuorum {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        formation: FormationArg,
+        /// Name of the node, as in `pgpilot show state`.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GetFormation {
+    /// The formation's number_sync_standbys.
+    NumberSyncStandbys {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        formation: FormationArg,
     },
 }
 

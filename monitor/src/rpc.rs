@@ -131,6 +131,111 @@ impl Monitor for MonitorService {
             .await?;
         Ok(Response::new(pb::DropNodeResponse {}))
     }
+
+    #[instrument(skip_all, fields(formation = %req.get_ref().formation, candidate = %req.get_ref().candidate, peer = %peer(&req)))]
+    async fn perform_switchover(
+        &self,
+        req: Request<pb::PerformSwitchoverRequest>,
+    ) -> Result<Response<pb::PerformSwitchoverResponse>, Status> {
+        let req = req.into_inner();
+        let formation = required("formation", &req.formation, "--formation NAME")?;
+        let candidate = (!req.candidate.is_empty()).then_some(req.candidate.as_str());
+        let started = self
+            .control
+            .perform_switchover(formation, candidate, now())
+            .await
+            .inspect_err(|e| tracing::info!("refused switchover: {e:#}"))?;
+        Ok(Response::new(switchover_response(started)))
+    }
+
+    #[instrument(skip_all, fields(formation = %req.get_ref().formation, name = %req.get_ref().name, peer = %peer(&req)))]
+    async fn perform_promotion(
+        &self,
+        req: Request<pb::PerformPromotionRequest>,
+    ) -> Result<Response<pb::PerformSwitchoverResponse>, Status> {
+        let req = req.into_inner();
+        let formation = required("formation", &req.formation, "--formation NAME")?;
+        let name = required("node name", &req.name, "--name NODE")?;
+        let started = self
+            .control
+            .perform_promotion(formation, name, now())
+            .await
+            .inspect_err(|e| tracing::info!("refused promotion: {e:#}"))?;
+        Ok(Response::new(switchover_response(started)))
+    }
+
+    #[instrument(skip_all, fields(formation = %req.get_ref().formation, name = %req.get_ref().name, priority = req.get_ref().candidate_priority, peer = %peer(&req)))]
+    async fn set_candidate_priority(
+        &self,
+        req: Request<pb::SetCandidatePriorityRequest>,
+    ) -> Result<Response<pb::SetSettingResponse>, Status> {
+        let req = req.into_inner();
+        let formation = required("formation", &req.formation, "--formation NAME")?;
+        let name = required("node name", &req.name, "--name NODE")?;
+        let group_id = self
+            .control
+            .set_candidate_priority(formation, name, req.candidate_priority, now())
+            .await
+            .inspect_err(|e| tracing::info!("refused candidate priority: {e:#}"))?;
+        Ok(Response::new(pb::SetSettingResponse { group_id }))
+    }
+
+    #[instrument(skip_all, fields(formation = %req.get_ref().formation, name = %req.get_ref().name, quorum = req.get_ref().replication_quorum, peer = %peer(&req)))]
+    async fn set_replication_quorum(
+        &self,
+        req: Request<pb::SetReplicationQuorumRequest>,
+    ) -> Result<Response<pb::SetSettingResponse>, Status> {
+        let req = req.into_inner();
+        let formation = required("formation", &req.formation, "--formation NAME")?;
+        let name = required("node name", &req.name, "--name NODE")?;
+        let group_id = self
+            .control
+            .set_replication_quorum(formation, name, req.replication_quorum, now())
+            .await
+            .inspect_err(|e| tracing::info!("refused replication quorum: {e:#}"))?;
+        Ok(Response::new(pb::SetSettingResponse { group_id }))
+    }
+
+    #[instrument(skip_all, fields(formation = %req.get_ref().formation, n = req.get_ref().number_sync_standbys, peer = %peer(&req)))]
+    async fn set_number_sync_standbys(
+        &self,
+        req: Request<pb::SetNumberSyncStandbysRequest>,
+    ) -> Result<Response<pb::SetSettingResponse>, Status> {
+        let req = req.into_inner();
+        let formation = required("formation", &req.formation, "--formation NAME")?;
+        let group_id = self
+            .control
+            .set_number_sync_standbys(formation, req.number_sync_standbys, now())
+            .await
+            .inspect_err(|e| tracing::info!("refused number_sync_standbys: {e:#}"))?;
+        Ok(Response::new(pb::SetSettingResponse { group_id }))
+    }
+}
+
+/// Where a request came from, for the log line of its handler.
+fn peer<T>(req: &Request<T>) -> String {
+    req.remote_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.to_string())
+}
+
+/// A field the request must carry: empty is refused, naming the flag.
+fn required<'a>(what: &str, value: &'a str, flag: &str) -> Result<&'a str, Status> {
+    if value.trim().is_empty() {
+        return Err(crate::error::MonitorError::InvalidArgument(format!(
+            "the {what} is empty: pass {flag}"
+        ))
+        .into());
+    }
+    Ok(value)
+}
+
+fn switchover_response(s: crate::control::SwitchoverStarted) -> pb::PerformSwitchoverResponse {
+    let (old_primary_id, old_primary_name) = s.old_primary.unwrap_or_default();
+    pb::PerformSwitchoverResponse {
+        old_primary_id,
+        old_primary_name,
+        group_id: s.group_id,
+    }
 }
 
 /// Kept for callers of the monitor crate; see [`pgpilot_proto::client`].

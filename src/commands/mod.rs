@@ -3,6 +3,9 @@
 mod demo;
 mod monitor;
 pub mod node;
+mod operator;
+mod progress;
+mod settings;
 mod show;
 
 use std::path::Path;
@@ -21,6 +24,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run(&args.pgdata).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Show(show) => show::show(show).await,
+        Command::Perform(cmd) => operator::perform(cmd).await,
+        Command::Set(cmd) => operator::set(cmd).await,
+        Command::Get(cmd) => settings::get(cmd).await,
         Command::Drop(Drop::Node {
             target,
             node_id,

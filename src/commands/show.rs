@@ -1,4 +1,5 @@
-//! `show uri|state|events|settings`.
+//! `show uri|state|events|settings`; `show standby-names` is in
+//! `settings.rs`.
 
 use pgpilot_proto::{pb, Lsn, NodeState};
 use serde_json::json;
@@ -7,7 +8,7 @@ use super::{connect, status_error};
 use crate::cli::Show;
 use crate::output::table;
 
-fn state_name(v: i32) -> String {
+pub(super) fn state_name(v: i32) -> String {
     NodeState::from_wire(v).map_or_else(|_| format!("unknown({v})"), |s| s.name().to_string())
 }
 
@@ -140,6 +141,9 @@ pub async fn show(cmd: Show) -> anyhow::Result<()> {
                 print!("{}", table(&["Context", "Name", "Setting", "Value"], &rows));
             }
         }
+        Show::StandbyNames { target, formation } => {
+            super::settings::standby_names(&target, &formation.formation).await?;
+        }
     }
     Ok(())
 }
@@ -166,7 +170,7 @@ fn node_row(n: &pb::NodeStatus) -> Vec<String> {
     ]
 }
 
-fn node_json(n: &pb::NodeStatus) -> serde_json::Value {
+pub(super) fn node_json(n: &pb::NodeStatus) -> serde_json::Value {
     json!({
         "node_id": n.node_id,
         "name": n.name,
@@ -187,7 +191,7 @@ fn node_json(n: &pb::NodeStatus) -> serde_json::Value {
     })
 }
 
-fn event_json(e: &pb::Event) -> serde_json::Value {
+pub(super) fn event_json(e: &pb::Event) -> serde_json::Value {
     json!({
         "event_id": e.event_id,
         "time": e.time,

@@ -8,7 +8,7 @@ use crate::keeper::{bootstrapped, event_descriptions, register_request, Bootstra
 use crate::support::{path_str, pgpilot, MonitorProc, TestDir};
 
 /// Everything an operator can see: every node's full JSON and every event.
-fn snapshot(uri: &str) -> (serde_json::Value, Vec<String>) {
+pub fn snapshot(uri: &str) -> (serde_json::Value, Vec<String>) {
     let out = crate::support::pgpilot_ok(&["show", "state", "--monitor", uri, "--json"]);
     let mut nodes: serde_json::Value = serde_json::from_str(&out).unwrap();
     // Heartbeat fields move with time, not with the refused request.
@@ -20,7 +20,11 @@ fn snapshot(uri: &str) -> (serde_json::Value, Vec<String>) {
     (nodes, event_descriptions(uri))
 }
 
-fn assert_refused(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
+pub fn assert_refused(
+    result: Result<impl std::fmt::Debug, tonic::Status>,
+    code: Code,
+    needle: &str,
+) {
     let status = result.expect_err("the monitor accepted bad input");
     assert_eq!(status.code(), code, "{status:?}");
     assert!(

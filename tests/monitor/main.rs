@@ -11,4 +11,5 @@ mod concurrency;
 mod drops;
 mod keeper;
 mod lifecycle;
+mod operator;
 mod writes;

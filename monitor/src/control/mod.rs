@@ -8,8 +8,11 @@
 //! - [`record_probe`](Control::record_probe), [`tick`](Control::tick):
 //!   health changes and time-driven rules (`health.rs`).
 //! - [`drop_node`](Control::drop_node) and the operator reads (`reads.rs`).
+//! - The operator's commands: switchover, promotion, settings
+//!   (`operator.rs`).
 
 mod health;
+mod operator;
 mod reads;
 mod register;
 mod report;
@@ -26,6 +29,7 @@ use crate::live::Live;
 use crate::store::{GroupTx, Store};
 
 pub use health::ProbeResult;
+pub use operator::SwitchoverStarted;
 
 /// Shared by the gRPC service and the prober.
 #[derive(Clone)]

@@ -13,7 +13,7 @@ pub const DEFAULT_EVENT_COUNT: u32 = 10;
 const MAX_EVENT_COUNT: u32 = 10_000;
 
 impl Control {
-    async fn check_formation(&self, formation: &str) -> Result<Option<String>> {
+    pub(super) async fn check_formation(&self, formation: &str) -> Result<Option<String>> {
         if formation.is_empty() {
             return Ok(None);
         }
