@@ -71,7 +71,8 @@ impl World {
                 self.nodes[i].keeper.expected_running = true;
             }
             Step::Stop => {
-                self.nodes[i].pg.stop();
+                self.ship_final_wal(i);
+                self.nodes[i].pg.shut_down();
                 self.nodes[i].keeper.expected_running = false;
                 self.engine(i).role_applied(None);
             }
