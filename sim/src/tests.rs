@@ -340,7 +340,7 @@ fn without_the_sync_catch_up_wait_acknowledged_writes_are_lost() {
     assert!(e.contains("acknowledged commit"), "seed {seed}: {e}");
 }
 
-/// A planned stop of the primary ships
+/// A planned stop of the primary (the steps of primary -> draining) ships
 /// WAL it wrote after the last replication step to its streaming standbys,
 /// and its keeper reports the shutdown LSN; a standby's clean stop and a
 /// killed primary report none.
@@ -361,7 +361,9 @@ fn a_clean_stop_ships_its_wal_and_reports_the_shutdown_lsn() {
     // A commit written since the standbys last received.
     let rec = w.new_record();
     w.nodes[p].pg.data.as_mut().unwrap().append(rec);
-    w.run_step(p, &Step::Stop).unwrap();
+    for step in [Step::Checkpoint, Step::Stop] {
+        w.run_step(p, &step).unwrap();
+    }
     let end = w.nodes[p].pg.lsn();
     for j in &standbys {
         assert_eq!(w.nodes[*j].pg.lsn(), end, "node {} got the last WAL", j + 1);

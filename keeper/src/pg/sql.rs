@@ -311,6 +311,16 @@ pub async fn wait_sync_standby(c: &mut PgConnection, timeout: Duration) -> anyho
     }
 }
 
+/// CHECKPOINT (an immediate one: it writes every dirty buffer at full
+/// speed). Bounded by the connection's statement_timeout.
+pub async fn checkpoint(c: &mut PgConnection) -> anyhow::Result<()> {
+    sqlx::query("CHECKPOINT")
+        .execute(&mut *c)
+        .await
+        .context("checkpoint")?;
+    Ok(())
+}
+
 /// pg_promote, waiting for it to finish.
 ///
 /// Both statements here may legitimately outlast the connection's
