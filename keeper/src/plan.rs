@@ -42,6 +42,13 @@ pub enum Step {
     /// PostgreSQL runs, and verify with SHOW.
     Configure(Role),
     Start,
+    /// CHECKPOINT while a primary still takes writes, just before a
+    /// planned [`Step::Stop`]: the shutdown checkpoint then has little
+    /// left to write, and the time between the last commit on this node
+    /// and the candidate's promotion (a switchover's write gap) stays
+    /// short. Best effort and bounded: a failure or a timeout is logged
+    /// and the stop goes on (its own checkpoint writes everything anyway).
+    Checkpoint,
     /// Fast shutdown: ships the last WAL to connected standbys.
     Stop,
     /// The replication role with the formation's password (primary only).
@@ -123,6 +130,16 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
         }
         KeeperAction::EnableSyncRep => vec![writable(&goal.ssn), Start, WaitSyncStandby],
         KeeperAction::DisableSyncRep => vec![writable(""), Start],
+        // A planned demotion of a running primary (a switchover drains
+        // it): checkpoint while it still takes writes. Every other stop
+        // (a demotion that timed out, a drop) stops at once.
+        KeeperAction::StopPostgres
+            if matches!(from, NodeState::Primary | NodeState::ApplySettings)
+                && to == NodeState::Draining
+                && seen.running =>
+        {
+            vec![Checkpoint, Stop]
+        }
         KeeperAction::StopPostgres | KeeperAction::Drop => vec![Stop],
         KeeperAction::PromoteReadOnly => {
             let mut steps = vec![];
@@ -365,6 +382,46 @@ mod tests {
                 Step::Start
             ]
         ));
+    }
+
+    const RUNNING_PRIMARY: Observed = Observed {
+        running: true,
+        in_recovery: Some(false),
+    };
+
+    #[test]
+    fn a_drained_primary_checkpoints_before_it_stops() {
+        for from in [Primary, ApplySettings] {
+            let steps = plan(from, &goal(Draining, false), RUNNING_PRIMARY).unwrap();
+            assert_eq!(steps, vec![Step::Checkpoint, Step::Stop], "{from}");
+            // Already stopped (a keeper that died after the stop): nothing
+            // to checkpoint.
+            let steps = plan(from, &goal(Draining, false), Observed::default()).unwrap();
+            assert_eq!(steps, vec![Step::Stop], "{from}, stopped");
+        }
+    }
+
+    #[test]
+    fn other_stops_do_not_checkpoint() {
+        for (from, to, action) in EDGES {
+            if !matches!(action, KeeperAction::StopPostgres | KeeperAction::Drop)
+                || (matches!(from, Primary | ApplySettings) && *to == Draining)
+            {
+                continue;
+            }
+            let steps = plan(*from, &goal(*to, true), RUNNING_PRIMARY).unwrap();
+            assert_eq!(steps, vec![Step::Stop], "{from} -> {to}");
+        }
+        // Nor does any other edge.
+        for (from, to, _) in EDGES {
+            let steps = plan(*from, &goal(*to, true), RUNNING_PRIMARY).unwrap();
+            if steps.contains(&Step::Checkpoint) {
+                assert!(
+                    matches!(from, Primary | ApplySettings) && *to == Draining,
+                    "{from} -> {to}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -79,7 +79,25 @@ pub struct ControlData {
     pub state: String,
     /// Timeline of the latest checkpoint.
     pub timeline: u32,
+    /// "Latest checkpoint location": where the latest checkpoint record
+    /// starts, as PostgreSQL prints an LSN ("0/1734F28").
     pub checkpoint_lsn: String,
+}
+
+impl ControlData {
+    /// The cluster was last stopped cleanly as a primary: pg_control says
+    /// "shut down", which PostgreSQL writes only once its shutdown
+    /// checkpoint is on disk. Then [`ControlData::checkpoint_lsn`] is that
+    /// shutdown checkpoint, the last record it wrote, and every commit it
+    /// ever acknowledged lies before it. Not "shut down in recovery" (a
+    /// standby: it writes no WAL of its own, what it has came from its
+    /// upstream), not "in production" (what a crash or an immediate
+    /// shutdown leaves: WAL may follow the last checkpoint), nor any
+    /// other state. Meaningful only while no postmaster runs in PGDATA: a
+    /// running primary's pg_control says "in production".
+    pub fn shut_down_cleanly(&self) -> bool {
+        self.state == "shut down"
+    }
 }
 
 pub async fn controldata(
@@ -128,6 +146,38 @@ mod tests {
         assert_eq!(c.state, "shut down");
         assert_eq!(c.timeline, 1);
         assert_eq!(c.checkpoint_lsn, "0/1734F28");
+        assert!(c.shut_down_cleanly());
         assert!(super::parse_controldata("garbage").is_err());
+    }
+
+    /// Only a primary's clean stop counts (pg_controldata's wording, as
+    /// PostgreSQL 15 prints it; LC_ALL=C, see `PgCommand`).
+    #[test]
+    fn only_a_clean_primary_stop_is_shut_down() {
+        let with_state = |state: &str| {
+            let text = format!(
+                "Database system identifier:           7312345678901234567\n\
+                 Database cluster state:               {state}\n\
+                 Latest checkpoint location:           0/3000028\n\
+                 Latest checkpoint's REDO location:    0/3000028\n\
+                 Latest checkpoint's TimeLineID:       2\n"
+            );
+            super::parse_controldata(&text).unwrap()
+        };
+        let c = with_state("shut down");
+        assert!(c.shut_down_cleanly());
+        assert_eq!(c.checkpoint_lsn, "0/3000028", "not the REDO line");
+        for state in [
+            "shut down in recovery",
+            "in production",
+            "shutting down",
+            "in crash recovery",
+            "in archive recovery",
+            "starting up",
+        ] {
+            let c = with_state(state);
+            assert_eq!(c.state, state);
+            assert!(!c.shut_down_cleanly(), "{state}");
+        }
     }
 }

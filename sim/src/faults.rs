@@ -108,7 +108,7 @@ impl World {
             }
             // A crash loop: PostgreSQL dies a moment after each start.
             if n.crash_loop_until.is_some() && n.pg.running && self.rng.random_bool(0.5) {
-                n.pg.stop();
+                n.pg.kill();
                 self.log(format!(
                     "FAULT node {} postgres crashed (crash loop)",
                     i + 1
@@ -140,7 +140,7 @@ impl World {
             Fault::PgStartFails => {
                 let node = &mut self.nodes[i];
                 node.start_fails_until = Some(now + dur * 4);
-                node.pg.stop();
+                node.pg.kill();
                 self.log(format!(
                     "FAULT node {} postgres killed and fails to start for {} ms",
                     i + 1,
@@ -183,13 +183,13 @@ impl World {
                 let node = &mut self.nodes[i];
                 if node.down_until.is_none() {
                     node.down_until = Some(now + dur);
-                    node.pg.stop();
+                    node.pg.kill();
                     self.log(format!("FAULT node {} machine crash for {dur} ms", i + 1));
                 }
             }
             Fault::PgKilled => {
                 if self.nodes[i].pg.running {
-                    self.nodes[i].pg.stop();
+                    self.nodes[i].pg.kill();
                     self.log(format!("FAULT node {} postgres killed", i + 1));
                 }
             }
@@ -198,7 +198,7 @@ impl World {
                 if node.keeper_down_until.is_none() && node.down_until.is_none() {
                     node.keeper_down_until = Some(now + dur / 2);
                     // PostgreSQL never outlives its keeper.
-                    node.pg.stop();
+                    node.pg.kill();
                     self.log(format!(
                         "FAULT node {} keeper killed (postgres with it)",
                         i + 1
@@ -316,7 +316,7 @@ impl World {
         };
         if force {
             let n = &mut self.nodes[i];
-            n.pg.stop();
+            n.pg.kill();
             n.keeper.gone = true;
         }
         self.dropped_one = true;
@@ -356,7 +356,7 @@ impl World {
         let node = &mut self.nodes[i];
         node.down_until = Some(u64::MAX);
         node.frozen_until = None;
-        node.pg.stop();
+        node.pg.kill();
         node.lost = true;
         self.log(format!("FAULT node {} machine lost for good", i + 1));
     }

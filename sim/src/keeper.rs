@@ -112,7 +112,7 @@ impl World {
             return;
         };
         if n.pg.running && e.must_fence(now) {
-            n.pg.stop();
+            n.pg.kill();
             let id = n.id;
             self.log(format!(
                 "node {id} watchdog stops postgres: the lease ran out"
@@ -297,7 +297,7 @@ impl World {
             if crash_after == Some(n) && now < self.params.heal_at_ms {
                 let node = &mut self.nodes[i];
                 node.keeper_down_until = Some(now + 2000);
-                node.pg.stop();
+                node.pg.kill();
                 self.log(format!(
                     "FAULT node {id} keeper killed during {from} -> {} before {step:?}",
                     goal.state
@@ -470,6 +470,9 @@ impl World {
             status,
             system_identifier: None,
             rewind_interrupted: false,
+            // As the agent reads pg_control: only while stopped, and only
+            // after a primary's clean stop (not a crash, not a standby).
+            shutdown_lsn: n.pg.shutdown_lsn().map(Lsn),
         };
         let mono_now = self.mono(i, now);
         self.engine(i).observe(mono_now, obs);
@@ -480,7 +483,7 @@ impl World {
     pub(super) fn fence(&mut self, i: usize) {
         let id = self.nodes[i].id;
         let n = &mut self.nodes[i];
-        n.pg.stop();
+        n.pg.kill();
         n.keeper.expected_running = false;
         self.engine(i).fenced();
         self.log(format!("node {id} fences itself: lease expired"));

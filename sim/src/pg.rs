@@ -22,6 +22,10 @@ pub struct Data {
     pub standby_signal: bool,
     /// What the keeper's settings file says.
     pub config: Role,
+    /// pg_control says "shut down": the last stop was a primary's clean
+    /// (fast) shutdown. A start, a copy or a rewind ends it; a crash leaves
+    /// it as it was while running ("in production").
+    pub shut_down: bool,
 }
 
 impl Data {
@@ -33,6 +37,7 @@ impl Data {
             tli: 1,
             standby_signal: false,
             config,
+            shut_down: false,
         }
     }
 
@@ -48,6 +53,8 @@ impl Data {
         self.ids = wal.iter().copied().collect();
         self.replayed = self.wal.len();
         self.tli = tli;
+        // pg_rewind leaves pg_control "in archive recovery".
+        self.shut_down = false;
     }
 
     /// Whether `self` can stream from `other`: its WAL is a prefix.
@@ -98,21 +105,47 @@ impl SimPg {
     }
 
     pub fn start(&mut self) -> Result<(), String> {
-        let Some(d) = &self.data else {
+        let Some(d) = self.data.as_mut() else {
             return Err("no data directory".into());
         };
         if !self.running {
             self.running = true;
             self.in_recovery = d.standby_signal;
             self.streaming_from = None;
+            d.shut_down = false;
         }
         Ok(())
     }
 
-    pub fn stop(&mut self) {
+    /// A crash, a kill, an immediate shutdown (fencing), or the machine
+    /// going down: pg_control keeps what it said while running.
+    pub fn kill(&mut self) {
         self.running = false;
         self.streaming_from = None;
         self.walsenders.clear();
+    }
+
+    /// A fast shutdown. The caller has shipped the last WAL to the
+    /// standbys streaming from it ([`crate::World::ship_final_wal`]); a
+    /// primary's pg_control then says "shut down", a standby's "shut down
+    /// in recovery".
+    pub fn shut_down(&mut self) {
+        if self.running {
+            let primary = !self.in_recovery;
+            if let Some(d) = self.data.as_mut() {
+                d.shut_down = primary;
+            }
+        }
+        self.kill();
+    }
+
+    /// What the keeper reads in pg_control while PostgreSQL is stopped:
+    /// after a primary's clean shutdown, its last WAL position (the sim
+    /// has no checkpoint record: every record is a commit or a timeline
+    /// switch, so the end of its WAL is where a standby holds everything).
+    pub fn shutdown_lsn(&self) -> Option<u64> {
+        let d = self.data.as_ref()?;
+        (!self.running && d.shut_down).then_some(d.wal.len() as u64)
     }
 
     pub fn lsn(&self) -> u64 {
@@ -135,6 +168,40 @@ pub fn parse_ssn(ssn: &str) -> Option<(usize, Vec<usize>)> {
 
 #[cfg(test)]
 mod tests {
+    use super::{Data, SimPg};
+    use pgpilot_keeper::plan::Role;
+
+    fn running(standby: bool) -> SimPg {
+        let mut d = Data::new(Role::Standby { upstream: None });
+        d.append(1);
+        d.append(2);
+        d.standby_signal = standby;
+        let mut pg = SimPg {
+            data: Some(d),
+            ..SimPg::default()
+        };
+        pg.start().unwrap();
+        pg
+    }
+
+    #[test]
+    fn only_a_clean_primary_stop_has_a_shutdown_lsn() {
+        let mut pg = running(false);
+        assert_eq!(pg.shutdown_lsn(), None, "running");
+        pg.shut_down();
+        assert_eq!(pg.shutdown_lsn(), Some(2));
+        // A second stop of a stopped one changes nothing.
+        pg.shut_down();
+        assert_eq!(pg.shutdown_lsn(), Some(2));
+        pg.start().unwrap();
+        assert_eq!(pg.shutdown_lsn(), None, "started again");
+        pg.kill();
+        assert_eq!(pg.shutdown_lsn(), None, "crashed");
+        let mut standby = running(true);
+        standby.shut_down();
+        assert_eq!(standby.shutdown_lsn(), None, "shut down in recovery");
+    }
+
     #[test]
     fn parses_ssn() {
         assert_eq!(

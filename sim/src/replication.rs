@@ -85,6 +85,46 @@ impl World {
         }
     }
 
+    /// A fast shutdown of node `i` (a primary) sends what is left of its
+    /// WAL to every standby streaming from it and waits for them to flush
+    /// it, as PostgreSQL's walsenders do before the postmaster exits (see
+    /// the keeper's `parse_shutdown_lsn`). A standby that is frozen, cut
+    /// off, or not streaming gets nothing: its walsender would time out,
+    /// and the shutdown still ends cleanly.
+    ///
+    /// [`World::replicate`] runs before the keepers each step, so this
+    /// only matters for WAL written since (none today: clients write after
+    /// the keepers); it makes the clean stop not depend on that order.
+    pub(super) fn ship_final_wal(&mut self, i: usize) {
+        let src = &self.nodes[i];
+        if !src.pg.running || src.pg.in_recovery || src.frozen() {
+            return;
+        }
+        let Some(theirs) = src.pg.data.clone() else {
+            return;
+        };
+        for j in 0..self.nodes.len() {
+            let ok = {
+                let n = &self.nodes[j];
+                j != i
+                    && n.pg.running
+                    && n.pg.streaming_from == Some(i)
+                    && !n.frozen()
+                    && self.link(j + 1, i + 1)
+            };
+            let n = &mut self.nodes[j];
+            let Some(mine) = n.pg.data.as_mut().filter(|d| ok && d.is_prefix_of(&theirs)) else {
+                continue;
+            };
+            for id in &theirs.wal[mine.wal.len()..] {
+                mine.ids.insert(*id);
+            }
+            mine.wal = theirs.wal.clone();
+            mine.tli = mine.tli.max(theirs.tli);
+            n.pg.last_contact = Some(self.now);
+        }
+    }
+
     /// A commit is acknowledged once enough of the standbys named in
     /// synchronous_standby_names have flushed it (PostgreSQL's ANY k).
     pub(super) fn acknowledge(&mut self) {

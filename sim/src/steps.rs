@@ -70,8 +70,11 @@ impl World {
                 self.nodes[i].pg.start()?;
                 self.nodes[i].keeper.expected_running = true;
             }
+            // The simulated PostgreSQL has no buffers to write.
+            Step::Checkpoint => {}
             Step::Stop => {
-                self.nodes[i].pg.stop();
+                self.ship_final_wal(i);
+                self.nodes[i].pg.shut_down();
                 self.nodes[i].keeper.expected_running = false;
                 self.engine(i).role_applied(None);
             }

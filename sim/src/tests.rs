@@ -339,3 +339,52 @@ fn without_the_sync_catch_up_wait_acknowledged_writes_are_lost() {
     let (seed, e) = found.expect("skipping the wait must lose an acknowledged write in some seed");
     assert!(e.contains("acknowledged commit"), "seed {seed}: {e}");
 }
+
+/// A planned stop of the primary (the steps of primary -> draining) ships
+/// WAL it wrote after the last replication step to its streaming standbys,
+/// and its keeper reports the shutdown LSN; a standby's clean stop and a
+/// killed primary report none.
+#[test]
+fn a_clean_stop_ships_its_wal_and_reports_the_shutdown_lsn() {
+    use pgpilot_keeper::plan::Step;
+    let mut w = World::new(2, quiet_three());
+    while w.now < 15_000 {
+        w.step();
+    }
+    let p = (0..3)
+        .find(|i| w.nodes[*i].pg.accepts_writes())
+        .expect("a primary");
+    let standbys: Vec<usize> = (0..3)
+        .filter(|j| w.nodes[*j].pg.streaming_from == Some(p))
+        .collect();
+    assert!(!standbys.is_empty(), "{}", w.trace());
+    // A commit written since the standbys last received.
+    let rec = w.new_record();
+    w.nodes[p].pg.data.as_mut().unwrap().append(rec);
+    for step in [Step::Checkpoint, Step::Stop] {
+        w.run_step(p, &step).unwrap();
+    }
+    let end = w.nodes[p].pg.lsn();
+    for j in &standbys {
+        assert_eq!(w.nodes[*j].pg.lsn(), end, "node {} got the last WAL", j + 1);
+    }
+    w.observe(p);
+    let now = w.mono(p, w.now);
+    assert_eq!(w.engine(p).request(now).shutdown_lsn, Some(end));
+    let s = standbys[0];
+    w.run_step(s, &Step::Stop).unwrap();
+    w.observe(s);
+    assert_eq!(w.engine(s).request(now).shutdown_lsn, None, "a standby");
+
+    let mut w = World::new(2, quiet_three());
+    while w.now < 15_000 {
+        w.step();
+    }
+    let p = (0..3)
+        .find(|i| w.nodes[*i].pg.accepts_writes())
+        .expect("a primary");
+    w.nodes[p].pg.kill();
+    w.observe(p);
+    let now = w.mono(p, w.now);
+    assert_eq!(w.engine(p).request(now).shutdown_lsn, None, "a crash");
+}

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use pgpilot_pgproc::controldata;
-use pgpilot_proto::pb;
 use pgpilot_proto::pb::monitor_client::MonitorClient;
+use pgpilot_proto::{pb, Lsn};
 use tonic::transport::Channel;
 
 use super::Agent;
@@ -25,14 +25,24 @@ impl Agent {
     /// Step 1 of a round: what PostgreSQL looks like now, to the engine.
     pub(super) async fn observe(&mut self) {
         let has_pgdata = self.pg.has_pgdata();
-        if self.system_identifier.is_none() && has_pgdata {
+        let running = self.pg.is_running();
+        self.note_deaths();
+        // pg_control says how PostgreSQL last stopped only while no
+        // postmaster runs (a running primary's says "in production"), and
+        // nothing else starts ours in between: this task is the only one
+        // that starts it.
+        let mut shutdown_lsn = None;
+        if has_pgdata && (self.system_identifier.is_none() || !running) {
             match controldata(&self.pg.bin, &self.pg.runner, &self.pg.pgdata).await {
-                Ok(c) => self.system_identifier = Some(c.system_identifier),
+                Ok(c) => {
+                    self.system_identifier = Some(c.system_identifier);
+                    if !running && c.shut_down_cleanly() {
+                        shutdown_lsn = parse_shutdown_lsn(&c.checkpoint_lsn);
+                    }
+                }
                 Err(e) => tracing::warn!("failed to read pg_controldata: {e:#}"),
             }
         }
-        let running = self.pg.is_running();
-        self.note_deaths();
         let status = if running {
             match tokio::time::timeout(STATUS_TIMEOUT, self.read_status()).await {
                 Ok(Ok(s)) => Some(s),
@@ -59,6 +69,7 @@ impl Agent {
                 status,
                 system_identifier: self.system_identifier,
                 rewind_interrupted: crate::files::rewind_marker(&self.config.pgdata).exists(),
+                shutdown_lsn,
             },
         );
     }
@@ -108,6 +119,47 @@ pub(super) async fn observe_beside(probe: &Probe, system_identifier: Option<u64>
         system_identifier,
         // Not while a step runs: it may be the rewind itself.
         rewind_interrupted: false,
+        // Not while a step runs either: pg_control may be half-written by
+        // it (a copy, a rewind), and the monitor waits for a shutdown LSN
+        // only after the stop step ended, when the loop observes again.
+        shutdown_lsn: None,
+    }
+}
+
+/// The shutdown checkpoint's location, as pg_controldata prints it.
+///
+/// What the monitor may rely on (PostgreSQL's postmaster.c shutdown
+/// sequence and walsender.c, `WalSndDone`): a fast shutdown of a primary
+/// first ends every client backend; the checkpointer then writes the
+/// shutdown checkpoint (the last WAL record), marks pg_control "shut down"
+/// and exits; only then does the postmaster tell the walsenders to finish
+/// (SIGUSR2). Each walsender streaming to a standby sends all remaining
+/// WAL, the shutdown checkpoint included, and exits only once that standby
+/// confirmed it flushed (or, without a flush position, wrote) everything
+/// sent. The postmaster exits after its walsenders, and the keeper reads
+/// pg_control only once the postmaster is gone. So when a keeper reports
+/// a shutdown LSN, every standby that was streaming when the shutdown
+/// began and stayed connected has flushed WAL past it: it holds every
+/// commit the primary ever acknowledged and can be promoted without loss.
+///
+/// What it may not rely on: that any given standby got it. A walsender
+/// whose standby stops replying is ended by wal_sender_timeout, one whose
+/// connection breaks just ends, and the shutdown still completes cleanly;
+/// a standby that was not connected gets nothing. The monitor must
+/// therefore compare: promote the candidate only once it reports an LSN
+/// at or past this one (a standby reports what its WAL receiver flushed).
+/// The location is the *start* of the checkpoint record and every commit
+/// lies before it, so a standby at exactly it lacks only the checkpoint
+/// record itself, which holds no commit.
+fn parse_shutdown_lsn(text: &str) -> Option<Lsn> {
+    match text.parse() {
+        Ok(lsn) => Some(lsn),
+        Err(e) => {
+            tracing::warn!(
+                "pg_controldata printed a checkpoint location {text:?} we cannot read: {e}"
+            );
+            None
+        }
     }
 }
 

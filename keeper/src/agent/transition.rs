@@ -25,6 +25,13 @@ use crate::statefile::RejoinRecord;
 const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long promotion waits for the WAL receiver to stop and replay to end.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the CHECKPOINT before a planned stop may take (connecting
+/// included). It only shortens the shutdown checkpoint that follows, which
+/// writes whatever is left anyway; past this the node stops regardless, so
+/// a slow disk or a huge backlog costs a switchover at most this much more
+/// than a stop without it. As long as the keeper's statement_timeout,
+/// which would cancel the statement (not the checkpointer's work) then.
+const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a step's I/O did that the engine or the agent must hear of.
 enum Done {
@@ -193,6 +200,10 @@ async fn step_io(
             pg.start().await?;
             Done::Nothing
         }
+        Step::Checkpoint => {
+            checkpoint_before_stop(pg).await;
+            Done::Nothing
+        }
         Step::Stop => {
             pg.stop().await?;
             Done::Role(None)
@@ -221,4 +232,30 @@ async fn step_io(
             Done::Nothing
         }
     })
+}
+
+/// [`Step::Checkpoint`]: never fails. Whatever goes wrong is logged and the
+/// stop that follows goes on: a failed CHECKPOINT must never keep a node
+/// that is being demoted from stopping.
+async fn checkpoint_before_stop(pg: &LocalPg) {
+    let started = Instant::now();
+    let run = async {
+        let mut c = pg.connect().await?;
+        sql::checkpoint(&mut c).await
+    };
+    match tokio::time::timeout(CHECKPOINT_TIMEOUT, run).await {
+        Ok(Ok(())) => tracing::info!(
+            "checkpoint before stopping took {} ms",
+            started.elapsed().as_millis()
+        ),
+        Ok(Err(e)) => tracing::warn!(
+            "failed to checkpoint before stopping: {e:#}; stopping anyway (the shutdown \
+             checkpoint writes everything)"
+        ),
+        Err(_) => tracing::warn!(
+            "the checkpoint before stopping took over {} ms; stopping anyway (the shutdown \
+             checkpoint finishes it)",
+            CHECKPOINT_TIMEOUT.as_millis()
+        ),
+    }
 }

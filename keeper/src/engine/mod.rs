@@ -70,6 +70,8 @@ mod steady;
 mod tests;
 #[cfg(test)]
 mod tests_beside;
+#[cfg(test)]
+mod tests_shutdown;
 mod types;
 
 use std::time::Duration;
@@ -325,6 +327,7 @@ impl Engine {
         self.applied_role = None;
         if ok {
             self.obs.running = true;
+            self.obs.shutdown_lsn = None;
             false
         } else {
             self.budget.failed(now)
@@ -378,7 +381,13 @@ impl Engine {
             // restarted is reported running (see `report_pg_running`), and
             // its "LSN 0" once won an election (simulation, seed 6017).
             status_unknown: status.is_none(),
-            shutdown_lsn: None,
+            // Only of a PostgreSQL that does not run: the start the engine
+            // asked for may have come after the observation.
+            shutdown_lsn: self
+                .obs
+                .shutdown_lsn
+                .filter(|_| !self.obs.running)
+                .map(|l| l.0),
         }
     }
 

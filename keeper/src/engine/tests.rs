@@ -51,6 +51,7 @@ pub(super) fn running(status: PgStatus) -> Observation {
         status: Some(status),
         system_identifier: Some(7),
         rewind_interrupted: false,
+        shutdown_lsn: None,
     }
 }
 
@@ -277,6 +278,7 @@ fn unknown_status_is_reported_as_unknown() {
             status: None,
             system_identifier: Some(7),
             rewind_interrupted: false,
+            shutdown_lsn: None,
         },
     );
     let req = e.request(s(1.0));

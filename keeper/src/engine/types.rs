@@ -67,6 +67,13 @@ pub struct Observation {
     /// A pg_rewind of PGDATA was cut short (`rewind.partial`): the data
     /// is not to be started, only replaced by a copy.
     pub rewind_interrupted: bool,
+    /// PostgreSQL does not run and its last stop was a primary's clean
+    /// shutdown (pg_control says "shut down"): where its shutdown
+    /// checkpoint starts ("Latest checkpoint location"). Every commit it
+    /// ever acknowledged lies before it. `None` while it runs, after a
+    /// crash or an immediate shutdown, for a standby ("shut down in
+    /// recovery"), or when pg_control was not read.
+    pub shutdown_lsn: Option<Lsn>,
 }
 
 /// What a reply asks of the driver.

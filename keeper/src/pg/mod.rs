@@ -30,6 +30,13 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a reload may take to show in SHOW before it counts as failed.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often SHOW is read again until a reload shows. The postmaster
+/// takes the SIGHUP within milliseconds, and promotion (standby without
+/// upstream, then read-only primary) and allowing writes each wait for a
+/// reload on the way to a switchover's end, while no node takes writes: a
+/// coarse poll would be most of the write gap (it was 50 ms). A round is
+/// a local connection and one SHOW per setting, cheap at this rate.
+const RELOAD_POLL: Duration = Duration::from_millis(10);
 /// Connecting over the local socket takes milliseconds; one that takes
 /// longer is a PostgreSQL that is stuck (or not accepting connections yet)
 /// and must not stall the heartbeat.
@@ -37,8 +44,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Every statement the keeper runs is bounded, so that a hung query (a
 /// lock held by a client, a stuck backend) cannot stall the heartbeat, and
 /// with it the lease, forever. The keeper's waits are loops of short
-/// statements; the few long statements (pg_promote, the checkpoint after
-/// it) raise their own limit on their connection (see [`sql::promote`]).
+/// statements; the one long statement (the checkpoint after a promotion)
+/// raises its own limit on its connection (see [`sql::promote`]), and the
+/// checkpoint before a planned stop is cut off at this limit on purpose.
 const STATEMENT_TIMEOUT: &str = "5s";
 /// The keeper's DDL (roles, grants, slots) must not queue behind a
 /// client's lock: it fails and is retried on the next round instead.
@@ -350,7 +358,7 @@ impl LocalPg {
                         conf::redact(&w)
                     )
                 }
-                Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Some(_) => tokio::time::sleep(RELOAD_POLL).await,
             }
         }
     }

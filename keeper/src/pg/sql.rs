@@ -9,6 +9,17 @@ use sqlx::Row;
 
 use super::conf::REPLICATION_USER;
 
+/// How often the keeper's waits (replay caught up, a synchronous standby
+/// caught up, promotion finished) look again. They sit on the way to a
+/// switchover's end, while no node takes writes, so they poll tightly
+/// (before: 20 ms, and promotion waited inside pg_promote, which looks only
+/// every 100 ms); each look is one short query on a local connection, and
+/// every wait has its own deadline.
+const WAIT_POLL: Duration = Duration::from_millis(10);
+/// How long promotion may take to end recovery, as pg_promote's own
+/// default wait.
+const PROMOTE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What the keeper reports about a running PostgreSQL (defined beside the
 /// decisions that use it, so that a simulation can build one).
 pub use crate::engine::PgStatus as Status;
@@ -276,7 +287,7 @@ pub async fn wait_replayed(c: &mut PgConnection, timeout: Duration) -> anyhow::R
                 if receiver { "still running" } else { "stopped" }
             );
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 
@@ -307,28 +318,53 @@ pub async fn wait_sync_standby(c: &mut PgConnection, timeout: Duration) -> anyho
                 timeout.as_secs()
             );
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 
-/// pg_promote, waiting for it to finish.
-///
-/// Both statements here may legitimately outlast the connection's
-/// statement_timeout: pg_promote waits up to 30 s for the end of recovery,
-/// and the checkpoint writes every dirty buffer. Each gets its own bound on
-/// this connection (a killed checkpoint would leave pg_control on the old
-/// timeline, see below, so it gets a generous one).
-pub async fn promote(c: &mut PgConnection) -> anyhow::Result<()> {
-    sqlx::query("SET statement_timeout = '40s'")
+/// CHECKPOINT (an immediate one: it writes every dirty buffer at full
+/// speed). Bounded by the connection's statement_timeout.
+pub async fn checkpoint(c: &mut PgConnection) -> anyhow::Result<()> {
+    sqlx::query("CHECKPOINT")
         .execute(&mut *c)
         .await
-        .context("raise statement_timeout for pg_promote")?;
-    let done: bool = sqlx::query_scalar("SELECT pg_promote(true, 30)")
+        .context("checkpoint")?;
+    Ok(())
+}
+
+/// pg_promote, then waits until recovery has ended (at most
+/// [`PROMOTE_TIMEOUT`]), then checkpoints.
+///
+/// pg_promote(wait => true) would look whether recovery ended only every
+/// 100 ms (WAITS_PER_SECOND in xlogfuncs.c), up to 100 ms of a
+/// switchover's write gap; so it only signals (wait => false), and the
+/// wait is ours, every [`WAIT_POLL`].
+///
+/// The checkpoint may legitimately outlast the connection's
+/// statement_timeout: it writes every dirty buffer. It gets its own bound
+/// on this connection (a killed checkpoint would leave pg_control on the
+/// old timeline, see below, so a generous one).
+///
+/// On error the node may or may not have promoted; the transition runs
+/// again, and its plan skips the promotion of a node no longer in
+/// recovery.
+pub async fn promote(c: &mut PgConnection) -> anyhow::Result<()> {
+    let signalled: bool = sqlx::query_scalar("SELECT pg_promote(false)")
         .fetch_one(&mut *c)
         .await
         .context("promote")?;
-    if !done {
-        bail!("pg_promote did not finish within 30 s");
+    if !signalled {
+        bail!("pg_promote could not signal the postmaster");
+    }
+    let deadline = Instant::now() + PROMOTE_TIMEOUT;
+    while in_recovery(c).await? {
+        if Instant::now() > deadline {
+            bail!(
+                "promotion did not finish within {} s",
+                PROMOTE_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(WAIT_POLL).await;
     }
     // pg_control still names the old timeline until the first checkpoint
     // after promotion, which PostgreSQL otherwise spreads over minutes;
