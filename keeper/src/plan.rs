@@ -64,6 +64,14 @@ pub enum Step {
     /// shipped to it.
     WaitReplayed,
     Promote,
+    /// A CHECKPOINT on a promoted node, once it takes writes: pg_control
+    /// names the new timeline only after the first checkpoint since the
+    /// promotion, and until then pg_rewind against this node finds "the
+    /// same timeline" and rewinds nothing. After the writable
+    /// configuration, not before: it writes every buffer dirtied since
+    /// the last restartpoint, which can take seconds, and those must not
+    /// be seconds without writes.
+    TimelineCheckpoint,
 }
 
 /// What the keeper saw of its PostgreSQL before planning.
@@ -157,11 +165,11 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
             Start,
             WaitReplayed,
         ],
-        KeeperAction::AllowWrites => vec![writable(&goal.ssn)],
+        KeeperAction::AllowWrites => vec![writable(&goal.ssn), TimelineCheckpoint],
         KeeperAction::PromoteToSingle => {
             let mut steps = vec![];
             promote(&mut steps);
-            steps.push(writable(""));
+            steps.extend([writable(""), TimelineCheckpoint]);
             steps
         }
         KeeperAction::Rejoin => {
@@ -361,12 +369,17 @@ mod tests {
     #[test]
     fn writes_allowed_only_by_allow_writes_with_monitors_ssn() {
         let steps = plan(StopReplication, &goal(WaitPrimary, false), RUNNING_STANDBY).unwrap();
+        // Writes first, then the checkpoint that puts the new timeline
+        // into pg_control (it may take seconds: not seconds without writes).
         assert_eq!(
             steps,
-            vec![Step::Configure(Role::Primary {
-                ssn: "ANY 1 (pgpilot_node_2)".into(),
-                read_only: false
-            })]
+            vec![
+                Step::Configure(Role::Primary {
+                    ssn: "ANY 1 (pgpilot_node_2)".into(),
+                    read_only: false
+                }),
+                Step::TimelineCheckpoint
+            ]
         );
     }
 

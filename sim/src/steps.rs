@@ -71,7 +71,7 @@ impl World {
                 self.nodes[i].keeper.expected_running = true;
             }
             // The simulated PostgreSQL has no buffers to write.
-            Step::Checkpoint => {}
+            Step::Checkpoint | Step::TimelineCheckpoint => {}
             Step::Stop => {
                 self.ship_final_wal(i);
                 self.nodes[i].pg.shut_down();

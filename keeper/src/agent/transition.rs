@@ -231,6 +231,12 @@ async fn step_io(
             tracing::info!("promoted");
             Done::Nothing
         }
+        Step::TimelineCheckpoint => {
+            let mut c = pg.connect().await?;
+            sql::timeline_checkpoint(&mut c).await?;
+            tracing::info!("checkpointed: pg_control names the new timeline");
+            Done::Nothing
+        }
     })
 }
 

@@ -322,6 +322,30 @@ pub async fn wait_sync_standby(c: &mut PgConnection, timeout: Duration) -> anyho
     }
 }
 
+/// The first checkpoint after a promotion. It may legitimately outlast the
+/// connection's statement_timeout: it writes every dirty buffer. It gets
+/// its own bound on this connection (a killed checkpoint would leave
+/// pg_control on the old timeline, see below, so a generous one).
+pub async fn timeline_checkpoint(c: &mut PgConnection) -> anyhow::Result<()> {
+    // pg_control still names the old timeline until the first checkpoint
+    // after promotion, which PostgreSQL otherwise spreads over minutes;
+    // until then pg_rewind on the old primary finds "the same timeline"
+    // and rewinds nothing. pg_auto_failover and Patroni do the same.
+    sqlx::query("SET statement_timeout = '300s'")
+        .execute(&mut *c)
+        .await
+        .context("raise statement_timeout for the checkpoint")?;
+    sqlx::query("CHECKPOINT")
+        .execute(&mut *c)
+        .await
+        .context("checkpoint after promotion")?;
+    sqlx::query("RESET statement_timeout")
+        .execute(&mut *c)
+        .await
+        .context("reset statement_timeout")?;
+    Ok(())
+}
+
 /// CHECKPOINT (an immediate one: it writes every dirty buffer at full
 /// speed). Bounded by the connection's statement_timeout.
 pub async fn checkpoint(c: &mut PgConnection) -> anyhow::Result<()> {
@@ -333,17 +357,14 @@ pub async fn checkpoint(c: &mut PgConnection) -> anyhow::Result<()> {
 }
 
 /// pg_promote, then waits until recovery has ended (at most
-/// [`PROMOTE_TIMEOUT`]), then checkpoints.
+/// [`PROMOTE_TIMEOUT`]). The checkpoint that puts the new timeline into
+/// pg_control comes later, once the node takes writes
+/// ([`timeline_checkpoint`]).
 ///
 /// pg_promote(wait => true) would look whether recovery ended only every
 /// 100 ms (WAITS_PER_SECOND in xlogfuncs.c), up to 100 ms of a
 /// switchover's write gap; so it only signals (wait => false), and the
 /// wait is ours, every [`WAIT_POLL`].
-///
-/// The checkpoint may legitimately outlast the connection's
-/// statement_timeout: it writes every dirty buffer. It gets its own bound
-/// on this connection (a killed checkpoint would leave pg_control on the
-/// old timeline, see below, so a generous one).
 ///
 /// On error the node may or may not have promoted; the transition runs
 /// again, and its plan skips the promotion of a node no longer in
@@ -366,21 +387,5 @@ pub async fn promote(c: &mut PgConnection) -> anyhow::Result<()> {
         }
         tokio::time::sleep(WAIT_POLL).await;
     }
-    // pg_control still names the old timeline until the first checkpoint
-    // after promotion, which PostgreSQL otherwise spreads over minutes;
-    // until then pg_rewind on the old primary finds "the same timeline"
-    // and rewinds nothing. pg_auto_failover and Patroni do the same.
-    sqlx::query("SET statement_timeout = '300s'")
-        .execute(&mut *c)
-        .await
-        .context("raise statement_timeout for the checkpoint")?;
-    sqlx::query("CHECKPOINT")
-        .execute(&mut *c)
-        .await
-        .context("checkpoint after promotion")?;
-    sqlx::query("RESET statement_timeout")
-        .execute(&mut *c)
-        .await
-        .context("reset statement_timeout")?;
     Ok(())
 }
