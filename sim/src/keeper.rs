@@ -459,9 +459,11 @@ impl World {
             replication_state,
             oldest_reply_ms,
             streaming_standbys: fresh,
-            wal_receiver: n.pg.in_recovery.then(|| match n.pg.streaming_from {
-                Some(_) => (true, n.pg.last_contact.map(|c| now.saturating_sub(c))),
-                None => (false, None),
+            wal_receiver: n.pg.in_recovery.then(|| {
+                match n.pg.streaming_from.or(n.pg.receiver_hung_on) {
+                    Some(_) => (true, n.pg.last_contact.map(|c| now.saturating_sub(c))),
+                    None => (false, None),
+                }
             }),
         });
         let obs = Observation {

@@ -73,6 +73,15 @@ pub struct SimPg {
     pub streaming_from: Option<usize>,
     /// Sim time (ms) the WAL receiver last heard from its upstream.
     pub last_contact: Option<u64>,
+    /// The WAL receiver's connection to this upstream went silent without
+    /// being closed (the link cut, the upstream frozen or its machine
+    /// down): the receiver lingers, 'streaming' in pg_stat_wal_receiver
+    /// with an ever older last message, until wal_receiver_timeout, as
+    /// PostgreSQL's does. Its keeper therefore sees even a short contact
+    /// that ended between two of its looks (seed 441910: a contact it
+    /// missed made it a failover witness against a primary whose
+    /// exemption that contact had renewed).
+    pub receiver_hung_on: Option<usize>,
     /// Our walsenders: standby index -> sim time (ms) of its last reply. A
     /// standby that went silent (frozen, machine down, cut off) stays
     /// listed until wal_sender_timeout, as PostgreSQL's does.
@@ -81,6 +90,9 @@ pub struct SimPg {
 
 /// wal_sender_timeout as pgpilot configures it.
 pub const WAL_SENDER_TIMEOUT_MS: u64 = 5000;
+
+/// wal_receiver_timeout as pgpilot configures it.
+pub const WAL_RECEIVER_TIMEOUT_MS: u64 = pgpilot_keeper::engine::WAL_RECEIVER_TIMEOUT_MS;
 
 impl SimPg {
     /// Accepts writes: a running primary with default_transaction_read_only off.
@@ -112,6 +124,7 @@ impl SimPg {
             self.running = true;
             self.in_recovery = d.standby_signal;
             self.streaming_from = None;
+            self.receiver_hung_on = None;
             d.shut_down = false;
         }
         Ok(())
@@ -122,6 +135,7 @@ impl SimPg {
     pub fn kill(&mut self) {
         self.running = false;
         self.streaming_from = None;
+        self.receiver_hung_on = None;
         self.walsenders.clear();
     }
 

@@ -74,11 +74,28 @@ impl World {
                     }
                     d.tli = d.tli.max(tli);
                     n.pg.streaming_from = Some(u);
+                    n.pg.receiver_hung_on = None;
                     n.pg.last_contact = Some(now);
                 }
                 None => {
                     if !n.frozen() {
-                        n.pg.streaming_from = None;
+                        if let Some(u) = n.pg.streaming_from.take() {
+                            let src = &self.nodes[u];
+                            // Silence, not a closed connection.
+                            let silent = !self.link(j + 1, u + 1)
+                                || src.frozen()
+                                || src.down_until.is_some();
+                            if silent && upstream == Some(u) {
+                                self.nodes[j].pg.receiver_hung_on = Some(u);
+                            }
+                        }
+                        let n = &mut self.nodes[j].pg;
+                        let timed_out = n
+                            .last_contact
+                            .is_none_or(|c| now.saturating_sub(c) > pg::WAL_RECEIVER_TIMEOUT_MS);
+                        if upstream != n.receiver_hung_on || timed_out {
+                            n.receiver_hung_on = None;
+                        }
                     }
                 }
             }

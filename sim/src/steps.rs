@@ -148,12 +148,17 @@ impl World {
 pub(super) fn configure(n: &mut super::Node, role: &Role) {
     let running = n.pg.running;
     if let Some(d) = n.pg.data.as_mut() {
+        let changed = d.config != *role;
         d.config = role.clone();
         match role {
             Role::Standby { upstream } => {
                 d.standby_signal = true;
                 if upstream.is_none() {
                     n.pg.streaming_from = None;
+                }
+                // A new primary_conninfo restarts the receiver.
+                if changed {
+                    n.pg.receiver_hung_on = None;
                 }
             }
             Role::Primary { .. } if !running => d.standby_signal = false,

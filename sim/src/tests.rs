@@ -146,9 +146,13 @@ fn busy(seed: u64) -> Params {
 }
 
 /// A primary whose clock runs slow (0.77 of the monitor's: its 3 s lease
-/// lasts 3.9 s in truth) is cut off from everything; clients still reach
-/// it. The monitor fails over, and the lease gate keeps the new primary
-/// read-only until the clock margin has passed too.
+/// lasts 3.9 s in truth) loses its standby, then a second later the
+/// monitor; clients still reach it. The monitor fails over (the standby
+/// became a witness first), and the lease gate keeps the new primary
+/// read-only until the clock margin has passed too. (Cut off from both
+/// at once, the standby's witness comes late enough that the lease is
+/// over anyway: its WAL receiver lingers on the silent connection and its
+/// keeper counts from the very last contact.)
 fn isolated_slow_primary(core: Option<Mutation>) -> (Option<String>, String) {
     let p = Params {
         fault_rate: 0.0,
@@ -163,6 +167,14 @@ fn isolated_slow_primary(core: Option<Mutation>) -> (Option<String>, String) {
         Some(m) => World::with_core(1, p, core_with(m, FsmConfig::default())),
     };
     while w.now < 15_000 {
+        w.step();
+    }
+    w.cuts.push(super::Cut {
+        a: 1,
+        b: 2,
+        until: 36_000,
+    });
+    while w.now < 16_000 {
         w.step();
     }
     w.isolate(0, 20_000);

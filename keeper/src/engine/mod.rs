@@ -83,7 +83,9 @@ use crate::statefile::{KeeperState, RejoinRecord};
 
 pub use beside::Beside;
 pub use budget::{RESTART_BACKOFF, RESTART_LIMIT, RESTART_WINDOW};
-pub use types::{fresh_standbys, Decision, Observation, PgStatus, FRESH_REPLY_MS};
+pub use types::{
+    fresh_standbys, Decision, Observation, PgStatus, FRESH_REPLY_MS, WAL_RECEIVER_TIMEOUT_MS,
+};
 
 /// A monotonic instant: time since an arbitrary origin.
 pub type Mono = Duration;
@@ -287,6 +289,22 @@ impl Engine {
     fn note_upstream(&mut self, now: Mono, s: &PgStatus) {
         if !s.in_recovery {
             return;
+        }
+        // Silence this keeper did not look at for longer than the WAL
+        // receiver lingers is not silence it saw: a contact in between
+        // (which may have renewed the primary's exemption) left no trace
+        // by now. The silence clock stops for that time, as for an
+        // unreadable status (simulation, seed 441910: a missed contact
+        // made this standby a failover witness too early).
+        let linger = Duration::from_millis(WAL_RECEIVER_TIMEOUT_MS);
+        let unseen = self
+            .last_look
+            .map_or(Duration::ZERO, |t| now.saturating_sub(t))
+            .saturating_sub(linger);
+        if !unseen.is_zero() && !matches!(s.wal_receiver, Some((true, Some(_)))) {
+            let shift = |t: Option<Mono>| t.map(|t| (t + unseen).min(now));
+            self.upstream_contact = shift(self.upstream_contact);
+            self.silence_since = shift(self.silence_since);
         }
         match s.wal_receiver {
             Some((true, Some(silent_ms))) => {

@@ -260,6 +260,27 @@ fn upstream_silence_after_a_fresh_engine_start() {
 }
 
 #[test]
+fn silence_the_keeper_looked_away_from_longer_than_the_receiver_lingers_does_not_count() {
+    let mut e = engine(Secondary);
+    let silent = |e: &Engine, t| {
+        e.request(s(t))
+            .wal_receiver
+            .and_then(|w| w.upstream_silent_ms)
+    };
+    e.observe(s(100.0), running(standby(Some((true, Some(0))))));
+    e.observe(s(101.0), running(standby(Some((false, None)))));
+    assert_eq!(
+        silent(&e, 101.0),
+        Some(1000),
+        "looked every second: all seen"
+    );
+    // The loop stalled 5 s: a contact in its first 3 s would have left no
+    // trace (the receiver lingers 2 s): only the last 2 s count.
+    e.observe(s(106.0), running(standby(Some((false, None)))));
+    assert_eq!(silent(&e, 106.0), Some(3000));
+}
+
+#[test]
 fn primaries_report_no_upstream_silence() {
     let mut e = engine(Primary);
     e.observe(s(1.0), running(primary_streamed_by(&[])));

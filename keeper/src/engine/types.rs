@@ -33,6 +33,13 @@ pub struct PgStatus {
 /// wal_receiver_status_interval (1 s).
 pub const FRESH_REPLY_MS: u64 = 1500;
 
+/// wal_receiver_timeout as the keeper configures it: a WAL receiver whose
+/// upstream went silent (a cut, a freeze) stays in pg_stat_wal_receiver,
+/// 'streaming' with an ever older last message, this long. A contact that
+/// began and ended between two looks of the keeper is therefore seen only
+/// if the next look comes within this time (see `Engine::observe`).
+pub const WAL_RECEIVER_TIMEOUT_MS: u64 = 2000;
+
 /// From every pgpilot walsender in state 'streaming' (its standby's
 /// application_name and how long ago that standby last replied, in ms):
 /// the standbys that count as streaming, and how long ago the least recent

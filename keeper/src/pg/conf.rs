@@ -88,7 +88,10 @@ pub fn render(role: &Role, node_id: i64, password: &str) -> String {
         // "the primary went quiet" from "the primary is idle" within the
         // monitor's replication_lost_timeout (3 s by default).
         ("wal_receiver_status_interval", "'1s'".into()),
-        ("wal_receiver_timeout", "'2s'".into()),
+        (
+            "wal_receiver_timeout",
+            format!("'{}ms'", crate::engine::WAL_RECEIVER_TIMEOUT_MS),
+        ),
         // A standby that froze is let go after 5 s, so synchronous commits
         // do not wait on a dead connection longer than the monitor does.
         ("wal_sender_timeout", "'5s'".into()),
