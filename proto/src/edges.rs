@@ -116,6 +116,10 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (Draining, DemoteTimeout, KeeperAction::StopPostgres),
     (Draining, Demoted, KeeperAction::StopPostgres),
     (DemoteTimeout, Demoted, KeeperAction::StopPostgres),
+    // The operator's `perform failover` from a writer without synchronous
+    // replication (it may come back: it stops).
+    (WaitPrimary, DemoteTimeout, KeeperAction::StopPostgres),
+    (WaitPrimary, Demoted, KeeperAction::StopPostgres),
     (DemoteTimeout, Primary, KeeperAction::RestartAsPrimary),
     // A planned switchover given up (its candidate could not promote)
     // after the old primary stopped cleanly: it takes writes again, with

@@ -1,6 +1,7 @@
 //! The operator's commands as seeded actions: planned switchovers (to the
-//! best standby or a named one), candidate priority, replication quorum
-//! and number_sync_standbys changes, at any moment of the fault window,
+//! best standby or a named one), `perform failover` with and without
+//! `--allow-data-loss`, candidate priority, replication quorum and
+//! number_sync_standbys changes, at any moment of the fault window,
 //! through the monitor's real core like every other event. A command the
 //! monitor refuses changes nothing; the trace says why.
 //!
@@ -40,8 +41,9 @@ impl World {
         }
         let id = ids[self.op_rng.random_range(0..ids.len())];
         let ts = self.timestamp();
+        let mut loss_allowed = false;
         let (what, result) = match self.op_rng.random_range(0..10) {
-            0..=4 => {
+            0..=3 => {
                 let named = self.op_rng.random_bool(0.5).then_some(id);
                 let what = match named {
                     Some(id) => format!("perform switchover --candidate node {id}"),
@@ -53,7 +55,7 @@ impl World {
                         .operate(|core, g| core.switchover(g, named, ts)),
                 )
             }
-            5 | 6 => {
+            4 | 5 => {
                 // Mostly usable priorities; sometimes 0 (never promoted).
                 let p = [0, 10, 50, 100][self.op_rng.random_range(0..4)];
                 debug_assert!(PRIORITY_RANGE.contains(&p));
@@ -63,12 +65,27 @@ impl World {
                         .operate(|core, g| core.set_candidate_priority(g, id, p, ts)),
                 )
             }
-            7 | 8 => {
+            6 | 7 => {
                 let q = self.op_rng.random_bool(0.6);
                 (
                     format!("set node {id} replication-quorum {q}"),
                     self.monitor
                         .operate(|core, g| core.set_replication_quorum(g, id, q, ts)),
+                )
+            }
+            9 => {
+                loss_allowed = self.op_rng.random_bool(0.5);
+                (
+                    format!(
+                        "perform failover{}",
+                        if loss_allowed {
+                            " --allow-data-loss"
+                        } else {
+                            ""
+                        }
+                    ),
+                    self.monitor
+                        .operate(|core, g| core.failover(g, loss_allowed, ts)),
                 )
             }
             _ => {
@@ -86,6 +103,11 @@ impl World {
                 // A switchover is a promotion the operator asked for, not
                 // a needless failover.
                 self.last_generation = self.monitor.stored.generation;
+                if loss_allowed {
+                    // The operator accepted losing what was acknowledged
+                    // so far; nothing acknowledged from now on may be lost.
+                    self.acked.clear();
+                }
                 self.note_assignments(changes);
             }
             Err(e) => self.log(format!("OPERATOR {what} refused: {e}")),

@@ -23,6 +23,7 @@
 //!   the operator's settings (`settings.rs`).
 //! - [`reply`]: what a keeper is told (`reply.rs`).
 
+mod failover;
 mod ops;
 mod register;
 mod reply;

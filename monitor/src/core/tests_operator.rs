@@ -333,3 +333,77 @@ fn a_primary_that_dies_while_applying_a_quorum_loss_waits_for_that_node_in_the_e
     );
     assert_eq!(g.node(3).unwrap().assigned, PreparePromotion);
 }
+
+/// A dead primary: PostgreSQL down, probes failing, silent since t0.
+fn dead(n: NodeView) -> NodeView {
+    n.pg_down().bad().silent_since(Some(t0()))
+}
+
+#[test]
+fn perform_failover_goes_on_without_a_missing_quorum_standby_only_when_that_loses_nothing() {
+    // Node 3, a quorum standby, died with the primary: automatic failover
+    // waits (it may hold commits node 2 lacks).
+    let base = group(vec![
+        dead(node(1, Primary)),
+        node(2, Secondary).silent_since(Some(at(5.0))).upstream(5.0),
+        dead(node(3, Secondary)),
+    ]);
+    let mut g = base.clone();
+    core().tick(&mut g, at(5.0));
+    assert_eq!(
+        g.node(2).unwrap().assigned,
+        Secondary,
+        "automatic failover waits"
+    );
+    let before = g.clone();
+    refused(
+        core().failover(&mut g, false, at(5.0)),
+        "node 3 may hold acknowledged commits",
+    );
+    assert_eq!(g, before);
+    // With ANY 2, every commit is on node 2 too: no loss without node 3.
+    let mut g2 = base.clone();
+    g2.number_sync_standbys = 2;
+    core().failover(&mut g2, false, at(5.0)).unwrap();
+    assert_eq!(g2.node(2).unwrap().assigned, ReportLsn);
+    assert_eq!(g2.node(1).unwrap().assigned, DemoteTimeout);
+    // With the flag, an election without it, and an event on the loss.
+    let actions = core().failover(&mut g, true, at(5.0)).unwrap();
+    assert_eq!(g.node(2).unwrap().assigned, ReportLsn);
+    assert!(actions.iter().any(
+        |a| matches!(a, Action::Note { description, .. } if description.contains("DATA LOSS"))
+    ));
+    assert!(g.generation > before.generation);
+}
+
+#[test]
+fn perform_failover_refuses_a_healthy_primary_and_a_writer_without_synchronous_replication() {
+    let mut g = group(vec![node(1, Primary), node(2, Secondary)]);
+    refused(core().failover(&mut g, true, t0()), "perform switchover");
+    let mut g = group(vec![
+        dead(node(1, WaitPrimary)),
+        node(2, Catchingup).silent_since(Some(at(5.0))),
+    ]);
+    let before = g.clone();
+    refused(core().failover(&mut g, false, at(5.0)), "was wait_primary");
+    assert_eq!(g, before);
+    core().failover(&mut g, true, at(5.0)).unwrap();
+    assert_eq!(g.node(2).unwrap().assigned, ReportLsn);
+    assert_eq!(g.node(1).unwrap().assigned, DemoteTimeout);
+}
+
+#[test]
+fn perform_failover_leaves_a_voter_that_never_reports_out_of_the_election() {
+    let mut g = group(vec![
+        dead(node(1, Primary)).goal(Draining),
+        node(2, ReportLsn).lsn_mb(100),
+        dead(node(3, Secondary)).goal(ReportLsn),
+    ]);
+    g.nodes[1].last_report = Some(at(5.0));
+    core().tick(&mut g, at(5.0));
+    assert_eq!(g.node(2).unwrap().assigned, ReportLsn, "waits for node 3");
+    refused(core().failover(&mut g, false, at(5.0)), "node 3 may hold");
+    core().failover(&mut g, true, at(5.0)).unwrap();
+    assert_eq!(g.node(3).unwrap().assigned, Catchingup);
+    assert_eq!(g.node(2).unwrap().assigned, PreparePromotion);
+}

@@ -93,7 +93,7 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
 /// that gave way, [`election_timeout`], may still report
 /// prepare_promotion: it stopped streaming before it was elected). A voter
 /// whose keeper could not read its status has no final LSN yet.
-fn has_final_lsn(n: &NodeView) -> bool {
+pub fn has_final_lsn(n: &NodeView) -> bool {
     matches!(n.reported, ReportLsn | PreparePromotion) && n.pg_running && !n.status_unknown
 }
 
@@ -259,7 +259,7 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
             p.id,
             witness(c).unwrap_or_default()
         );
-        let Some(mut out) = start_election(g, p, None, &why, now, cfg) else {
+        let Some(mut out) = start_election(g, p, &why, now, cfg) else {
             return vec![];
         };
         out.extend(demote(format!(
@@ -289,70 +289,86 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
 
 /// Standbys that may be streaming from `p`. An old primary (draining,
 /// demoted, ...) or a node still waiting for its copy is not.
-pub(super) fn followers<'a>(
-    g: &'a GroupView,
-    p: &'a NodeView,
-) -> impl Iterator<Item = &'a NodeView> {
+pub fn followers<'a>(g: &'a GroupView, p: &'a NodeView) -> impl Iterator<Item = &'a NodeView> {
     g.nodes
         .iter()
         .filter(move |s| s.id != p.id && matches!(s.assigned, Secondary | Catchingup))
 }
 
 /// An election among the standbys that may hold `p`'s acknowledged
-/// commits (its followers, and `candidate` when one was already on its
-/// way: a planned switchover whose old primary died): every one stops
-/// streaming and reports its final LSN (report_lsn), then the most
-/// advanced is promoted ([`elect`]). `None` while a quorum follower that
-/// is unhealthy, or still on its way into catchingup with its PostgreSQL
-/// running (a rejoining old primary that may stream already: no edge to
-/// report_lsn yet), may hold commits nobody else has: the group waits for
-/// it. One whose keeper just said its PostgreSQL is stopped acknowledges
-/// nothing and waits for a primary to follow: waiting for it would wait
-/// forever (found by the simulation, seed 887). A silent keeper's word is
-/// stale: its PostgreSQL may have started and stream (seed 54563).
+/// commits (its followers): every one stops streaming and reports its
+/// final LSN (report_lsn), then the most advanced is promoted ([`elect`]).
+/// `None` while one of [`election_blockers`] may hold commits nobody else
+/// has: the group waits for it.
 pub(super) fn start_election(
     g: &GroupView,
     p: &NodeView,
-    candidate: Option<&NodeView>,
     why: &str,
     now: Timestamp,
     cfg: &FsmConfig,
 ) -> Option<Vec<Action>> {
-    let voters: Vec<&NodeView> = followers(g, p).chain(candidate).collect();
-    let can_vote = |s: &NodeView| can_report_lsn(s);
+    election_blockers(g, p, now, cfg)
+        .is_empty()
+        .then(|| election(g, p, why, now, cfg))
+}
+
+/// The quorum followers of `p` an election would have to wait for: one
+/// that is unhealthy, or still on its way into catchingup with its
+/// PostgreSQL running (a rejoining old primary that may stream already:
+/// no edge to report_lsn yet), may hold commits nobody else has. One whose
+/// keeper just said its PostgreSQL is stopped acknowledges nothing and
+/// waits for a primary to follow: waiting for it would wait forever
+/// (found by the simulation, seed 887). A silent keeper's word is stale:
+/// its PostgreSQL may have started and stream (seed 54563). The
+/// operator's `perform failover` goes on without them when that provably
+/// loses nothing, or when told to.
+pub fn election_blockers<'a>(
+    g: &'a GroupView,
+    p: &'a NodeView,
+    now: Timestamp,
+    cfg: &FsmConfig,
+) -> Vec<&'a NodeView> {
     let rejoining_stopped = |s: &NodeView| {
         // A stored "stopped" after a monitor restart is stale too
         // (seed 80195).
-        !can_vote(s) && !s.pg_running && s.heard && !keeper_silent(s, now, cfg)
+        !can_report_lsn(s) && !s.pg_running && s.heard && !keeper_silent(s, now, cfg)
     };
-    if voters.iter().any(|s| {
-        quorum_counts(s)
-            && !rejoining_stopped(s)
-            && !lost_election_not_back(s, now, cfg)
-            && (!is_healthy(s, now, cfg) || !can_vote(s))
-    }) {
-        return None;
-    }
+    followers(g, p)
+        .filter(|s| {
+            quorum_counts(s)
+                && !rejoining_stopped(s)
+                && !lost_election_not_back(s, now, cfg)
+                && (!is_healthy(s, now, cfg) || !can_report_lsn(s))
+        })
+        .collect()
+}
+
+/// The election itself: a new generation, and report_lsn for every
+/// follower of `p` that can vote.
+pub fn election(
+    g: &GroupView,
+    p: &NodeView,
+    why: &str,
+    now: Timestamp,
+    cfg: &FsmConfig,
+) -> Vec<Action> {
     let mut out = vec![Action::BumpGeneration {
         reason: why.to_string(),
     }];
-    for s in voters
-        .iter()
-        .filter(|s| is_healthy(s, now, cfg) && can_vote(s))
-    {
+    for s in followers(g, p).filter(|s| is_healthy(s, now, cfg) && can_report_lsn(s)) {
         out.push(assign(
             s,
             ReportLsn,
             format!("node {} assigned report_lsn: {why}", s.id),
         ));
     }
-    Some(out)
+    out
 }
 
 /// Whether the node can be told to report its LSN for an election: it
 /// already does (an earlier election's loser still on its way to the
 /// winner, which is gone now: seed 7475), or its state has an edge there.
-pub(super) fn can_report_lsn(s: &NodeView) -> bool {
+pub fn can_report_lsn(s: &NodeView) -> bool {
     s.reported == ReportLsn || action_for(s.reported, ReportLsn).is_some()
 }
 

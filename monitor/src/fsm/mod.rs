@@ -49,10 +49,11 @@ pub use model::*;
 pub use ssn::synchronous_standby_names;
 
 use failover::*;
+pub use failover::{can_report_lsn, election, election_blockers, followers, has_final_lsn};
 use promotion::*;
 pub use rules::drop_refusal;
 use rules::*;
-pub use rules::{operation_under_way, quorum_counts};
+pub use rules::{operation_under_way, primary, quorum_counts, sync_writer};
 use steady::*;
 pub use waits::current_wait;
 use waits::explain_wait;

@@ -133,7 +133,7 @@ pub(super) fn switchover_step(g: &GroupView, now: Timestamp, cfg: &FsmConfig) ->
         let why = format!("election: {why}");
         // Waits (keeping the switchover's record, so this rule tries
         // again) while a voter cannot vote.
-        return match start_election(g, o, None, &why, now, cfg) {
+        return match start_election(g, o, &why, now, cfg) {
             Some(election) => std::iter::once(done).chain(election).collect(),
             None => vec![],
         };

@@ -41,6 +41,8 @@ pub(super) struct Sim {
     pub(super) local: HashMap<i64, Local>,
     /// Planned switchovers the operator asked for (accepted or not).
     pub(super) switchovers: usize,
+    /// `perform failover` commands the operator gave (accepted or not).
+    pub(super) forced: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +66,8 @@ pub(super) enum Ev {
     Drop(i64, bool),
     /// The operator asks for a planned switchover to this node.
     Switchover(i64),
+    /// The operator's `perform failover`, with `--allow-data-loss` or not.
+    ForcedFailover(bool),
     Register,
     Advance(u64),
 }
@@ -83,6 +87,8 @@ pub(super) struct Limits {
     pub(super) max_drops: usize,
     /// Switchovers the operator asks for over the run.
     pub(super) max_switchovers: usize,
+    /// `perform failover` commands over the run.
+    pub(super) max_forced: usize,
     pub(super) max_configs: usize,
 }
 
@@ -114,6 +120,7 @@ impl Sim {
             group,
             local: HashMap::new(),
             switchovers: 0,
+            forced: 0,
         }
     }
 
@@ -136,6 +143,17 @@ impl Sim {
         // replication_lost_timeout, two cross lease + margin, four the stall
         // timeout: every threshold of the default FsmConfig.
         let mut out = vec![Ev::Advance(3100)];
+        if self.forced < lim.max_forced {
+            // Only where the command does something: a refusal changes
+            // nothing (its unit tests check that).
+            let core = crate::core::Core::new(cfg.clone());
+            for allow in [false, true] {
+                let mut g = self.group.clone();
+                if core.failover(&mut g, allow, self.now).is_ok() {
+                    out.push(Ev::ForcedFailover(allow));
+                }
+            }
+        }
         if self.next_id <= lim.max_ids && self.group.nodes.len() < lim.max_rows {
             out.push(Ev::Register);
         }
@@ -259,6 +277,11 @@ impl Sim {
                 self.switchovers += 1;
                 let core = crate::core::Core::new(super::FsmConfig::default());
                 let _ = core.switchover(&mut self.group, Some(id), now);
+            }
+            Ev::ForcedFailover(allow) => {
+                self.forced += 1;
+                let core = crate::core::Core::new(super::FsmConfig::default());
+                let _ = core.failover(&mut self.group, allow, now);
             }
             Ev::Converge(id) => {
                 let goal = self.group.node(id).unwrap().assigned;
@@ -388,6 +411,7 @@ impl Sim {
         let mut k = vec![
             self.next_id,
             self.switchovers as i64,
+            self.forced as i64,
             self.group.switchover_to.unwrap_or(-1),
         ];
         for n in &self.group.nodes {

@@ -33,7 +33,7 @@ pub(super) fn active(g: &GroupView) -> impl Iterator<Item = &NodeView> {
 
 /// The node whose goal accepts writes (at most one: the reachability test
 /// checks it).
-pub(super) fn primary(g: &GroupView) -> Option<&NodeView> {
+pub fn primary(g: &GroupView) -> Option<&NodeView> {
     active(g).find(|n| n.assigned.accepts_writes())
 }
 
@@ -163,7 +163,7 @@ pub(super) fn settings_pending_drop<'a>(g: &'a GroupView, p: &NodeView) -> Optio
 /// a quorum standby under the new names before it reports). Not one whose
 /// goal is `wait_primary`: it may have turned synchronous replication off
 /// without having reported it.
-pub(super) fn sync_writer(n: &NodeView) -> bool {
+pub fn sync_writer(n: &NodeView) -> bool {
     matches!(n.reported, Primary | ApplySettings) && matches!(n.assigned, Primary | ApplySettings)
 }
 
