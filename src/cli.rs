@@ -259,6 +259,24 @@ pub enum Perform {
         #[arg(long, value_name = "NAME")]
         candidate: Option<String>,
     },
+    /// The override when automatic failover will not act (a quorum standby
+    /// is missing, the primary was not in `primary`, an election waits for
+    /// a voter): promotes only a standby that provably holds every
+    /// acknowledged commit, or refuses naming the node it would need.
+    /// Waits until another node than the old primary is writable.
+    Failover {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        formation: FormationArg,
+        #[command(flatten)]
+        wait: WaitArg,
+        /// Go on even if acknowledged commits may be lost (the most
+        /// advanced reachable standby is promoted; an event records the
+        /// LSN range that may be lost).
+        #[arg(long)]
+        allow_data_loss: bool,
+    },
     /// Make node --name the primary: a switchover to it.
     Promotion {
         #[command(flatten)]

@@ -148,6 +148,24 @@ impl Monitor for MonitorService {
         Ok(Response::new(switchover_response(started)))
     }
 
+    #[instrument(skip_all, fields(formation = %req.get_ref().formation, allow_data_loss = req.get_ref().allow_data_loss, peer = %peer(&req)))]
+    async fn perform_failover(
+        &self,
+        req: Request<pb::PerformFailoverRequest>,
+    ) -> Result<Response<pb::PerformSwitchoverResponse>, Status> {
+        let req = req.into_inner();
+        let formation = required("formation", &req.formation, "--formation NAME")?;
+        let started = self
+            .control
+            .perform_failover(formation, req.allow_data_loss, now())
+            .await
+            .inspect_err(|e| tracing::info!("refused failover: {e:#}"))?;
+        if req.allow_data_loss {
+            tracing::warn!("perform failover --allow-data-loss accepted: acknowledged commits may be lost");
+        }
+        Ok(Response::new(switchover_response(started)))
+    }
+
     #[instrument(skip_all, fields(formation = %req.get_ref().formation, name = %req.get_ref().name, peer = %peer(&req)))]
     async fn perform_promotion(
         &self,

@@ -26,6 +26,12 @@ pub async fn perform(cmd: Perform) -> anyhow::Result<()> {
             wait,
             ..
         } => (target, &formation.formation, *wait, "promotion"),
+        Perform::Failover {
+            target,
+            formation,
+            wait,
+            ..
+        } => (target, &formation.formation, *wait, "failover"),
     };
     let mut client = connect(target).await?;
     let events = subscribe_if_waiting(&mut client, formation, wait).await?;
@@ -43,6 +49,16 @@ pub async fn perform(cmd: Perform) -> anyhow::Result<()> {
                 .perform_promotion(pb::PerformPromotionRequest {
                     formation: formation.clone(),
                     name: name.clone(),
+                })
+                .await
+        }
+        Perform::Failover {
+            allow_data_loss, ..
+        } => {
+            client
+                .perform_failover(pb::PerformFailoverRequest {
+                    formation: formation.clone(),
+                    allow_data_loss: *allow_data_loss,
                 })
                 .await
         }

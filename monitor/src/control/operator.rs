@@ -4,6 +4,7 @@
 //! actions and commit. A refusal of the core rolls the transaction back,
 //! so nothing changes; the core's notes record who asked for what.
 
+use pgpilot_proto::NodeState;
 use crate::error::{MonitorError, Result};
 use crate::fsm::Timestamp;
 use crate::store::NodeRow;
@@ -79,6 +80,41 @@ impl Control {
             }
         }
         let actions = self.core.switchover(&mut tx.view, candidate, now)?;
+        self.finish(tx, &actions).await?;
+        Ok(SwitchoverStarted {
+            group_id,
+            old_primary,
+        })
+    }
+
+    /// `perform failover [--allow-data-loss]` (see [`Core::failover`]).
+    ///
+    /// [`Core::failover`]: crate::core::Core::failover
+    pub async fn perform_failover(
+        &self,
+        formation: &str,
+        allow_data_loss: bool,
+        now: Timestamp,
+    ) -> Result<SwitchoverStarted> {
+        let group_id = self.formation_group(formation).await?;
+        let _guard = self.lock_group(formation, group_id).await;
+        let mut tx = self.begin(formation, group_id, now).await?;
+        // The node being replaced: the writer, a dropped writer, or the
+        // old primary of an election under way.
+        let old_primary = tx
+            .view
+            .nodes
+            .iter()
+            .find(|n| n.assigned.accepts_writes())
+            .or_else(|| {
+                tx.view.nodes.iter().find(|n| {
+                    matches!(n.assigned, NodeState::Draining | NodeState::DemoteTimeout)
+                        || (n.assigned == NodeState::Dropped
+                            && n.dropped_from.is_some_and(|s| s.accepts_writes()))
+                })
+            })
+            .map(|n| (n.id, n.name.clone()));
+        let actions = self.core.failover(&mut tx.view, allow_data_loss, now)?;
         self.finish(tx, &actions).await?;
         Ok(SwitchoverStarted {
             group_id,
