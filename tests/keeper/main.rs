@@ -16,4 +16,5 @@ mod lifecycle;
 mod restarts;
 mod standby_restart;
 mod supervision;
+mod switchover;
 mod unknown_status;
