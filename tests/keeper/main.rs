@@ -17,4 +17,5 @@ mod restarts;
 mod standby_restart;
 mod supervision;
 mod switchover;
+mod switchover_bench;
 mod unknown_status;
