@@ -54,6 +54,9 @@ async fn back_as_secondary_without_copy(monitor: &MonitorProc, old: &KeeperProc)
     wait_state(monitor, &old.name, "secondary", STEP).await;
     let rejoin = &old.state()["last_rejoin"];
     assert_eq!(rejoin["method"], "pg_rewind", "{rejoin}");
+    // It stopped cleanly before the promotion: no WAL past the fork.
+    let detail = rejoin["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("no rewind required"), "{rejoin}");
     assert_eq!(
         rejoin["generation"],
         old.state()["generation_seen"],
