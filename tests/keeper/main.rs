@@ -16,4 +16,6 @@ mod lifecycle;
 mod restarts;
 mod standby_restart;
 mod supervision;
+mod switchover;
+mod switchover_bench;
 mod unknown_status;

@@ -7,6 +7,8 @@
 //! when a test fails, for the post-mortem, and removed when it passes.
 #![allow(dead_code)]
 
+pub mod writer;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -209,7 +209,18 @@ impl LocalPg {
                     .find(|l| l.contains("diverged at"))
                     .map(|l| l.trim().trim_start_matches("pg_rewind: ").to_string())
                     .unwrap_or_else(|| "no rewind was required".into());
+                // A clean stop before the other node's promotion (a
+                // switchover): this node has no WAL past the fork, and
+                // pg_rewind changes nothing.
                 let discarded = match &before {
+                    _ if said.contains("no rewind required") => format!(
+                        "{}no rewind required: nothing was discarded",
+                        if diverged.contains("diverged at") {
+                            format!("{diverged}; ")
+                        } else {
+                            String::new()
+                        }
+                    ),
                     Some(c) => format!(
                         "{diverged}; local WAL past that point on timeline {} was discarded (the old \
                          primary's last checkpoint was at {})",
