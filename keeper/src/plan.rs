@@ -166,7 +166,7 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
             WaitReplayed,
         ],
         KeeperAction::AllowWrites => vec![writable(&goal.ssn), TimelineCheckpoint],
-        KeeperAction::PromoteToSingle => {
+        KeeperAction::PromoteWritable => {
             let mut steps = vec![];
             promote(&mut steps);
             steps.extend([writable(""), TimelineCheckpoint]);

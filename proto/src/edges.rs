@@ -39,9 +39,12 @@ pub enum KeeperAction {
     StopStreaming,
     /// Turn default_transaction_read_only off: the node takes writes.
     AllowWrites,
-    /// Promote a standby straight to a writable single node (its primary was
-    /// dropped by the operator).
-    PromoteToSingle,
+    /// Promote a standby straight to writable, with synchronous
+    /// replication off: its primary was dropped by the operator (single),
+    /// or a planned switchover's old primary stopped cleanly and this
+    /// node has all its WAL, so no other node can take writes and no lease
+    /// needs to run out (wait_primary).
+    PromoteWritable,
     /// Rewind (pg_rewind, falling back to pg_basebackup) an old primary to
     /// follow the new one, then start streaming.
     Rejoin,
@@ -85,7 +88,11 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     ),
     (StopReplication, WaitPrimary, KeeperAction::AllowWrites),
     // A planned switchover: the candidate streams as a secondary until the
-    // old primary stopped cleanly and it has all its WAL, then promotes.
+    // old primary stopped cleanly and it has all its WAL, then promotes
+    // straight to writable (nothing to wait for: the old primary reported
+    // its stop). If the old primary died first, it promotes read-only
+    // behind the lease gate, as in a failover.
+    (Secondary, WaitPrimary, KeeperAction::PromoteWritable),
     (Secondary, StopReplication, KeeperAction::PromoteReadOnly),
     // Failover with several standbys: an election. Every standby stops
     // streaming and reports its final LSN; the most advanced is promoted,
@@ -137,7 +144,7 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (WaitPrimary, Single, KeeperAction::Noop),
     (Primary, Single, KeeperAction::DisableSyncRep),
     (DemoteTimeout, Single, KeeperAction::RestartAsPrimary),
-    (Secondary, Single, KeeperAction::PromoteToSingle),
+    (Secondary, Single, KeeperAction::PromoteWritable),
     // Operator drop: the store assigns dropped from whatever state the
     // node is in.
     (Init, Dropped, KeeperAction::Drop),

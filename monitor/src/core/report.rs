@@ -178,9 +178,12 @@ impl Core {
         }
         if old_running != r.pg_running {
             let what = if r.pg_running {
-                "running again"
+                "running again".to_string()
+            } else if r.reported.wants_running() {
+                "not running (its keeper could not restart it)".to_string()
             } else {
-                "not running (its keeper could not restart it)"
+                // A planned stop (draining, demoted, ...): no failure.
+                format!("stopped, as {} wants", r.reported)
             };
             out.push(Action::Note {
                 node_id: id,

@@ -67,14 +67,11 @@ fn a_switchover_promotes_only_once_the_candidate_has_the_old_primarys_last_wal()
     node_mut(&mut g, 2).lsn = Lsn(120 * MB + 200);
     reports(&mut g, 2, Secondary, at(0.12));
     core().tick(&mut g, at(0.12));
-    assert_eq!(g.node(2).unwrap().assigned, StopReplication);
-    assert_eq!(g.switchover_to, None);
-
-    // Promoted: writable at once, no lease wait (the old primary stopped).
-    reports(&mut g, 2, StopReplication, at(0.3));
-    reports(&mut g, 1, DemoteTimeout, at(0.3));
-    core().tick(&mut g, at(0.3));
+    // Writable at once, no read-only step and no lease wait: the old
+    // primary stopped.
     assert_eq!(g.node(2).unwrap().assigned, WaitPrimary);
+    assert_eq!(g.node(1).unwrap().assigned, Demoted);
+    assert_eq!(g.switchover_to, None);
 }
 
 #[test]

@@ -9,8 +9,10 @@
 //! shutdown checkpoint: every commit it acknowledged lies before it) and
 //! the candidate has received WAL up to there. PostgreSQL's fast shutdown
 //! waits until its walsenders have sent everything to the standbys that
-//! stream, so that is a matter of the candidate's next report. Then the
-//! lease gate opens at once: the old primary reported a stopped state.
+//! stream, so that is a matter of the candidate's next report. Then it
+//! promotes straight to writable (secondary -> wait_primary): the old
+//! primary reported a stopped state, so there is no lease to wait for and
+//! no read-only step (a report and a decision fewer in the write gap).
 //!
 //! Ways out: an old primary that dies before it stopped cleanly makes it
 //! a failover (an election when other standbys may hold its commits); a
@@ -141,13 +143,57 @@ pub(super) fn switchover_step(g: &GroupView, now: Timestamp, cfg: &FsmConfig) ->
     if !is_healthy(c, now, cfg) {
         return vec![]; // given up instead, see `switchover_abort`
     }
-    let detail = match old {
-        None => format!("{why}: promoting it read-only"),
-        Some(_) => format!("{why}, and it was the only quorum standby: promoting it read-only"),
-    };
-    std::iter::once(done)
-        .chain(promote(g, c, &detail))
-        .collect()
+    match old {
+        // The old primary stopped cleanly (it takes no writes and, told to
+        // stay demoted, never will again) and the candidate has all its
+        // WAL: writable at once, no lease to wait for.
+        None => {
+            let mut out = vec![done];
+            out.push(assign(
+                c,
+                WaitPrimary,
+                format!("node {} assigned wait_primary: {why}: promoting it", c.id),
+            ));
+            for o in g
+                .nodes
+                .iter()
+                .filter(|o| o.id != c.id && matches!(o.assigned, Draining | DemoteTimeout))
+            {
+                out.push(assign(
+                    o,
+                    Demoted,
+                    format!(
+                        "node {} assigned demoted: node {} is the new primary",
+                        o.id, c.id
+                    ),
+                ));
+            }
+            for s in g
+                .nodes
+                .iter()
+                .filter(|s| s.id != c.id && s.assigned == Secondary)
+            {
+                out.push(assign(
+                    s,
+                    Catchingup,
+                    format!(
+                        "node {} assigned catchingup: it must follow new primary node {}",
+                        s.id, c.id
+                    ),
+                ));
+            }
+            out
+        }
+        // Died: it may still take writes until its lease is over, so the
+        // candidate promotes read-only, behind the lease gate.
+        Some(_) => {
+            let detail =
+                format!("{why}, and it was the only quorum standby: promoting it read-only");
+            std::iter::once(done)
+                .chain(promote(g, c, &detail))
+                .collect()
+        }
+    }
 }
 
 /// Rule 9, the lease gate: the promoted candidate becomes writable only
