@@ -32,6 +32,15 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
     // the election waits for it (simulation, seed 417095: a copy that
     // finished just after the election began acknowledged a commit the
     // winner lacked).
+    //
+    // Only one that reported since the election began: a node whose last
+    // word is older (a dead machine, whose last report still says its
+    // PostgreSQL runs) joined nothing, and was either a voter from the
+    // start, a blocker the election waited for, or left out by the
+    // operator's `perform failover` (found by a real-process test: the
+    // election pulled the dead standby the operator had left out back in,
+    // and waited for it forever).
+    let began = voters.iter().map(|v| v.goal_changed_at).min();
     let late: Vec<Action> = g
         .nodes
         .iter()
@@ -41,6 +50,8 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
                 && n.pg_running
                 && n.reported != ReportLsn
                 && can_report_lsn(n)
+                && n.heard
+                && began.is_some_and(|t| n.last_report.is_some_and(|r| r > t))
         })
         .map(|n| {
             assign(
@@ -288,11 +299,13 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
 }
 
 /// Standbys that may be streaming from `p`. An old primary (draining,
-/// demoted, ...) or a node still waiting for its copy is not.
+/// demoted, ...) or a node still waiting for its copy is not, nor one in
+/// maintenance (the operator may have stopped it; it left the synchronous
+/// set first); one on its way into maintenance still is.
 pub fn followers<'a>(g: &'a GroupView, p: &'a NodeView) -> impl Iterator<Item = &'a NodeView> {
-    g.nodes
-        .iter()
-        .filter(move |s| s.id != p.id && matches!(s.assigned, Secondary | Catchingup))
+    g.nodes.iter().filter(move |s| {
+        s.id != p.id && matches!(s.assigned, Secondary | Catchingup | WaitMaintenance)
+    })
 }
 
 /// An election among the standbys that may hold `p`'s acknowledged

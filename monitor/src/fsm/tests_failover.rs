@@ -175,12 +175,24 @@ fn failover_rules() {
             "election: a quorum standby whose copy finished after it began votes too, and is waited for",
             vec![
                 node(1, Primary).goal(Draining).bad(),
-                node(2, ReportLsn).lsn_mb(100),
+                node(2, ReportLsn).lsn_mb(100).changed_at(at(-1.0)),
                 node(3, Catchingup),
             ],
             t0(),
             vec![Goal(3, ReportLsn)],
             "joined during the election",
+        ),
+        case(
+            "election: a standby whose last word is older than the election joined nothing \
+             (a dead machine the operator left out)",
+            vec![
+                node(1, Primary).goal(Draining).bad(),
+                node(2, ReportLsn).lsn_mb(100).changed_at(at(-1.0)),
+                node(3, Catchingup).bad().silent_since(Some(at(-2.0))),
+            ],
+            t0(),
+            vec![Goal(2, PreparePromotion)],
+            "elected with LSN",
         ),
         case(
             "election: a voter whose status is unknown has no final LSN yet",
