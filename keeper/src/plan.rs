@@ -213,7 +213,7 @@ pub fn steady_role(state: NodeState, goal: &Goal) -> Option<Role> {
             ssn: String::new(),
             read_only: true,
         }),
-        Catchingup | Secondary | PreparePromotion => goal
+        Catchingup | Secondary | PreparePromotion | WaitMaintenance => goal
             .primary
             .clone()
             .map(|u| Role::Standby { upstream: Some(u) }),

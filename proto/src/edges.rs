@@ -79,6 +79,17 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     // keeper rewinds it like any stuck catching-up standby.
     (Catchingup, WaitStandby, KeeperAction::StopPostgres),
     (Secondary, Catchingup, KeeperAction::Noop),
+    // Maintenance of a standby: it leaves the synchronous set (it keeps
+    // streaming meanwhile, and votes if an election comes), then its
+    // keeper leaves PostgreSQL alone; at the end it starts (or copies, if
+    // the operator emptied PGDATA) and follows the primary.
+    (Secondary, WaitMaintenance, KeeperAction::Noop),
+    (Catchingup, WaitMaintenance, KeeperAction::Noop),
+    (WaitMaintenance, Maintenance, KeeperAction::Noop),
+    (Secondary, Maintenance, KeeperAction::Noop),
+    (Catchingup, Maintenance, KeeperAction::Noop),
+    (WaitMaintenance, ReportLsn, KeeperAction::StopStreaming),
+    (Maintenance, Catchingup, KeeperAction::InitStandby),
     // Failover, candidate side.
     (Secondary, PreparePromotion, KeeperAction::Noop),
     (
@@ -161,6 +172,8 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (StopReplication, Dropped, KeeperAction::Drop),
     (PreparePromotion, Dropped, KeeperAction::Drop),
     (ReportLsn, Dropped, KeeperAction::Drop),
+    (WaitMaintenance, Dropped, KeeperAction::Drop),
+    (Maintenance, Dropped, KeeperAction::Drop),
 ];
 
 /// The keeper action for an edge, or `None` when the monitor never assigns it.

@@ -24,6 +24,7 @@
 //! - [`reply`]: what a keeper is told (`reply.rs`).
 
 mod failover;
+mod maintenance;
 mod ops;
 mod register;
 mod reply;

@@ -331,9 +331,10 @@ fn a_primary_that_dies_while_applying_a_quorum_loss_waits_for_that_node_in_the_e
     assert_eq!(g.node(3).unwrap().assigned, PreparePromotion);
 }
 
-/// A dead primary: PostgreSQL down, probes failing, silent since t0.
+/// A dead machine: probes failing, its keeper silent since t0, and its
+/// last report still saying PostgreSQL runs (it never said otherwise).
 fn dead(n: NodeView) -> NodeView {
-    n.pg_down().bad().silent_since(Some(t0()))
+    n.bad().silent_since(Some(t0()))
 }
 
 #[test]
@@ -367,10 +368,17 @@ fn perform_failover_goes_on_without_a_missing_quorum_standby_only_when_that_lose
     // With the flag, an election without it, and an event on the loss.
     let actions = core().failover(&mut g, true, at(5.0)).unwrap();
     assert_eq!(g.node(2).unwrap().assigned, ReportLsn);
+    assert_ne!(g.node(3).unwrap().assigned, ReportLsn, "left out");
     assert!(actions.iter().any(
         |a| matches!(a, Action::Note { description, .. } if description.contains("DATA LOSS"))
     ));
     assert!(g.generation > before.generation);
+    // Node 2 reports its final LSN and wins; the dead node 3 is not
+    // pulled back into the election.
+    reports(&mut g, 2, ReportLsn, at(5.2));
+    core().tick(&mut g, at(5.2));
+    assert_ne!(g.node(3).unwrap().assigned, ReportLsn);
+    assert_eq!(g.node(2).unwrap().assigned, PreparePromotion);
 }
 
 #[test]
@@ -403,4 +411,61 @@ fn perform_failover_leaves_a_voter_that_never_reports_out_of_the_election() {
     core().failover(&mut g, true, at(5.0)).unwrap();
     assert_eq!(g.node(3).unwrap().assigned, Catchingup);
     assert_eq!(g.node(2).unwrap().assigned, PreparePromotion);
+}
+
+#[test]
+fn a_quorum_standby_leaves_the_synchronous_set_before_its_maintenance() {
+    let mut g = group(vec![
+        node(1, Primary),
+        node(2, Secondary),
+        node(3, Secondary),
+    ]);
+    refused(
+        core().enable_maintenance(&mut g, 1, t0()),
+        "move the primary first",
+    );
+    core().enable_maintenance(&mut g, 3, t0()).unwrap();
+    assert_eq!(g.node(3).unwrap().assigned, WaitMaintenance);
+    assert_eq!(g.node(1).unwrap().assigned, ApplySettings);
+    assert!(!crate::fsm::synchronous_standby_names(&g).contains("node_3"));
+    assert!(quorum_counts(g.node(3).unwrap()), "counts until confirmed");
+    reports(&mut g, 3, WaitMaintenance, at(0.05));
+    reports(&mut g, 1, ApplySettings, at(0.1));
+    core().tick(&mut g, at(0.1));
+    assert_eq!(
+        g.node(3).unwrap().assigned,
+        WaitMaintenance,
+        "not confirmed yet"
+    );
+    reports(&mut g, 1, Primary, at(0.2));
+    core().tick(&mut g, at(0.2));
+    assert_eq!(g.node(3).unwrap().assigned, Maintenance);
+    // Its PostgreSQL stopped by the operator: not a voter, no failover
+    // blocker, no restart.
+    reports(&mut g, 3, Maintenance, at(0.3));
+    node_mut(&mut g, 3).pg_running = false;
+    assert!(!quorum_counts(g.node(3).unwrap()));
+    core().tick(&mut g, at(0.3));
+    assert_eq!(g.node(1).unwrap().assigned, Primary);
+    // Back: it follows the primary, which takes it into its names again.
+    core().disable_maintenance(&mut g, 3, at(1.0)).unwrap();
+    assert_eq!(g.node(3).unwrap().assigned, Catchingup);
+    assert_eq!(g.node(1).unwrap().assigned, ApplySettings);
+    assert!(crate::fsm::synchronous_standby_names(&g).contains("node_3"));
+}
+
+#[test]
+fn a_standby_without_quorum_goes_into_maintenance_at_once() {
+    let mut g = group(vec![
+        node(1, Primary),
+        node(2, Secondary),
+        node(3, Secondary).quorum(false),
+    ]);
+    core().enable_maintenance(&mut g, 3, t0()).unwrap();
+    assert_eq!(g.node(3).unwrap().assigned, Maintenance);
+    assert_eq!(g.node(1).unwrap().assigned, Primary);
+    refused(
+        core().disable_maintenance(&mut g, 3, t0()),
+        "on its way into maintenance",
+    );
 }

@@ -26,6 +26,7 @@
 
 mod failover;
 mod health;
+mod maintenance;
 mod model;
 mod promotion;
 mod rules;
@@ -50,6 +51,7 @@ pub use ssn::synchronous_standby_names;
 
 use failover::*;
 pub use failover::{can_report_lsn, election, election_blockers, followers, has_final_lsn};
+use maintenance::*;
 use promotion::*;
 pub use rules::drop_refusal;
 use rules::*;
@@ -102,6 +104,7 @@ pub const RULES: &[Rule] = &[
     rule("enable_sync", enable_sync),
     rule("rejoin", rejoin),
     rule("confirm_quorum_drop", confirm_quorum_drop),
+    rule("enter_maintenance", enter_maintenance),
     // Last: only a group that no rule moves on is waiting.
     rule("explain_wait", explain_wait),
 ];

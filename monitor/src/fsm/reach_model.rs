@@ -43,6 +43,8 @@ pub(super) struct Sim {
     pub(super) switchovers: usize,
     /// `perform failover` commands the operator gave (accepted or not).
     pub(super) forced: usize,
+    /// Maintenance enables the operator gave (accepted only).
+    pub(super) maintenance: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -68,11 +70,14 @@ pub(super) enum Ev {
     Switchover(i64),
     /// The operator's `perform failover`, with `--allow-data-loss` or not.
     ForcedFailover(bool),
+    /// The operator enables (true) or disables maintenance of a node.
+    Maintenance(i64, bool),
     Register,
     Advance(u64),
 }
 
 /// Limits of one exploration.
+#[derive(Clone, Copy)]
 pub(super) struct Limits {
     /// Node ids registered over the whole run.
     pub(super) max_ids: i64,
@@ -89,6 +94,8 @@ pub(super) struct Limits {
     pub(super) max_switchovers: usize,
     /// `perform failover` commands over the run.
     pub(super) max_forced: usize,
+    /// Maintenance enables over the run (ending one is always offered).
+    pub(super) max_maintenance: usize,
     pub(super) max_configs: usize,
 }
 
@@ -121,6 +128,7 @@ impl Sim {
             local: HashMap::new(),
             switchovers: 0,
             forced: 0,
+            maintenance: 0,
         }
     }
 
@@ -143,6 +151,24 @@ impl Sim {
         // replication_lost_timeout, two cross lease + margin, four the stall
         // timeout: every threshold of the default FsmConfig.
         let mut out = vec![Ev::Advance(3100)];
+        {
+            // Enables are limited; ending a maintenance always may happen.
+            let core = crate::core::Core::new(cfg.clone());
+            let enable = self.maintenance < lim.max_maintenance;
+            for n in &self.group.nodes {
+                for on in [true, false].into_iter().filter(|on| enable || !on) {
+                    let mut g = self.group.clone();
+                    let r = if on {
+                        core.enable_maintenance(&mut g, n.id, self.now)
+                    } else {
+                        core.disable_maintenance(&mut g, n.id, self.now)
+                    };
+                    if r.is_ok_and(|a| !a.is_empty()) {
+                        out.push(Ev::Maintenance(n.id, on));
+                    }
+                }
+            }
+        }
         if self.forced < lim.max_forced {
             // Only where the command does something: a refusal changes
             // nothing (its unit tests check that).
@@ -278,6 +304,15 @@ impl Sim {
                 let core = crate::core::Core::new(super::FsmConfig::default());
                 let _ = core.switchover(&mut self.group, Some(id), now);
             }
+            Ev::Maintenance(id, on) => {
+                self.maintenance += usize::from(on);
+                let core = crate::core::Core::new(super::FsmConfig::default());
+                let _ = if on {
+                    core.enable_maintenance(&mut self.group, id, now)
+                } else {
+                    core.disable_maintenance(&mut self.group, id, now)
+                };
+            }
             Ev::ForcedFailover(allow) => {
                 self.forced += 1;
                 let core = crate::core::Core::new(super::FsmConfig::default());
@@ -412,6 +447,7 @@ impl Sim {
             self.next_id,
             self.switchovers as i64,
             self.forced as i64,
+            self.maintenance as i64,
             self.group.switchover_to.unwrap_or(-1),
         ];
         for n in &self.group.nodes {

@@ -98,7 +98,7 @@ pub(super) fn healthy_sync_secondary(
 /// without it yet ([`confirm_quorum_drop`]). Every failover rule asks
 /// this, not `replication_quorum` (which says what the names will be).
 pub fn quorum_counts(n: &NodeView) -> bool {
-    n.replication_quorum || n.quorum_dropped_at.is_some()
+    (n.replication_quorum && n.assigned != Maintenance) || n.quorum_dropped_at.is_some()
 }
 
 /// A primary confirmed synchronous_standby_names that no longer name a

@@ -6,7 +6,8 @@ use super::GroupView;
 
 /// The value the group's primary must apply:
 /// `ANY k (pgpilot_node_a, pgpilot_node_b, ...)` over the other nodes with
-/// replication quorum (whatever their state, except those being dropped),
+/// replication quorum (whatever their state, except those being dropped or
+/// going into or in maintenance),
 /// ordered by candidate priority descending then id, with
 /// k = max(1, number_sync_standbys). Empty when there is no primary, when
 /// the primary's goal is single or wait_primary (replication off by
@@ -25,7 +26,14 @@ pub fn synchronous_standby_names(group: &GroupView) -> String {
     let mut standbys: Vec<_> = group
         .nodes
         .iter()
-        .filter(|n| n.id != primary.id && n.replication_quorum && n.assigned != NodeState::Dropped)
+        .filter(|n| {
+            n.id != primary.id
+                && n.replication_quorum
+                && !matches!(
+                    n.assigned,
+                    NodeState::Dropped | NodeState::WaitMaintenance | NodeState::Maintenance
+                )
+        })
         .collect();
     if standbys.is_empty() {
         return String::new();

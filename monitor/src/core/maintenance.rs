@@ -1,0 +1,152 @@
+//! The operator's `enable maintenance` / `disable maintenance` of a
+//! standby. It leaves the synchronous set first (the primary applies
+//! synchronous_standby_names without it, with the wait every change to
+//! them gets), then its keeper neither restarts nor reconfigures its
+//! PostgreSQL, and the monitor counts it out of failovers: the operator
+//! may stop, restart or upgrade it freely. Disable brings it back as
+//! `catchingup`, then `secondary`.
+
+use pgpilot_proto::NodeState::*;
+
+use super::{unknown_node, Core};
+use crate::error::{MonitorError, Result};
+use crate::fsm::{self, is_in, Action, GroupView, Timestamp};
+
+impl Core {
+    pub fn enable_maintenance(
+        &self,
+        g: &mut GroupView,
+        node_id: i64,
+        now: Timestamp,
+    ) -> Result<Vec<Action>> {
+        let n = g
+            .node(node_id)
+            .ok_or_else(|| unknown_node(node_id))?
+            .clone();
+        if matches!(n.assigned, Maintenance | WaitMaintenance) {
+            return Ok(Vec::new());
+        }
+        let refuse = |why: String| Err(MonitorError::FailedPrecondition(why));
+        if n.assigned.accepts_writes() {
+            return refuse(format!(
+                "node {node_id} is the primary: move the primary first (`pgpilot perform \
+                 switchover`), then enable maintenance on node {node_id}"
+            ));
+        }
+        if let Some(busy) = fsm::operation_under_way(g) {
+            return refuse(format!(
+                "{busy}; retry once it is done (`pgpilot show state`)"
+            ));
+        }
+        if !is_in(&n, Secondary) && !is_in(&n, Catchingup) {
+            return refuse(format!(
+                "node {node_id} is {}: only a standby (secondary or catchingup) goes into maintenance",
+                n.reported
+            ));
+        }
+        let sync_primary = g.nodes.iter().find(|p| is_in(p, Primary)).map(|p| p.id);
+        let mut out = vec![Action::Note {
+            node_id,
+            description: format!("enable maintenance of node {node_id} asked by the operator"),
+        }];
+        let goal = match sync_primary {
+            // It may hold commits only it acknowledged until the primary
+            // confirmed names without it: it counts for failover until then.
+            Some(p) if n.replication_quorum => {
+                if let Some(m) = g.nodes.iter_mut().find(|m| m.id == node_id) {
+                    m.quorum_dropped_at = Some(now);
+                }
+                out.push(Action::SaveNode { node_id });
+                out.push(Action::AssignGoal {
+                    node_id,
+                    goal: WaitMaintenance,
+                    reason: format!(
+                        "node {node_id} assigned wait_maintenance: it leaves the synchronous set \
+                         before its maintenance"
+                    ),
+                });
+                out.push(Action::AssignGoal {
+                    node_id: p,
+                    goal: ApplySettings,
+                    reason: format!(
+                        "node {p} assigned apply_settings: node {node_id} goes into maintenance"
+                    ),
+                });
+                return self.done(g, out, now);
+            }
+            _ => Maintenance,
+        };
+        out.push(Action::AssignGoal {
+            node_id,
+            goal,
+            reason: format!(
+                "node {node_id} assigned maintenance: no commit waits for it; its keeper leaves \
+                 PostgreSQL alone until `pgpilot disable maintenance`"
+            ),
+        });
+        self.done(g, out, now)
+    }
+
+    pub fn disable_maintenance(
+        &self,
+        g: &mut GroupView,
+        node_id: i64,
+        now: Timestamp,
+    ) -> Result<Vec<Action>> {
+        let n = g
+            .node(node_id)
+            .ok_or_else(|| unknown_node(node_id))?
+            .clone();
+        let refuse = |why: String| Err(MonitorError::FailedPrecondition(why));
+        match n.assigned {
+            Maintenance if n.reported == Maintenance => {}
+            Maintenance | WaitMaintenance => {
+                return refuse(format!(
+                    "node {node_id} is on its way into maintenance ({} -> {}): retry once it is \
+                     there (`pgpilot show state`)",
+                    n.reported, n.assigned
+                ))
+            }
+            _ => return Ok(Vec::new()),
+        }
+        let Some(p) = g.nodes.iter().find(|p| p.assigned.accepts_writes()) else {
+            return refuse(format!(
+                "the group has no primary for node {node_id} to follow; it stays in maintenance"
+            ));
+        };
+        let p = (p.id, is_in(p, Primary));
+        let mut out = vec![
+            Action::Note {
+                node_id,
+                description: format!("disable maintenance of node {node_id} asked by the operator"),
+            },
+            Action::AssignGoal {
+                node_id,
+                goal: Catchingup,
+                reason: format!(
+                    "node {node_id} assigned catchingup: its maintenance is over, it follows \
+                     primary node {}",
+                    p.0
+                ),
+            },
+        ];
+        if p.1 && n.replication_quorum {
+            out.push(Action::AssignGoal {
+                node_id: p.0,
+                goal: ApplySettings,
+                reason: format!(
+                    "node {} assigned apply_settings: quorum standby node {node_id} is back",
+                    p.0
+                ),
+            });
+        }
+        self.done(g, out, now)
+    }
+
+    /// Applies the operation's own actions, then the rules.
+    fn done(&self, g: &mut GroupView, mut out: Vec<Action>, now: Timestamp) -> Result<Vec<Action>> {
+        fsm::apply(g, &out, now);
+        self.settle(g, now, &mut out);
+        Ok(out)
+    }
+}

@@ -1,0 +1,34 @@
+//! Maintenance of a standby: it leaves the synchronous set first, then its
+//! keeper leaves its PostgreSQL alone (no restart, no reconfiguration)
+//! until the operator ends the maintenance
+//! ([`crate::core::Core::enable_maintenance`]).
+
+use pgpilot_proto::NodeState::*;
+
+use super::health::is_in;
+use super::rules::{assign, sync_writer};
+use super::{Action, FsmConfig, GroupView, Timestamp};
+
+/// A standby on its way into maintenance goes there once no commit can
+/// need it: a primary confirmed synchronous_standby_names without it
+/// (`confirm_quorum_drop` cleared its `quorum_dropped_at`), or no writer
+/// has synchronous replication on (no failover happens from one, and it
+/// confirms the names when it turns replication on again).
+pub(super) fn enter_maintenance(g: &GroupView, _: Timestamp, _: &FsmConfig) -> Vec<Action> {
+    let sync_on = g.nodes.iter().any(sync_writer);
+    g.nodes
+        .iter()
+        .filter(|n| is_in(n, WaitMaintenance) && (n.quorum_dropped_at.is_none() || !sync_on))
+        .map(|n| {
+            assign(
+                n,
+                Maintenance,
+                format!(
+                    "node {} assigned maintenance: it left the synchronous set; its keeper leaves \
+                     PostgreSQL alone until `pgpilot disable maintenance`",
+                    n.id
+                ),
+            )
+        })
+        .collect()
+}
