@@ -11,6 +11,7 @@ mod demo;
 mod drop;
 mod election;
 mod fencing;
+mod forced_failover;
 mod lease_bound;
 mod lifecycle;
 mod restarts;
