@@ -1,7 +1,8 @@
 //! The operator's commands as seeded actions: planned switchovers (to the
 //! best standby or a named one), `perform failover` with and without
-//! `--allow-data-loss`, candidate priority, replication quorum and
-//! number_sync_standbys changes, at any moment of the fault window,
+//! `--allow-data-loss`, maintenance of a node (whose PostgreSQL the
+//! operator may stop meanwhile; every maintenance ends after the heal),
+//! candidate priority, replication quorum and number_sync_standbys changes, at any moment of the fault window,
 //! through the monitor's real core like every other event. A command the
 //! monitor refuses changes nothing; the trace says why.
 //!
@@ -20,6 +21,9 @@ const OPERATOR_RATE: f64 = 0.0025;
 
 impl World {
     pub(super) fn operator(&mut self) {
+        if self.params.operator && self.now >= self.params.heal_at_ms {
+            self.end_maintenances();
+        }
         if !self.params.operator
             || self.now < self.params.faults_from_ms
             || self.now >= self.params.heal_at_ms
@@ -42,7 +46,34 @@ impl World {
         let id = ids[self.op_rng.random_range(0..ids.len())];
         let ts = self.timestamp();
         let mut loss_allowed = false;
-        let (what, result) = match self.op_rng.random_range(0..10) {
+        let (what, result) = match self.op_rng.random_range(0..12) {
+            10 => (
+                format!("enable maintenance node {id}"),
+                self.monitor
+                    .operate(|core, g| core.enable_maintenance(g, id, ts)),
+            ),
+            11 => {
+                // In maintenance, the operator stops its PostgreSQL (the
+                // keeper must not start it again) before ending it.
+                let i = (id - 1) as usize;
+                let in_maintenance = self
+                    .monitor
+                    .stored
+                    .node(id)
+                    .is_some_and(|n| n.reported == NodeState::Maintenance);
+                if in_maintenance && self.nodes[i].pg.running && self.op_rng.random_bool(0.5) {
+                    self.nodes[i].pg.shut_down();
+                    self.log(format!(
+                        "OPERATOR stops postgres of node {id} (maintenance)"
+                    ));
+                    return;
+                }
+                (
+                    format!("disable maintenance node {id}"),
+                    self.monitor
+                        .operate(|core, g| core.disable_maintenance(g, id, ts)),
+                )
+            }
             0..=3 => {
                 let named = self.op_rng.random_bool(0.5).then_some(id);
                 let what = match named {
@@ -111,6 +142,38 @@ impl World {
                 self.note_assignments(changes);
             }
             Err(e) => self.log(format!("OPERATOR {what} refused: {e}")),
+        }
+    }
+}
+
+impl World {
+    /// After the heal the operator ends every maintenance (until the
+    /// monitor accepts), so that the group can converge.
+    fn end_maintenances(&mut self) {
+        if self.monitor_down_until.is_some() {
+            return;
+        }
+        let ids: Vec<i64> = self
+            .monitor
+            .stored
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.assigned == NodeState::Maintenance && n.reported == NodeState::Maintenance
+            })
+            .map(|n| n.id)
+            .collect();
+        let ts = self.timestamp();
+        for id in ids {
+            if let Ok(changes) = self
+                .monitor
+                .operate(|core, g| core.disable_maintenance(g, id, ts))
+            {
+                self.log(format!(
+                    "OPERATOR disable maintenance node {id} (after the heal)"
+                ));
+                self.note_assignments(changes);
+            }
         }
     }
 }

@@ -81,17 +81,17 @@ impl World {
             Step::EnsureReplicationRole => {}
             Step::WaitSyncStandby => {
                 let me = &self.nodes[i];
-                let names = me
-                    .pg
-                    .ssn()
-                    .and_then(parse_ssn)
-                    .map(|(_, ids)| ids)
-                    .unwrap_or_default();
+                let (k, names) = me.pg.ssn().and_then(parse_ssn).unwrap_or((1, Vec::new()));
                 let len = me.pg.lsn();
-                let caught_up = names.iter().any(|j| {
-                    let s = &self.nodes[*j - 1].pg;
-                    s.streaming_from == Some(i) && s.lsn() >= len
-                });
+                // As many as a commit needs (ANY k), as the agent waits.
+                let caught_up = names
+                    .iter()
+                    .filter(|j| {
+                        let s = &self.nodes[**j - 1].pg;
+                        s.streaming_from == Some(i) && s.lsn() >= len
+                    })
+                    .count()
+                    >= k.max(1);
                 if !caught_up && !self.skip_sync_wait {
                     return Err("no synchronous standby has everything yet".into());
                 }

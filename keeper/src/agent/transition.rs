@@ -215,8 +215,9 @@ async fn step_io(
         }
         Step::WaitSyncStandby => {
             let mut c = pg.connect().await?;
-            let lsn = sql::wait_sync_standby(&mut c, SYNC_TIMEOUT).await?;
-            tracing::info!("a synchronous standby has flushed everything up to {lsn}");
+            let k = sql::sync_quorum(&mut c).await?;
+            let lsn = sql::wait_sync_standby(&mut c, k, SYNC_TIMEOUT).await?;
+            tracing::info!("{k} synchronous standby(s) have flushed everything up to {lsn}");
             Done::Nothing
         }
         Step::WaitReplayed => {

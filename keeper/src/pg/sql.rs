@@ -291,9 +291,36 @@ pub async fn wait_replayed(c: &mut PgConnection, timeout: Duration) -> anyhow::R
     }
 }
 
-/// Waits until a synchronous standby (sync_state quorum or sync) has
-/// flushed everything flushed here now.
-pub async fn wait_sync_standby(c: &mut PgConnection, timeout: Duration) -> anyhow::Result<Lsn> {
+/// How many synchronous standbys a commit waits for under the
+/// synchronous_standby_names in force: k of `ANY k (...)`, else 1.
+pub async fn sync_quorum(c: &mut PgConnection) -> anyhow::Result<i64> {
+    let ssn: String = sqlx::query_scalar("SHOW synchronous_standby_names")
+        .fetch_one(&mut *c)
+        .await
+        .context("read synchronous_standby_names")?;
+    Ok(parse_sync_quorum(&ssn))
+}
+
+/// k of `ANY k (...)` (the only form pgpilot writes); 1 otherwise.
+pub fn parse_sync_quorum(ssn: &str) -> i64 {
+    ssn.trim()
+        .strip_prefix("ANY ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|k| k.parse::<i64>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Waits until `k` synchronous standbys (sync_state quorum or sync) have
+/// flushed everything flushed here now: as many as a commit needs, so
+/// that commits acknowledged before synchronous replication was on (or
+/// under a smaller k) are on as many standbys as every later one. The
+/// operator's `perform failover` counts on that.
+pub async fn wait_sync_standby(
+    c: &mut PgConnection,
+    k: i64,
+    timeout: Duration,
+) -> anyhow::Result<Lsn> {
     let target: String = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
         .fetch_one(&mut *c)
         .await
@@ -301,10 +328,11 @@ pub async fn wait_sync_standby(c: &mut PgConnection, timeout: Duration) -> anyho
     let deadline = Instant::now() + timeout;
     loop {
         let caught_up: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_replication \
-             WHERE sync_state IN ('quorum', 'sync') AND flush_lsn >= $1::pg_lsn)",
+            "SELECT count(*) >= $2 FROM pg_stat_replication \
+             WHERE sync_state IN ('quorum', 'sync') AND flush_lsn >= $1::pg_lsn",
         )
         .bind(&target)
+        .bind(k)
         .fetch_one(&mut *c)
         .await
         .context("read pg_stat_replication")?;
@@ -313,8 +341,8 @@ pub async fn wait_sync_standby(c: &mut PgConnection, timeout: Duration) -> anyho
         }
         if Instant::now() > deadline {
             bail!(
-                "no synchronous standby confirmed {target} within {} s; the node stays in its \
-                 current state and tries again",
+                "fewer than {k} synchronous standby(s) confirmed {target} within {} s; the node \
+                 stays in its current state and tries again",
                 timeout.as_secs()
             );
         }
@@ -388,4 +416,20 @@ pub async fn promote(c: &mut PgConnection) -> anyhow::Result<()> {
         tokio::time::sleep(WAIT_POLL).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_sync_quorum;
+
+    #[test]
+    fn the_sync_quorum_is_k_of_any_k() {
+        assert_eq!(
+            parse_sync_quorum("ANY 2 (pgpilot_node_2, pgpilot_node_3)"),
+            2
+        );
+        assert_eq!(parse_sync_quorum("ANY 1 (pgpilot_node_2)"), 1);
+        assert_eq!(parse_sync_quorum(""), 1);
+        assert_eq!(parse_sync_quorum("ANY 0 (x)"), 1);
+    }
 }

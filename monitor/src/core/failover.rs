@@ -57,12 +57,12 @@ fn leave_out_of_election(
     cfg: &fsm::FsmConfig,
 ) -> Result<Vec<Action>> {
     let voters: Vec<&NodeView> = g.nodes.iter().filter(|n| n.assigned == ReportLsn).collect();
-    let missing: Vec<&NodeView> = voters
+    let leave_out: Vec<&NodeView> = voters
         .iter()
         .copied()
         .filter(|v| quorum_counts(v) && !(has_final_lsn(v) && is_healthy(v, now, cfg)))
         .collect();
-    if missing.is_empty() {
+    if leave_out.is_empty() {
         let wait = fsm::current_wait(g, now, cfg).map_or("nothing".to_string(), |(_, why)| why);
         return refuse(format!(
             "the election waits for no voter it could go on without (it waits for: {wait})"
@@ -71,8 +71,15 @@ fn leave_out_of_election(
     let present: Vec<&NodeView> = voters
         .iter()
         .copied()
-        .filter(|v| !missing.iter().any(|m| m.id == v.id) && has_final_lsn(v))
+        .filter(|v| !leave_out.iter().any(|m| m.id == v.id) && has_final_lsn(v))
         .collect();
+    let old = g
+        .nodes
+        .iter()
+        .find(|n| matches!(n.assigned, Draining | DemoteTimeout) || n.assigned == Dropped);
+    // Every quorum standby that will not vote, not only the voters left
+    // out now (some were left out earlier, or were never voters).
+    let missing = missing_quorum(g, old.map(|o| o.id), &present);
     if !present.iter().any(|v| v.candidate_priority > 0) {
         return refuse(
             "no voter that reported its final LSN has a candidate priority above 0: raise one \
@@ -80,16 +87,18 @@ fn leave_out_of_election(
                 .into(),
         );
     }
-    let k = g.number_sync_standbys.max(1) as usize;
+    // The old primary is no longer in `primary`: its number_sync_standbys
+    // is not known to be confirmed (see `confirmed_k`), so 1.
+    let k = confirmed_k(g, None);
     let names = names(&missing);
     let mut out = vec![note(
-        missing[0].id,
+        leave_out[0].id,
         format!(
             "perform failover{} asked by the operator: the election goes on without {names}",
             flag(allow_data_loss)
         ),
     )];
-    if missing.len() >= k {
+    if !missing.is_empty() && missing.len() >= k {
         let best = present.iter().map(|v| v.lsn).max().unwrap_or_default();
         let theirs = missing.iter().map(|m| m.lsn).max().unwrap_or_default();
         if !allow_data_loss {
@@ -101,9 +110,9 @@ fn leave_out_of_election(
                 if missing.len() == 1 { "it" } else { "one of them" }
             ));
         }
-        out.push(note(missing[0].id, loss(best, theirs, &names)));
+        out.push(note(leave_out[0].id, loss(best, theirs, &names)));
     }
-    for m in &missing {
+    for m in &leave_out {
         out.push(Action::AssignGoal {
             node_id: m.id,
             goal: Catchingup,
@@ -187,9 +196,13 @@ fn start_forced_election(
             p.id
         ));
     }
-    let blockers = fsm::election_blockers(g, p, now, cfg);
+    let present: Vec<&NodeView> = voters.clone();
+    // Every quorum standby that will not vote: the election's blockers,
+    // and those it would not even wait for (a dropped quorum standby the
+    // primary had not yet confirmed names without, ...).
+    let blockers = missing_quorum(g, Some(p.id), &present);
     let sync_on = fsm::sync_writer(p) || (dropped && p.dropped_from == Some(Primary));
-    let k = g.number_sync_standbys.max(1) as usize;
+    let k = confirmed_k(g, Some(p));
     let safe = sync_on && blockers.len() < k;
     let names = names(&blockers);
     if !safe && !allow_data_loss {
@@ -263,6 +276,40 @@ fn start_forced_election(
         });
     }
     Ok(out)
+}
+
+/// The quorum standbys that may hold acknowledged commits of the old
+/// primary `p` and are not among the voters `present`: whatever their
+/// state (left out of an earlier election, dropped before the primary
+/// confirmed names without them, unhealthy), except those that never held
+/// its data (still waiting for their copy) and earlier old primaries.
+fn missing_quorum<'a>(
+    g: &'a GroupView,
+    p: Option<i64>,
+    present: &[&NodeView],
+) -> Vec<&'a NodeView> {
+    g.nodes
+        .iter()
+        .filter(|n| {
+            Some(n.id) != p
+                && !present.iter().any(|v| v.id == n.id)
+                && quorum_counts(n)
+                && !matches!(n.reported, Init | WaitStandby)
+                && !matches!(n.assigned, Draining | DemoteTimeout | Demoted)
+        })
+        .collect()
+}
+
+/// How many quorum standbys every acknowledged commit of `p` is known to
+/// be on: number_sync_standbys once `p` is in `primary` under it (it got
+/// there through a wait for that many standbys to have everything, and
+/// every later change of the setting takes it through apply_settings
+/// again), else 1.
+fn confirmed_k(g: &GroupView, p: Option<&NodeView>) -> usize {
+    match p {
+        Some(p) if fsm::is_in(p, Primary) => g.number_sync_standbys.max(1) as usize,
+        _ => 1,
+    }
 }
 
 fn note(node_id: i64, description: String) -> Action {

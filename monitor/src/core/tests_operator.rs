@@ -469,3 +469,101 @@ fn a_standby_without_quorum_goes_into_maintenance_at_once() {
         "on its way into maintenance",
     );
 }
+
+#[test]
+fn perform_failover_counts_every_quorum_standby_that_will_not_vote() {
+    // k = 2, quorum standbys 2..5; node 3 left out of the election
+    // earlier (now catchingup, dead), node 4 does not report: going on
+    // without node 4 too would leave two missing (a commit on 3 and 4 only).
+    let mut g = group(vec![
+        dead(node(1, Primary)).goal(Draining),
+        node(2, ReportLsn).silent_since(Some(at(5.0))),
+        dead(node(3, Secondary))
+            .goal(Catchingup)
+            .changed_at(at(1.0)),
+        dead(node(4, Secondary)).goal(ReportLsn),
+        node(5, ReportLsn).silent_since(Some(at(5.0))),
+    ]);
+    g.number_sync_standbys = 2;
+    let before = g.clone();
+    refused(core().failover(&mut g, false, at(5.0)), "node 3, node 4");
+    assert_eq!(g, before);
+    // A dropped quorum standby whose drop the primary had not confirmed
+    // counts too (ANY 1 (2, 3), 3 dropped, the primary died applying it).
+    let mut g = group(vec![
+        dead(node(1, Primary)).goal(ApplySettings),
+        node(2, Secondary).silent_since(Some(at(5.0))).upstream(5.0),
+        node(3, Secondary).dropped(Secondary, false),
+    ]);
+    refused(core().failover(&mut g, false, at(5.0)), "node 3");
+    // A number_sync_standbys raised but not yet confirmed counts as 1.
+    let mut g = group(vec![
+        dead(node(1, Primary)).goal(ApplySettings),
+        node(2, Secondary).silent_since(Some(at(5.0))).upstream(5.0),
+        dead(node(3, Secondary)),
+    ]);
+    g.number_sync_standbys = 2;
+    refused(core().failover(&mut g, false, at(5.0)), "node 3");
+}
+
+#[test]
+fn a_switchover_never_waits_for_good() {
+    // The candidate is dropped: refused while it is the candidate.
+    let mut g = group(vec![
+        node(1, Primary),
+        node(2, Secondary).quorum(false),
+        node(3, Secondary),
+    ]);
+    core().switchover(&mut g, Some(2), t0()).unwrap();
+    refused(
+        core().drop_node(&mut g, 2, true, t0()),
+        "candidate of a switchover",
+    );
+    // The old primary's stop keeps failing: after promotion_timeout it
+    // takes writes again.
+    let cfg = FsmConfig::default();
+    let late = cfg.promotion_timeout.as_secs_f64() + 1.0;
+    reports(&mut g, 1, Primary, at(late));
+    for id in [2, 3] {
+        reports(&mut g, id, Secondary, at(late));
+    }
+    core().tick(&mut g, at(late));
+    assert_eq!(g.node(1).unwrap().assigned, WaitPrimary);
+    assert_eq!(g.switchover_to, None);
+    // Stopped cleanly, its keeper gone, the candidate dead: another
+    // secondary with its last WAL takes over.
+    let mut g = group(vec![
+        node(1, Primary),
+        node(2, Secondary),
+        node(3, Secondary),
+    ]);
+    core().switchover(&mut g, Some(2), t0()).unwrap();
+    old_primary_stops_cleanly(&mut g, at(0.1));
+    node_mut(&mut g, 3).lsn = Lsn(121 * MB);
+    reports(&mut g, 3, Secondary, at(5.0));
+    node_mut(&mut g, 2).pg_running = false;
+    reports(&mut g, 2, Secondary, at(5.0));
+    core().tick(&mut g, at(5.0));
+    assert_eq!(
+        g.node(3).unwrap().assigned,
+        WaitPrimary,
+        "passed on to node 3"
+    );
+}
+
+#[test]
+fn after_a_monitor_restart_a_stored_stop_is_not_taken_for_a_crash() {
+    let mut g = group(vec![
+        node(1, Primary),
+        node(2, Secondary),
+        node(3, Secondary),
+    ]);
+    core().switchover(&mut g, Some(2), t0()).unwrap();
+    reports(&mut g, 1, Draining, at(0.1));
+    let o = node_mut(&mut g, 1);
+    o.pg_running = false;
+    o.heard = false; // the restarted monitor has not heard it yet
+    core().tick(&mut g, at(0.2));
+    assert_eq!(g.node(2).unwrap().assigned, Secondary, "waits, no election");
+    assert_eq!(g.node(3).unwrap().assigned, Secondary);
+}

@@ -52,6 +52,9 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
                 && can_report_lsn(n)
                 && n.heard
                 && began.is_some_and(|t| n.last_report.is_some_and(|r| r > t))
+                // Its goal is older than the election: not one the
+                // operator left out of it (sent to catchingup since).
+                && began.is_some_and(|t| n.goal_changed_at <= t)
         })
         .map(|n| {
             assign(

@@ -26,6 +26,13 @@ use super::health::{age, is_fenced, is_healthy, keeper_silent, secs, silence};
 use super::rules::{assign, quorum_counts};
 use super::{is_in, Action, FsmConfig, GroupView, NodeView, Timestamp};
 
+/// The old primary a promotion of `c` replaces: the node told to go.
+fn being_replaced(g: &GroupView, c: i64) -> Option<&NodeView> {
+    g.nodes
+        .iter()
+        .find(|o| o.id != c && matches!(o.assigned, Draining | DemoteTimeout))
+}
+
 /// Where a planned switchover's old primary is.
 enum OldPrimary<'a> {
     /// Stopped cleanly, and the candidate has all its WAL: promote.
@@ -44,14 +51,15 @@ fn old_primary<'a>(
     now: Timestamp,
     cfg: &FsmConfig,
 ) -> OldPrimary<'a> {
-    let Some(o) = g
-        .nodes
-        .iter()
-        .find(|o| o.id != c.id && matches!(o.assigned, Draining | DemoteTimeout))
-    else {
-        // Dropped meanwhile: its row went once it could no longer write.
-        return OldPrimary::Done("the old primary left the group".into());
+    // None: dropped and gone; `switchover_abort` ends the switchover.
+    let Some(o) = being_replaced(g, c.id) else {
+        return OldPrimary::Wait;
     };
+    // After a monitor restart its stored "stopped" carries no shutdown
+    // LSN yet: wait for its next report rather than take it for a crash.
+    if !o.heard {
+        return OldPrimary::Wait;
+    }
     let stopped = matches!(o.reported, Draining | DemoteTimeout) && !o.pg_running;
     match o.shutdown_lsn {
         Some(end) if stopped => {
@@ -261,76 +269,106 @@ pub(super) fn lease_gate(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<
     out
 }
 
-/// A planned switchover whose candidate cannot promote (it is not healthy,
-/// or it has not promoted within `promotion_timeout` of the request: it
-/// cannot receive the old primary's last WAL) is given up: the old
-/// primary, which stopped and whose keeper reports, takes writes again
-/// and the standbys follow it. Only while the candidate is still a
-/// secondary: nothing told it to promote, so no other node can have
-/// taken writes.
+/// A planned switchover whose candidate cannot promote is given up, or
+/// passed on, so that it never waits for good:
+///
+/// - the candidate left (dropped, or moved on without being told to
+///   promote), is not healthy, or did not get the old primary's last WAL
+///   within `promotion_timeout` of the request;
+/// - or the old primary's stop keeps failing for `promotion_timeout` (it
+///   still reports a writable state and runs).
+///
+/// Then, if the old primary's keeper is there, the old primary takes
+/// writes again (`wait_primary`) and the standbys follow it: nothing told
+/// any other node to promote, so no other node can have taken writes. If
+/// its keeper is gone but it stopped cleanly, another healthy secondary
+/// that has its last WAL takes the candidate's place.
 pub(super) fn switchover_abort(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
-    let Some(c) = g.switchover_to.and_then(|id| g.node(id)) else {
-        return if g.switchover_to.is_some() {
-            // The candidate's row went (it was dropped): nothing to wait for.
-            vec![Action::SetSwitchover { candidate: None }]
-        } else {
-            vec![]
-        };
+    let Some(id) = g.switchover_to else {
+        return vec![];
     };
-    // The old primary must be stopped (it comes back through a restart)
-    // and its keeper must be there to restart it.
-    let old = g
-        .nodes
-        .iter()
-        .find(|o| o.id != c.id && matches!(o.assigned, Draining | DemoteTimeout));
-    if c.assigned != Secondary || old.is_none() {
-        // Told to promote, or moved on by another rule: the switchover's
-        // own part is over.
-        return vec![Action::SetSwitchover { candidate: None }];
+    let done = Action::SetSwitchover { candidate: None };
+    let c = g.node(id);
+    let told_to_promote =
+        c.is_some_and(|c| matches!(c.assigned, StopReplication | WaitPrimary | Primary));
+    let Some(o) = being_replaced(g, id).filter(|_| !told_to_promote) else {
+        // Promoting, or nothing left to replace: its own part is over.
+        return vec![done];
+    };
+    if let Some(c) = c.filter(|c| c.assigned == Secondary) {
+        if matches!(old_primary(g, c, now, cfg), OldPrimary::Done(_)) {
+            return vec![]; // ready: `switchover_step` promotes it
+        }
     }
-    let o = old.expect("checked");
-    let why = if !is_healthy(c, now, cfg) {
-        "is not healthy".to_string()
-    } else if age(o.goal_changed_at, now) > cfg.promotion_timeout {
-        format!(
-            "did not get the old primary's last WAL within promotion_timeout ({})",
+    let timed_out = age(o.goal_changed_at, now) > cfg.promotion_timeout;
+    let why = match c {
+        None => format!("candidate node {id} was dropped"),
+        Some(c) if c.assigned != Secondary => {
+            format!("candidate node {id} is {} now", c.assigned)
+        }
+        Some(c) if !is_healthy(c, now, cfg) => format!("candidate node {id} is not healthy"),
+        Some(_) if timed_out && o.reported.accepts_writes() => format!(
+            "old primary node {} did not stop within promotion_timeout ({})",
+            o.id,
             secs(cfg.promotion_timeout)
-        )
-    } else {
-        return vec![];
-    };
-    let restartable = matches!(o.reported, Draining | DemoteTimeout)
-        && !o.pg_running
-        && !keeper_silent(o, now, cfg);
-    if !restartable {
-        return vec![];
-    }
-    let mut out = vec![
-        Action::SetSwitchover { candidate: None },
-        assign(
-            o,
-            WaitPrimary,
-            format!(
-                "node {} assigned wait_primary: switchover given up, candidate node {} {why}",
-                o.id, c.id
-            ),
         ),
-    ];
-    for s in g
-        .nodes
-        .iter()
-        .filter(|s| s.id != o.id && s.assigned == Secondary)
-    {
-        out.push(assign(
-            s,
-            Catchingup,
-            format!(
-                "node {} assigned catchingup: the switchover was given up, node {} is the primary again",
-                s.id, o.id
+        Some(_) if timed_out => format!(
+            "candidate node {id} did not get the old primary's last WAL within promotion_timeout ({})",
+            secs(cfg.promotion_timeout)
+        ),
+        Some(_) => return vec![],
+    };
+    let alive = !keeper_silent(o, now, cfg);
+    let stopped = matches!(o.reported, Draining | DemoteTimeout) && !o.pg_running;
+    let still_primary = o.reported.accepts_writes() && o.pg_running;
+    if alive && (stopped || still_primary) {
+        let mut out = vec![
+            done,
+            assign(
+                o,
+                WaitPrimary,
+                format!(
+                    "node {} assigned wait_primary: switchover given up: {why}",
+                    o.id
+                ),
             ),
-        ));
+        ];
+        for s in g
+            .nodes
+            .iter()
+            .filter(|s| s.id != o.id && s.assigned == Secondary)
+        {
+            out.push(assign(
+                s,
+                Catchingup,
+                format!(
+                    "node {} assigned catchingup: the switchover was given up, node {} is the primary again",
+                    s.id, o.id
+                ),
+            ));
+        }
+        return out;
     }
-    out
+    // Its keeper is gone: another secondary with its last WAL, if any.
+    let heir = o.shutdown_lsn.filter(|_| stopped).and_then(|end| {
+        g.nodes
+            .iter()
+            .filter(|s| {
+                s.id != id
+                    && is_in(s, Secondary)
+                    && is_healthy(s, now, cfg)
+                    && !s.status_unknown
+                    && s.candidate_priority > 0
+                    && s.lsn >= end
+            })
+            .max_by_key(|s| (s.candidate_priority, s.lsn, std::cmp::Reverse(s.id)))
+    });
+    // (Its promotion's event names the clean stop it relies on.)
+    heir.map_or_else(Vec::new, |h| {
+        vec![Action::SetSwitchover {
+            candidate: Some(h.id),
+        }]
+    })
 }
 
 /// What a planned switchover waits for, once that lasts longer than a
@@ -366,7 +404,7 @@ pub(super) fn switchover_wait(
             o.id,
             format!(
                 "switchover waits for old primary node {} to stop cleanly (its keeper's transition \
-                 errors are events; its lease ends it otherwise)",
+                 errors are events; after promotion_timeout it takes writes again)",
                 o.id
             ),
         )

@@ -366,6 +366,13 @@ pub fn drop_refusal(
             n.id, n.assigned
         ));
     }
+    if g.switchover_to == Some(n.id) {
+        return Some(format!(
+            "node {} is the candidate of a switchover under way: wait until it is done \
+             (`pgpilot show state`)",
+            n.id
+        ));
+    }
     if n.assigned == Dropped || !quorum_counts(n) || n.assigned.accepts_writes() {
         return None;
     }

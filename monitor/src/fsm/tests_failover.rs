@@ -176,7 +176,7 @@ fn failover_rules() {
             vec![
                 node(1, Primary).goal(Draining).bad(),
                 node(2, ReportLsn).lsn_mb(100).changed_at(at(-1.0)),
-                node(3, Catchingup),
+                node(3, Catchingup).changed_at(at(-2.0)),
             ],
             t0(),
             vec![Goal(3, ReportLsn)],
