@@ -161,7 +161,9 @@ impl Monitor for MonitorService {
             .await
             .inspect_err(|e| tracing::info!("refused failover: {e:#}"))?;
         if req.allow_data_loss {
-            tracing::warn!("perform failover --allow-data-loss accepted: acknowledged commits may be lost");
+            tracing::warn!(
+                "perform failover --allow-data-loss accepted: acknowledged commits may be lost"
+            );
         }
         Ok(Response::new(switchover_response(started)))
     }

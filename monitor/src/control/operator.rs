@@ -4,10 +4,10 @@
 //! actions and commit. A refusal of the core rolls the transaction back,
 //! so nothing changes; the core's notes record who asked for what.
 
-use pgpilot_proto::NodeState;
 use crate::error::{MonitorError, Result};
 use crate::fsm::Timestamp;
 use crate::store::NodeRow;
+use pgpilot_proto::NodeState;
 
 use super::Control;
 
