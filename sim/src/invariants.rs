@@ -7,6 +7,8 @@ use super::{Node, World};
 
 impl World {
     pub(super) fn check(&mut self) {
+        let nodes = &self.nodes;
+        self.forgiven.retain(|i| nodes[*i].pg.accepts_writes());
         let writable: Vec<usize> = (0..self.nodes.len())
             .filter(|i| {
                 let n = &self.nodes[*i];

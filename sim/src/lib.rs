@@ -186,6 +186,9 @@ pub struct World {
     /// Commits waiting for their synchronous acknowledgement: (node index, id).
     pending: Vec<(usize, u64)>,
     acked: Vec<u64>,
+    /// Writers the operator failed over from with --allow-data-loss, until
+    /// they stop taking writes: what they acknowledge may be lost.
+    forgiven: Vec<usize>,
     /// (id, node index, time) of each acknowledgement, for messages.
     ack_log: Vec<(u64, usize, u64)>,
     trace: VecDeque<String>,
@@ -257,6 +260,7 @@ impl World {
             next_record: 1,
             pending: Vec::new(),
             acked: Vec::new(),
+            forgiven: Vec::new(),
             ack_log: Vec::new(),
             trace: VecDeque::new(),
             violation: None,

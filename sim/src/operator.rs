@@ -136,8 +136,12 @@ impl World {
                 self.last_generation = self.monitor.stored.generation;
                 if loss_allowed {
                     // The operator accepted losing what was acknowledged
-                    // so far; nothing acknowledged from now on may be lost.
+                    // so far, and what the old writer acknowledges until
+                    // it stops; nothing else may be lost.
                     self.acked.clear();
+                    self.forgiven = (0..self.nodes.len())
+                        .filter(|i| self.nodes[*i].pg.accepts_writes())
+                        .collect();
                 }
                 self.note_assignments(changes);
             }

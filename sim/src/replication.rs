@@ -171,7 +171,12 @@ impl World {
                 }
             };
             if ok {
-                self.acked.push(id);
+                // A writer the operator failed over from with
+                // --allow-data-loss may still acknowledge until it stops
+                // (a frozen wait_primary resuming): its loss was accepted.
+                if !self.forgiven.contains(&i) {
+                    self.acked.push(id);
+                }
                 self.ack_log.push((id, i, self.now));
             } else {
                 still.push((i, id));

@@ -567,3 +567,16 @@ fn after_a_monitor_restart_a_stored_stop_is_not_taken_for_a_crash() {
     assert_eq!(g.node(2).unwrap().assigned, Secondary, "waits, no election");
     assert_eq!(g.node(3).unwrap().assigned, Secondary);
 }
+
+#[test]
+fn a_primary_short_of_its_synchronous_standbys_says_so() {
+    let mut g = group(vec![
+        node(1, Primary).changed_at(at(-60.0)),
+        node(2, Secondary),
+        dead(node(3, Secondary)),
+    ]);
+    g.number_sync_standbys = 2;
+    let (id, why) = crate::fsm::current_wait(&g, at(5.0), &FsmConfig::default()).unwrap();
+    assert_eq!(id, 3);
+    assert!(why.contains("number-sync-standbys 1"), "{why}");
+}

@@ -333,6 +333,12 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
             }
         }
     }
+    // Commits need more synchronous standbys than there are healthy
+    // secondaries (number_sync_standbys of 2 or more: with 1, the primary
+    // turns synchronous replication off instead): writes wait, as asked.
+    if let Some(w) = short_of_sync_standbys(g, now, cfg) {
+        return Some(w);
+    }
     None
 }
 
@@ -367,4 +373,38 @@ fn failover_blocker<'a>(
             None
         }
     })
+}
+
+/// A writer in (or on its way into) `primary` whose commits need k >= 2
+/// synchronous standbys while fewer are healthy secondaries: writes wait
+/// until one is back, or until the operator lowers number_sync_standbys.
+fn short_of_sync_standbys(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i64, String)> {
+    let p = primary(g).filter(|p| matches!(p.assigned, Primary | ApplySettings))?;
+    let k = g.number_sync_standbys.max(1);
+    if k < 2 || age(p.goal_changed_at, now) <= grace(cfg) {
+        return None;
+    }
+    let standbys = || {
+        g.nodes.iter().filter(|s| {
+            s.id != p.id
+                && s.replication_quorum
+                && !matches!(s.assigned, Dropped | WaitMaintenance | Maintenance)
+        })
+    };
+    let healthy = standbys()
+        .filter(|s| is_in(s, Secondary) && is_healthy(s, now, cfg))
+        .count() as i32;
+    if healthy >= k {
+        return None;
+    }
+    let missing = standbys().find(|s| !(is_in(s, Secondary) && is_healthy(s, now, cfg)))?;
+    Some((
+        missing.id,
+        format!(
+            "writes on primary node {} wait: each commit needs {k} synchronous standbys \
+             (number_sync_standbys) and only {healthy} are healthy secondaries; bring node {} back, \
+             or lower it (`pgpilot set formation number-sync-standbys {healthy}`)",
+            p.id, missing.id
+        ),
+    ))
 }
