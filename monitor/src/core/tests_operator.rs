@@ -571,8 +571,10 @@ fn after_a_monitor_restart_a_stored_stop_is_not_taken_for_a_crash() {
 #[test]
 fn a_primary_short_of_its_synchronous_standbys_says_so() {
     let mut g = group(vec![
-        node(1, Primary).changed_at(at(-60.0)),
-        node(2, Secondary),
+        node(1, Primary)
+            .changed_at(at(-60.0))
+            .silent_since(Some(at(5.0))),
+        node(2, Secondary).silent_since(Some(at(5.0))),
         dead(node(3, Secondary)),
     ]);
     g.number_sync_standbys = 2;
