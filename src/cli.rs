@@ -47,6 +47,14 @@ pub enum Command {
     /// Read a node or formation setting.
     #[command(subcommand)]
     Get(Get),
+    /// Put a standby into maintenance: it leaves the synchronous set
+    /// first, then its keeper neither restarts nor reconfigures its
+    /// PostgreSQL until `disable maintenance`.
+    #[command(subcommand)]
+    Enable(Maintenance),
+    /// End a standby's maintenance: it follows the primary again.
+    #[command(subcommand)]
+    Disable(Maintenance),
     /// Stop the keeper of --pgdata and its PostgreSQL (fast shutdown).
     Stop(RunArgs),
     /// Run a local demo on loopback in a temporary directory until Ctrl-C.
@@ -335,6 +343,23 @@ pub enum SetNode {
         /// true or false.
         #[arg(action = clap::ArgAction::Set)]
         value: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Maintenance {
+    /// Maintenance of node --name. Waits until every node of the group
+    /// reached its assigned state.
+    Maintenance {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        formation: FormationArg,
+        #[command(flatten)]
+        wait: WaitArg,
+        /// Name of the node, as in `pgpilot show state`.
+        #[arg(long, value_name = "NAME")]
+        name: String,
     },
 }
 

@@ -200,6 +200,22 @@ impl Monitor for MonitorService {
         Ok(Response::new(pb::SetSettingResponse { group_id }))
     }
 
+    #[instrument(skip_all, fields(formation = %req.get_ref().formation, name = %req.get_ref().name, enable = req.get_ref().enable, peer = %peer(&req)))]
+    async fn set_maintenance(
+        &self,
+        req: Request<pb::SetMaintenanceRequest>,
+    ) -> Result<Response<pb::SetSettingResponse>, Status> {
+        let req = req.into_inner();
+        let formation = required("formation", &req.formation, "--formation NAME")?;
+        let name = required("node name", &req.name, "--name NODE")?;
+        let group_id = self
+            .control
+            .set_maintenance(formation, name, req.enable, now())
+            .await
+            .inspect_err(|e| tracing::info!("refused maintenance: {e:#}"))?;
+        Ok(Response::new(pb::SetSettingResponse { group_id }))
+    }
+
     #[instrument(skip_all, fields(formation = %req.get_ref().formation, name = %req.get_ref().name, quorum = req.get_ref().replication_quorum, peer = %peer(&req)))]
     async fn set_replication_quorum(
         &self,

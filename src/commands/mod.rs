@@ -27,6 +27,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Perform(cmd) => operator::perform(cmd).await,
         Command::Set(cmd) => operator::set(cmd).await,
         Command::Get(cmd) => settings::get(cmd).await,
+        Command::Enable(cmd) => operator::maintenance(cmd, true).await,
+        Command::Disable(cmd) => operator::maintenance(cmd, false).await,
         Command::Drop(Drop::Node {
             target,
             node_id,

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::progress::{self, new_primary, Goal};
 use super::show::node_json;
 use super::{connect, status_error};
-use crate::cli::{Perform, Set, SetFormation, SetNode, Target, WaitArg};
+use crate::cli::{Maintenance, Perform, Set, SetFormation, SetNode, Target, WaitArg};
 
 pub async fn perform(cmd: Perform) -> anyhow::Result<()> {
     let (target, formation, wait, what) = match &cmd {
@@ -196,6 +196,58 @@ pub async fn set(cmd: Set) -> anyhow::Result<()> {
         out["type"] = "result".into();
         out["status"] = "done".into();
         out["operation"] = "set".into();
+        out["formation"] = formation.as_str().into();
+        out["nodes"] = nodes.iter().map(node_json).collect();
+        println!("{out}");
+    } else {
+        println!("{what}: every node of the group reached its assigned state");
+    }
+    Ok(())
+}
+
+/// `enable maintenance` (`on`) or `disable maintenance`.
+pub async fn maintenance(cmd: Maintenance, on: bool) -> anyhow::Result<()> {
+    let Maintenance::Maintenance {
+        target,
+        formation,
+        wait,
+        name,
+    } = cmd;
+    let formation = &formation.formation;
+    let mut client = connect(&target).await?;
+    let events = subscribe_if_waiting(&mut client, formation, wait).await?;
+    let reply = client
+        .set_maintenance(pb::SetMaintenanceRequest {
+            formation: formation.clone(),
+            name: name.clone(),
+            enable: on,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let what = format!(
+        "maintenance of {name} {}",
+        if on { "enabled" } else { "disabled" }
+    );
+    let change = json!({"setting": "maintenance", "name": name, "value": on});
+    let Some(events) = events else {
+        return accepted(&target, "maintenance", formation, change, &what);
+    };
+    let nodes = progress::follow(
+        &mut client,
+        events,
+        formation,
+        reply.group_id,
+        &Goal::Converged,
+        Duration::from_secs(wait.seconds),
+        target.json,
+    )
+    .await?;
+    if target.json {
+        let mut out = change;
+        out["type"] = "result".into();
+        out["status"] = "done".into();
+        out["operation"] = "maintenance".into();
         out["formation"] = formation.as_str().into();
         out["nodes"] = nodes.iter().map(node_json).collect();
         println!("{out}");

@@ -158,6 +158,28 @@ impl Control {
         Ok(node.group_id)
     }
 
+    /// `enable maintenance` / `disable maintenance`; returns the node's group.
+    pub async fn set_maintenance(
+        &self,
+        formation: &str,
+        name: &str,
+        enable: bool,
+        now: Timestamp,
+    ) -> Result<i32> {
+        let node = self.node_named(formation, name).await?;
+        let _guard = self.lock_group(formation, node.group_id).await;
+        let mut tx = self.begin(formation, node.group_id, now).await?;
+        let actions = if enable {
+            self.core
+                .enable_maintenance(&mut tx.view, node.node_id, now)?
+        } else {
+            self.core
+                .disable_maintenance(&mut tx.view, node.node_id, now)?
+        };
+        self.finish(tx, &actions).await?;
+        Ok(node.group_id)
+    }
+
     /// `set formation number-sync-standbys`; returns the formation's group.
     pub async fn set_number_sync_standbys(
         &self,
