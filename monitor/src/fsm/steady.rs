@@ -5,7 +5,7 @@ use pgpilot_proto::NodeState::*;
 
 use super::health::{age, is_healthy, is_in};
 use super::rules::{active, assign, failover_under_way, healthy_sync_secondary, primary};
-use super::{Action, FsmConfig, GroupView, Timestamp};
+use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
 
 /// Rule 2: a single node gets a standby: it prepares (slot, HBA) for it.
 pub(super) fn single_to_wait_primary(g: &GroupView, _: Timestamp, _: &FsmConfig) -> Vec<Action> {
@@ -69,10 +69,20 @@ pub(super) fn apply_settings_done(g: &GroupView, now: Timestamp, cfg: &FsmConfig
     vec![assign(p, WaitPrimary, why)]
 }
 
+/// A writer a standby can follow and catch up with: in wait_primary or
+/// primary, or on its way from one to the other. On its way into
+/// primary it may wait for more synchronous standbys (number_sync_standbys
+/// of 2 or more), which a catching-up or rejoining standby is to become
+/// (simulation, seed 438470: the old primary waited to rejoin a primary
+/// that waited for it).
+fn serving(p: &NodeView) -> bool {
+    matches!(p.reported, WaitPrimary | Primary) && matches!(p.assigned, WaitPrimary | Primary)
+}
+
 /// Rule 4: a catching-up standby that streams, is on the primary's
 /// timeline and close enough becomes eligible for promotion.
 pub(super) fn catchup_done(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
-    let Some(p) = primary(g).filter(|p| is_in(p, WaitPrimary) || is_in(p, Primary)) else {
+    let Some(p) = primary(g).filter(|p| serving(p)) else {
         return vec![];
     };
     // Complementary to the stall rule, so the two cannot ping-pong.
@@ -125,9 +135,7 @@ pub(super) fn enable_sync(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec
 
 /// Rule 11: a demoted old primary rewinds and follows the new primary.
 pub(super) fn rejoin(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
-    let Some(p) = primary(g)
-        .filter(|p| (is_in(p, WaitPrimary) || is_in(p, Primary)) && is_healthy(p, now, cfg))
-    else {
+    let Some(p) = primary(g).filter(|p| serving(p) && is_healthy(p, now, cfg)) else {
         return vec![];
     };
     match g.nodes.iter().find(|n| is_in(n, Demoted)) {
