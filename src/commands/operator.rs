@@ -178,14 +178,37 @@ pub async fn set(cmd: Set) -> anyhow::Result<()> {
             change["value"]
         ),
     };
-    let Some(events) = events else {
-        return accepted(target, "set", formation, change, &what);
-    };
-    let nodes = progress::follow(
+    converge(
         &mut client,
         events,
+        target,
         formation,
         reply.group_id,
+        wait,
+        ("set", change, &what),
+    )
+    .await
+}
+
+/// Follows a settings change until the group reached its goals, then
+/// prints the result (`operation`, the change as JSON, and its text).
+async fn converge(
+    client: &mut pb::monitor_client::MonitorClient<tonic::transport::Channel>,
+    events: Option<tonic::Streaming<pb::Event>>,
+    target: &Target,
+    formation: &str,
+    group_id: i32,
+    wait: WaitArg,
+    (operation, change, what): (&str, serde_json::Value, &str),
+) -> anyhow::Result<()> {
+    let Some(events) = events else {
+        return accepted(target, operation, formation, change, what);
+    };
+    let nodes = progress::follow(
+        client,
+        events,
+        formation,
+        group_id,
         &Goal::Converged,
         Duration::from_secs(wait.seconds),
         target.json,
@@ -195,8 +218,8 @@ pub async fn set(cmd: Set) -> anyhow::Result<()> {
         let mut out = change;
         out["type"] = "result".into();
         out["status"] = "done".into();
-        out["operation"] = "set".into();
-        out["formation"] = formation.as_str().into();
+        out["operation"] = operation.into();
+        out["formation"] = formation.into();
         out["nodes"] = nodes.iter().map(node_json).collect();
         println!("{out}");
     } else {
@@ -230,31 +253,16 @@ pub async fn maintenance(cmd: Maintenance, on: bool) -> anyhow::Result<()> {
         if on { "enabled" } else { "disabled" }
     );
     let change = json!({"setting": "maintenance", "name": name, "value": on});
-    let Some(events) = events else {
-        return accepted(&target, "maintenance", formation, change, &what);
-    };
-    let nodes = progress::follow(
+    converge(
         &mut client,
         events,
+        &target,
         formation,
         reply.group_id,
-        &Goal::Converged,
-        Duration::from_secs(wait.seconds),
-        target.json,
+        wait,
+        ("maintenance", change, &what),
     )
-    .await?;
-    if target.json {
-        let mut out = change;
-        out["type"] = "result".into();
-        out["status"] = "done".into();
-        out["operation"] = "maintenance".into();
-        out["formation"] = formation.as_str().into();
-        out["nodes"] = nodes.iter().map(node_json).collect();
-        println!("{out}");
-    } else {
-        println!("{what}: every node of the group reached its assigned state");
-    }
-    Ok(())
+    .await
 }
 
 /// The event stream, subscribed before the request is sent; none with

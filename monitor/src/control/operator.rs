@@ -4,8 +4,9 @@
 //! actions and commit. A refusal of the core rolls the transaction back,
 //! so nothing changes; the core's notes record who asked for what.
 
+use crate::core::Core;
 use crate::error::{MonitorError, Result};
-use crate::fsm::Timestamp;
+use crate::fsm::{Action, GroupView, Timestamp};
 use crate::store::NodeRow;
 use pgpilot_proto::NodeState;
 
@@ -131,13 +132,10 @@ impl Control {
         now: Timestamp,
     ) -> Result<i32> {
         let node = self.node_named(formation, name).await?;
-        let _guard = self.lock_group(formation, node.group_id).await;
-        let mut tx = self.begin(formation, node.group_id, now).await?;
-        let actions =
-            self.core
-                .set_candidate_priority(&mut tx.view, node.node_id, priority, now)?;
-        self.finish(tx, &actions).await?;
-        Ok(node.group_id)
+        self.decide(formation, node.group_id, now, |core, g| {
+            core.set_candidate_priority(g, node.node_id, priority, now)
+        })
+        .await
     }
 
     /// `set node replication-quorum`; returns the node's group.
@@ -149,13 +147,10 @@ impl Control {
         now: Timestamp,
     ) -> Result<i32> {
         let node = self.node_named(formation, name).await?;
-        let _guard = self.lock_group(formation, node.group_id).await;
-        let mut tx = self.begin(formation, node.group_id, now).await?;
-        let actions = self
-            .core
-            .set_replication_quorum(&mut tx.view, node.node_id, quorum, now)?;
-        self.finish(tx, &actions).await?;
-        Ok(node.group_id)
+        self.decide(formation, node.group_id, now, |core, g| {
+            core.set_replication_quorum(g, node.node_id, quorum, now)
+        })
+        .await
     }
 
     /// `enable maintenance` / `disable maintenance`; returns the node's group.
@@ -167,17 +162,14 @@ impl Control {
         now: Timestamp,
     ) -> Result<i32> {
         let node = self.node_named(formation, name).await?;
-        let _guard = self.lock_group(formation, node.group_id).await;
-        let mut tx = self.begin(formation, node.group_id, now).await?;
-        let actions = if enable {
-            self.core
-                .enable_maintenance(&mut tx.view, node.node_id, now)?
-        } else {
-            self.core
-                .disable_maintenance(&mut tx.view, node.node_id, now)?
-        };
-        self.finish(tx, &actions).await?;
-        Ok(node.group_id)
+        self.decide(formation, node.group_id, now, |core, g| {
+            if enable {
+                core.enable_maintenance(g, node.node_id, now)
+            } else {
+                core.disable_maintenance(g, node.node_id, now)
+            }
+        })
+        .await
     }
 
     /// `set formation number-sync-standbys`; returns the formation's group.
@@ -188,9 +180,25 @@ impl Control {
         now: Timestamp,
     ) -> Result<i32> {
         let group_id = self.formation_group(formation).await?;
+        self.decide(formation, group_id, now, |core, g| {
+            core.set_number_sync_standbys(g, n, now)
+        })
+        .await
+    }
+
+    /// One decision of the core about a group, as every operation makes
+    /// it: lock the group, begin its transaction, decide, apply and
+    /// commit (a refusal rolls back). Returns the group.
+    async fn decide(
+        &self,
+        formation: &str,
+        group_id: i32,
+        now: Timestamp,
+        op: impl FnOnce(&Core, &mut GroupView) -> Result<Vec<Action>>,
+    ) -> Result<i32> {
         let _guard = self.lock_group(formation, group_id).await;
         let mut tx = self.begin(formation, group_id, now).await?;
-        let actions = self.core.set_number_sync_standbys(&mut tx.view, n, now)?;
+        let actions = op(&self.core, &mut tx.view)?;
         self.finish(tx, &actions).await?;
         Ok(group_id)
     }
