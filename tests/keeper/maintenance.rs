@@ -183,6 +183,13 @@ async fn maintenance_of_a_standby_leaves_its_stopped_postgres_alone_and_fails_no
     );
     assert!(acks.iter().all(|x| x.port == a.port));
     assert_eq!(writer::missing(&a, &acks).await, Vec::<i64>::new());
+    for line in b
+        .log()
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+    {
+        eprintln!("b's log: {line}");
+    }
     let events = monitor.events().await;
     for e in events.iter().filter(|e| e.contains("maintenance")) {
         eprintln!("event: {e}");
