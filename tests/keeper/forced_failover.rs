@@ -26,7 +26,7 @@ const QUIET: Duration = Duration::from_secs(3);
 
 /// `pgpilot ARGS --monitor M`, off the async workers (the client keeps
 /// committing meanwhile); with its wall time.
-async fn operator(monitor: &MonitorProc, args: &[&str]) -> (Output, Duration) {
+pub(crate) async fn operator(monitor: &MonitorProc, args: &[&str]) -> (Output, Duration) {
     let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     all.extend(["--monitor", &monitor.uri].map(String::from));
     let started = Instant::now();
@@ -39,7 +39,7 @@ async fn operator(monitor: &MonitorProc, args: &[&str]) -> (Output, Duration) {
     (out, started.elapsed())
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "exit {}\nstdout: {}\nstderr: {}",
         out.status,
@@ -49,7 +49,7 @@ fn text(out: &Output) -> String {
 }
 
 /// Prints `show state` and `show events` when the test fails.
-struct Diagnostics {
+pub(crate) struct Diagnostics {
     uri: String,
 }
 
@@ -67,13 +67,13 @@ impl Drop for Diagnostics {
     }
 }
 
-fn diagnostics(monitor: &MonitorProc) -> Diagnostics {
+pub(crate) fn diagnostics(monitor: &MonitorProc) -> Diagnostics {
     Diagnostics {
         uri: monitor.uri.clone(),
     }
 }
 
-fn node_id(k: &KeeperProc) -> i64 {
+pub(crate) fn node_id(k: &KeeperProc) -> i64 {
     k.state()["node_id"]
         .as_i64()
         .expect("node id in the state file")
@@ -162,7 +162,7 @@ async fn seen_unhealthy(monitor: &MonitorProc, k: &KeeperProc) {
 
 /// What an operator command could change: each node's states, timeline
 /// and settings, and the formation's settings.
-async fn snapshot(monitor: &MonitorProc) -> (Vec<String>, String) {
+pub(crate) async fn snapshot(monitor: &MonitorProc) -> (Vec<String>, String) {
     let nodes = monitor
         .client()
         .await

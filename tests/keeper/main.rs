@@ -14,6 +14,7 @@ mod fencing;
 mod forced_failover;
 mod lease_bound;
 mod lifecycle;
+mod maintenance;
 mod restarts;
 mod standby_restart;
 mod supervision;
