@@ -11,3 +11,8 @@ ALTER TABLE node ADD COLUMN quorum_dropped_at timestamptz;
 -- from the old primary and is promoted only once the old primary stopped
 -- cleanly and the candidate has received its last WAL.
 ALTER TABLE node_group ADD COLUMN switchover_to bigint;
+
+-- The operator asked for maintenance of the node while it was the
+-- primary: a switchover moves the primary away first, and the node then
+-- goes into maintenance instead of rejoining as a standby.
+ALTER TABLE node ADD COLUMN maintenance_requested boolean NOT NULL DEFAULT false;

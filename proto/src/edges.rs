@@ -90,6 +90,9 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (Catchingup, Maintenance, KeeperAction::Noop),
     (WaitMaintenance, ReportLsn, KeeperAction::StopStreaming),
     (Maintenance, Catchingup, KeeperAction::InitStandby),
+    // The old primary of a switchover the operator asked for to put it
+    // into maintenance: stopped cleanly, it stays so.
+    (Demoted, Maintenance, KeeperAction::Noop),
     // Failover, candidate side.
     (Secondary, PreparePromotion, KeeperAction::Noop),
     (

@@ -2,8 +2,8 @@
 //! processes. A quorum standby leaves the synchronous set, goes into
 //! maintenance, and the operator stops its PostgreSQL by hand: its keeper
 //! does not start it again and keeps reporting, and nothing fails over.
-//! Disable brings it back as a secondary. On the primary the command is
-//! refused (move the primary first) and changes nothing.
+//! Disable brings it back as a secondary. On the primary it is a
+//! switchover first; the old primary then stays stopped in maintenance.
 //!
 //! A client commits throughout through the formation URI; every check of
 //! "what survived" is against the commits it saw acknowledged.
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use pgpilot_pgproc::{self as pgproc, PgBin, PgCommand};
 
-use crate::forced_failover::{diagnostics, node_id, operator, snapshot, text};
+use crate::forced_failover::{diagnostics, node_id, operator, text};
 use crate::support::writer::{self, Writer};
 use crate::support::*;
 
@@ -22,8 +22,6 @@ const WRITE_EVERY: Duration = Duration::from_millis(20);
 /// How long the test watches that the keeper leaves the stopped
 /// PostgreSQL alone and that nothing fails over.
 const HANDS_OFF: Duration = Duration::from_secs(5);
-/// How long the test watches that a refused command changed nothing.
-const QUIET: Duration = Duration::from_secs(3);
 
 /// `show state --json`'s row of node `name`.
 fn state_row(monitor: &MonitorProc, name: &str) -> serde_json::Value {
@@ -197,39 +195,52 @@ async fn maintenance_of_a_standby_leaves_its_stopped_postgres_alone_and_fails_no
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn maintenance_of_the_primary_is_refused_and_changes_nothing() {
+async fn maintenance_of_the_primary_is_a_switchover_first() {
     let dir = TestDir::new("k-maint-p");
     let monitor = MonitorProc::start(&dir).await;
     let _diag = diagnostics(&monitor);
     let (a, b) = primary_and_secondary(&dir, &monitor).await;
+    writer::prepare(&a).await;
+    let client = Writer::start(&writer::formation_uri(&monitor), WRITE_EVERY);
+    client.wait_acks_on(a.port, 0, 5, STEP).await;
 
-    let before = snapshot(&monitor).await;
-    let events_before = monitor.events().await;
     let (out, took) = operator(
         &monitor,
         &["enable", "maintenance", "--name", "a", "--wait", "60"],
     )
     .await;
-    assert!(!out.status.success(), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("move the primary first"), "{}", text(&out));
-    assert!(took < STEP, "refused at once, not after --wait");
-    eprintln!("refusal ({:.2} s): {}", took.as_secs_f64(), err.trim());
-    tokio::time::sleep(QUIET).await;
-    assert_eq!(snapshot(&monitor).await, before);
-    let events_after = monitor.events().await;
-    assert_eq!(
-        events_after,
-        events_before,
-        "new events: {:?}",
-        &events_after[events_before.len().min(events_after.len())..]
+    assert!(out.status.success(), "{}", text(&out));
+    eprintln!(
+        "enable maintenance of the primary took {:.2} s",
+        took.as_secs_f64()
     );
-    assert_eq!(
-        a.query("SELECT pg_is_in_recovery()::text").await.unwrap(),
-        Some("false".into())
+    // The primary moved to b, and a stays stopped in maintenance instead
+    // of rejoining.
+    wait_state(&monitor, "a", "maintenance", STEP).await;
+    wait_state(&monitor, "b", "wait_primary", STEP).await;
+    tokio::time::sleep(HANDS_OFF).await;
+    let row = state_row(&monitor, "a");
+    assert_eq!(row["reported_state"], "maintenance", "{row}");
+    assert!(
+        a.postmaster_pid().is_none(),
+        "a's PostgreSQL runs in maintenance"
     );
-    assert_eq!(
-        b.query("SELECT pg_is_in_recovery()::text").await.unwrap(),
-        Some("true".into())
+    let n = client.acks().len();
+    client.wait_acks_on(b.port, n, 5, STEP).await;
+
+    let (out, _) = operator(
+        &monitor,
+        &["disable", "maintenance", "--name", "a", "--wait", "60"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    wait_state(&monitor, "a", "secondary", STEP).await;
+    wait_state(&monitor, "b", "primary", STEP).await;
+    let acks = client.stop().await;
+    assert_eq!(writer::missing(&b, &acks).await, Vec::<i64>::new());
+    let events = monitor.events().await;
+    assert!(
+        events.iter().any(|e| e.contains("a switchover first")),
+        "{events:?}"
     );
 }

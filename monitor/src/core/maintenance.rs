@@ -4,7 +4,9 @@
 //! them gets), then its keeper neither restarts nor reconfigures its
 //! PostgreSQL, and the monitor counts it out of failovers: the operator
 //! may stop, restart or upgrade it freely. Disable brings it back as
-//! `catchingup`, then `secondary`.
+//! `catchingup`, then `secondary`. Maintenance of the primary is a
+//! planned switchover first; the old primary then stays stopped in
+//! maintenance instead of rejoining.
 
 use pgpilot_proto::NodeState::*;
 
@@ -28,10 +30,28 @@ impl Core {
         }
         let refuse = |why: String| Err(MonitorError::FailedPrecondition(why));
         if n.assigned.accepts_writes() {
-            return refuse(format!(
-                "node {node_id} is the primary: move the primary first (`pgpilot perform \
-                 switchover`), then enable maintenance on node {node_id}"
-            ));
+            // A switchover first (refused, changing nothing, when it cannot
+            // run: its reason says why); then `enter_maintenance`.
+            let mut out = self.switchover(g, None, now).map_err(|e| match e {
+                MonitorError::FailedPrecondition(why) => MonitorError::FailedPrecondition(format!(
+                    "node {node_id} is the primary, and maintenance of it starts with a \
+                     switchover, which cannot run now: {why}"
+                )),
+                other => other,
+            })?;
+            let request = [
+                Action::MaintenanceRequest { node_id, on: true },
+                Action::Note {
+                    node_id,
+                    description: format!(
+                        "enable maintenance of primary node {node_id} asked by the operator: \
+                         a switchover first"
+                    ),
+                },
+            ];
+            fsm::apply(g, &request, now);
+            out.splice(0..0, request);
+            return Ok(out);
         }
         if let Some(busy) = fsm::operation_under_way(g) {
             return refuse(format!(

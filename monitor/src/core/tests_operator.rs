@@ -420,10 +420,6 @@ fn a_quorum_standby_leaves_the_synchronous_set_before_its_maintenance() {
         node(2, Secondary),
         node(3, Secondary),
     ]);
-    refused(
-        core().enable_maintenance(&mut g, 1, t0()),
-        "move the primary first",
-    );
     core().enable_maintenance(&mut g, 3, t0()).unwrap();
     assert_eq!(g.node(3).unwrap().assigned, WaitMaintenance);
     assert_eq!(g.node(1).unwrap().assigned, ApplySettings);
@@ -581,4 +577,32 @@ fn a_primary_short_of_its_synchronous_standbys_says_so() {
     let (id, why) = crate::fsm::current_wait(&g, at(5.0), &FsmConfig::default()).unwrap();
     assert_eq!(id, 3);
     assert!(why.contains("number-sync-standbys 1"), "{why}");
+}
+
+#[test]
+fn maintenance_of_the_primary_is_a_switchover_first() {
+    let mut g = group(vec![node(1, Primary), node(2, Secondary)]);
+    core().enable_maintenance(&mut g, 1, t0()).unwrap();
+    assert_eq!(g.node(1).unwrap().assigned, Draining);
+    assert_eq!(g.switchover_to, Some(2));
+    assert!(g.node(1).unwrap().maintenance_requested);
+    old_primary_stops_cleanly(&mut g, at(0.1));
+    node_mut(&mut g, 2).lsn = Lsn(121 * MB);
+    reports(&mut g, 2, Secondary, at(0.12));
+    core().tick(&mut g, at(0.12));
+    assert_eq!(g.node(2).unwrap().assigned, WaitPrimary);
+    assert_eq!(g.node(1).unwrap().assigned, Demoted);
+    reports(&mut g, 2, WaitPrimary, at(0.3));
+    reports(&mut g, 1, Demoted, at(0.3));
+    core().tick(&mut g, at(0.3));
+    assert_eq!(g.node(1).unwrap().assigned, Maintenance, "not a rejoin");
+    assert!(!g.node(1).unwrap().maintenance_requested);
+    // A switchover that cannot run: refused, nothing changed.
+    let mut g = group(vec![node(1, Primary), node(2, Secondary).prio(0)]);
+    let before = g.clone();
+    refused(
+        core().enable_maintenance(&mut g, 1, t0()),
+        "starts with a switchover",
+    );
+    assert_eq!(g, before);
 }

@@ -43,6 +43,7 @@ pub fn node(id: i64, state: NodeState) -> NodeView {
         candidate_priority: 50,
         replication_quorum: true,
         quorum_dropped_at: None,
+        maintenance_requested: false,
         health: Health::Good,
         last_report: Some(t0()),
         goal_changed_at: t0(),

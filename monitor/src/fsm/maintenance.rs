@@ -15,6 +15,38 @@ use super::{Action, FsmConfig, GroupView, Timestamp};
 /// has synchronous replication on (no failover happens from one, and it
 /// confirms the names when it turns replication on again).
 pub(super) fn enter_maintenance(g: &GroupView, _: Timestamp, _: &FsmConfig) -> Vec<Action> {
+    // An old primary whose maintenance was asked for: it stopped, and
+    // another node took over (it was demoted).
+    if let Some(n) = g
+        .nodes
+        .iter()
+        .find(|n| n.maintenance_requested && is_in(n, Demoted))
+    {
+        return vec![
+            Action::MaintenanceRequest {
+                node_id: n.id,
+                on: false,
+            },
+            assign(
+                n,
+                Maintenance,
+                format!(
+                    "node {} assigned maintenance: the primary moved away from it as the operator \
+                     asked; its keeper leaves PostgreSQL alone until `pgpilot disable maintenance`",
+                    n.id
+                ),
+            ),
+        ];
+    }
+    // Writable again (the switchover was given up): the request is void.
+    if let Some(n) = g.nodes.iter().find(|n| {
+        n.maintenance_requested && n.assigned.accepts_writes() && g.switchover_to.is_none()
+    }) {
+        return vec![Action::MaintenanceRequest {
+            node_id: n.id,
+            on: false,
+        }];
+    }
     let sync_on = g.nodes.iter().any(sync_writer);
     g.nodes
         .iter()

@@ -158,6 +158,9 @@ fn changes(g: &GroupView, a: &Action) -> bool {
         Action::Wait { reason, .. } => g.waiting_for.as_ref() != Some(reason),
         Action::WaitOver => g.waiting_for.is_some(),
         Action::SetSwitchover { candidate } => g.switchover_to != *candidate,
+        Action::MaintenanceRequest { node_id, on } => g
+            .node(*node_id)
+            .is_some_and(|n| n.maintenance_requested != *on),
         Action::QuorumDropConfirmed { node_id } => g
             .node(*node_id)
             .is_some_and(|n| n.quorum_dropped_at.is_some()),
@@ -192,6 +195,11 @@ pub fn apply(group: &mut GroupView, actions: &[Action], now: Timestamp) {
             Action::Wait { reason, .. } => group.waiting_for = Some(reason.clone()),
             Action::WaitOver => group.waiting_for = None,
             Action::SetSwitchover { candidate } => group.switchover_to = *candidate,
+            Action::MaintenanceRequest { node_id, on } => {
+                if let Some(n) = group.nodes.iter_mut().find(|n| n.id == *node_id) {
+                    n.maintenance_requested = *on;
+                }
+            }
             Action::QuorumDropConfirmed { node_id } => {
                 if let Some(n) = group.nodes.iter_mut().find(|n| n.id == *node_id) {
                     n.quorum_dropped_at = None;

@@ -90,6 +90,10 @@ pub struct NodeView {
     /// failover rules still count it as a quorum standby
     /// ([`super::quorum_counts`]).
     pub quorum_dropped_at: Option<Timestamp>,
+    /// The operator asked for maintenance while this node was the
+    /// primary: once a switchover moved the primary away and it stopped
+    /// (`demoted`), it goes into maintenance instead of rejoining.
+    pub maintenance_requested: bool,
     pub health: Health,
     /// When the prober last changed `health`.
     pub last_probe: Option<Timestamp>,
@@ -181,6 +185,8 @@ pub enum Action {
     /// Record the planned switchover under way (`GroupView::switchover_to`),
     /// or that none is.
     SetSwitchover { candidate: Option<i64> },
+    /// Set or clear a node's `maintenance_requested`.
+    MaintenanceRequest { node_id: i64, on: bool },
     /// Write the formation settings (number_sync_standbys) from the view.
     SaveFormationSettings,
     /// An event about a node with no goal change (a report, a health

@@ -138,7 +138,12 @@ pub(super) fn rejoin(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Acti
     let Some(p) = primary(g).filter(|p| serving(p) && is_healthy(p, now, cfg)) else {
         return vec![];
     };
-    match g.nodes.iter().find(|n| is_in(n, Demoted)) {
+    // Not one whose maintenance was asked for (`enter_maintenance`).
+    match g
+        .nodes
+        .iter()
+        .find(|n| is_in(n, Demoted) && !n.maintenance_requested)
+    {
         Some(n) => {
             let why = format!(
                 "node {} assigned catchingup: rejoining new primary node {}",

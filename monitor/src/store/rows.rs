@@ -31,6 +31,7 @@ pub struct NodeRow {
     pub candidate_priority: i32,
     pub replication_quorum: bool,
     pub quorum_dropped_at: Option<Timestamp>,
+    pub maintenance_requested: bool,
     #[sqlx(try_from = "String")]
     pub health: Health,
     pub last_report: Option<Timestamp>,
@@ -45,7 +46,7 @@ pub struct NodeRow {
 pub const NODE_COLUMNS: &str =
     "node_id, formation, group_id, name, host, port, system_identifier, \
      reported_state, assigned_state, pg_running, reported_tli, reported_lsn, replication_state, \
-     upstream_silent_ms, candidate_priority, replication_quorum, quorum_dropped_at, health, last_report, last_probe, \
+     upstream_silent_ms, candidate_priority, replication_quorum, quorum_dropped_at, maintenance_requested, health, last_report, last_probe, \
      goal_changed_at, replication_stall_since, drop_forced, dropped_from, registered_at";
 
 /// The group row plus the formation settings the FSM needs.
@@ -128,6 +129,7 @@ impl NodeRow {
             candidate_priority: self.candidate_priority,
             replication_quorum: self.replication_quorum,
             quorum_dropped_at: self.quorum_dropped_at,
+            maintenance_requested: self.maintenance_requested,
             health: self.health,
             last_probe: self.last_probe,
             transition_error: String::new(),

@@ -139,7 +139,8 @@ impl GroupTx {
                 self.save_node(*node_id).await?;
                 self.event(*node_id, reason.clone()).await?;
             }
-            Action::QuorumDropConfirmed { node_id } => {
+            Action::QuorumDropConfirmed { node_id }
+            | Action::MaintenanceRequest { node_id, .. } => {
                 fsm::apply(&mut self.written, std::slice::from_ref(action), self.now);
                 self.save_node(*node_id).await?;
             }
@@ -258,7 +259,7 @@ impl GroupTx {
              upstream_silent_ms = $9, health = $10, last_report = $11, last_probe = $12, \
              goal_changed_at = $13, replication_stall_since = $14, drop_forced = $15, \
              dropped_from = $16, candidate_priority = $17, replication_quorum = $18, \
-             quorum_dropped_at = $19 \
+             quorum_dropped_at = $19, maintenance_requested = $20 \
              WHERE node_id = $1",
         )
         .bind(n.id)
@@ -280,6 +281,7 @@ impl GroupTx {
         .bind(n.candidate_priority)
         .bind(n.replication_quorum)
         .bind(n.quorum_dropped_at)
+        .bind(n.maintenance_requested)
         .execute(&mut *self.tx)
         .await
         .context("update the node row")?;
