@@ -58,24 +58,14 @@ const MARKS: &[(&str, Side, &str)] = &[
     ("old: shut down", Side::Old, "database system is shut down"),
     ("old: draining reached", Side::Old, "reached draining"),
     (
-        "new: stop_replication goal",
+        "new: wait_primary goal",
         Side::New,
-        "transition secondary -> stop_replication",
+        "transition secondary -> wait_primary",
     ),
     (
         "new: promote request",
         Side::New,
         "received promote request",
-    ),
-    (
-        "new: stop_replication reached",
-        Side::New,
-        "reached stop_replication",
-    ),
-    (
-        "new: wait_primary goal",
-        Side::New,
-        "transition stop_replication -> wait_primary",
     ),
     (
         "new: writable",
@@ -105,20 +95,10 @@ const PHASES: &[(&str, &str, &str)] = &[
     (
         "old report -> candidate's goal",
         "old: draining reached",
-        "new: stop_replication goal",
-    ),
-    (
-        "promote (read-only)",
-        "new: stop_replication goal",
-        "new: stop_replication reached",
-    ),
-    (
-        "monitor: allow writes",
-        "new: stop_replication reached",
         "new: wait_primary goal",
     ),
     (
-        "keeper: allow writes",
+        "promote (straight to writable)",
         "new: wait_primary goal",
         "new: writable",
     ),
