@@ -73,8 +73,17 @@ impl Engine {
             }
         }
         if let Some(role) = self.role_to_apply(goal) {
+            // Only from an upstream the monitor reports up: pg_rewind needs
+            // it running, and stopping this standby for a rewind that
+            // cannot work, every round, leaves it unhealthy for good,
+            // which blocks every failover (simulation, seed 450650: the
+            // new primary's machine was lost). Meanwhile it is configured
+            // to follow it; if it diverged it cannot stream, and the
+            // stuck-standby rewind below comes once the upstream is up.
             return match (&role, self.state.following) {
-                (Role::Standby { upstream: Some(u) }, Some(f)) if f != u.node_id && standby => {
+                (Role::Standby { upstream: Some(u) }, Some(f))
+                    if f != u.node_id && standby && self.upstream_reported_up(goal) =>
+                {
                     rejoin(u, &role)
                 }
                 _ => vec![Step::Configure(role)],

@@ -424,6 +424,21 @@ fn a_standby_told_to_follow_another_node_is_rewound_first() {
         upstream: Some(up(1)),
     }));
     assert_eq!(e.state().following, Some(1));
+    // While the monitor does not report node 2 up, no rewind (it would
+    // fail and leave this standby stopped, unhealthy): only the settings.
+    let mut r = reply(NodeState::Catchingup, 5, &[2]);
+    r.other_nodes[0].is_primary = true;
+    r.other_nodes[0].reported_state = NodeState::Primary as i32;
+    e.on_reply(s(1.0), s(1.0), r.clone());
+    assert!(matches!(
+        &e.steady_steps(s(1.0), &goal)[..],
+        [Step::Configure(_)]
+    ));
+    e.role_applied(Some(Role::Standby {
+        upstream: Some(up(1)),
+    }));
+    r.other_nodes[0].healthy = true;
+    e.on_reply(s(1.0), s(1.0), r);
     let steps = e.steady_steps(s(1.0), &goal);
     assert!(
         matches!(&steps[..], [Step::Stop, Step::Rewind(u), Step::Configure(_), Step::Start] if u.node_id == 2),
