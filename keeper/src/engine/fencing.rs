@@ -66,7 +66,14 @@ impl Engine {
     /// to look again cannot keep it forever.
     pub fn fence_deadline(&self) -> Option<Mono> {
         let current = self.state.current;
-        if !current.accepts_writes() || current == NodeState::Single {
+        // On its way into a writable state (a fenced node restarting as
+        // primary, a promoted one allowing writes), PostgreSQL takes
+        // writes before the state says so: it fences like a writable node
+        // (simulation, seed 453620: a fenced primary restarting as primary
+        // kept writing through an operator's failover).
+        let toward = self.busy.as_ref().map(|b| b.state);
+        let writable = |s: NodeState| s.accepts_writes() && s != NodeState::Single;
+        if !writable(current) && !toward.is_some_and(writable) {
             return None;
         }
         let lease_end = self.lease_start.map_or(Mono::ZERO, |t| t + self.lease);

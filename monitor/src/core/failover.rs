@@ -181,6 +181,25 @@ fn start_forced_election(
             p.id, p.reported, p.assigned
         ));
     }
+    // On its way into a writable state (a fenced primary restarting as
+    // primary): its PostgreSQL may take writes already although it
+    // reports a stopped state. Only once its lease is over is it fenced
+    // for certain (simulation, seed 453620).
+    if !dropped
+        && !p.reported.accepts_writes()
+        && p.assigned.accepts_writes()
+        && !fsm::lease_expired(p, now, cfg)
+    {
+        return refuse(format!(
+            "node {} is on its way from {} to {}: it may take writes already; retry once its lease \
+             is over (lease {} + margin {} after its last report)",
+            p.id,
+            p.reported,
+            p.assigned,
+            fsm::secs(cfg.lease),
+            fsm::secs(cfg.clock_margin)
+        ));
+    }
     if p.assigned == Single {
         return refuse(format!(
             "node {} is the only node of the group: there is no standby to promote",

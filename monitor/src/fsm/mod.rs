@@ -45,7 +45,7 @@ mod tests;
 #[cfg(test)]
 mod tests_failover;
 
-pub use health::{is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent, lease_expired};
+pub use health::{is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent, lease_expired, secs};
 pub use model::*;
 pub use ssn::synchronous_standby_names;
 
