@@ -64,6 +64,30 @@ impl Core {
                 n.reported
             ));
         }
+        // The quorum standbys left must still be enough for each commit,
+        // or every write would wait for good.
+        if n.replication_quorum {
+            let left = g
+                .nodes
+                .iter()
+                .filter(|s| {
+                    s.id != node_id
+                        && s.replication_quorum
+                        && !s.assigned.accepts_writes()
+                        && !matches!(s.assigned, Dropped | WaitMaintenance | Maintenance)
+                })
+                .count() as i32;
+            // (With none left, synchronous replication goes off instead:
+            // the primary runs as wait_primary meanwhile.)
+            if left > 0 && left < g.number_sync_standbys {
+                return refuse(format!(
+                    "node {node_id} is one of the {} quorum standbys and number_sync_standbys is {}: \
+                     lower it first (`pgpilot set formation number-sync-standbys {left}`)",
+                    left + 1,
+                    g.number_sync_standbys
+                ));
+            }
+        }
         let sync_primary = g.nodes.iter().find(|p| is_in(p, Primary)).map(|p| p.id);
         let mut out = vec![Action::Note {
             node_id,

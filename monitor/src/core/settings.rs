@@ -185,7 +185,7 @@ fn quorum_standbys(g: &GroupView, except: Option<i64>) -> usize {
         .filter(|n| {
             Some(n.id) != except
                 && n.replication_quorum
-                && n.assigned != Dropped
+                && !matches!(n.assigned, Dropped | WaitMaintenance | Maintenance)
                 && !n.assigned.accepts_writes()
         })
         .count()

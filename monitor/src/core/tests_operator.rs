@@ -606,3 +606,42 @@ fn maintenance_of_the_primary_is_a_switchover_first() {
     );
     assert_eq!(g, before);
 }
+
+#[test]
+fn a_switchover_whose_old_primary_is_gone_after_a_clean_stop_becomes_a_failover() {
+    let cfg = FsmConfig::default();
+    let late = cfg.promotion_timeout.as_secs_f64() + 1.0;
+    // Nobody received its last WAL, its keeper is gone (and, the other
+    // case, a monitor restart lost the shutdown LSN).
+    for restarted in [false, true] {
+        let mut g = group(vec![node(1, Primary), node(2, Secondary)]);
+        core().switchover(&mut g, Some(2), t0()).unwrap();
+        old_primary_stops_cleanly(&mut g, at(0.1));
+        if restarted {
+            let o = node_mut(&mut g, 1);
+            o.heard = false;
+            o.shutdown_lsn = None;
+        }
+        node_mut(&mut g, 2).lsn = Lsn(119 * MB);
+        reports(&mut g, 2, Secondary, at(late));
+        core().tick(&mut g, at(late));
+        assert_eq!(
+            g.node(2).unwrap().assigned,
+            StopReplication,
+            "restarted {restarted}: promoted read-only, behind the lease gate"
+        );
+    }
+}
+
+#[test]
+fn maintenance_may_not_leave_fewer_quorum_standbys_than_commits_need() {
+    let mut g = group(vec![
+        node(1, Primary),
+        node(2, Secondary),
+        node(3, Secondary),
+    ]);
+    g.number_sync_standbys = 2;
+    let before = g.clone();
+    refused(core().enable_maintenance(&mut g, 3, t0()), "lower it first");
+    assert_eq!(g, before);
+}

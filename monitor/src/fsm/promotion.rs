@@ -57,7 +57,8 @@ fn old_primary<'a>(
     };
     // After a monitor restart its stored "stopped" carries no shutdown
     // LSN yet: wait for its next report rather than take it for a crash.
-    if !o.heard {
+    // (A keeper that stays silent falls through: the keeper-silent case.)
+    if !o.heard && !keeper_silent(o, now, cfg) {
         return OldPrimary::Wait;
     }
     let stopped = matches!(o.reported, Draining | DemoteTimeout) && !o.pg_running;
@@ -70,6 +71,22 @@ fn old_primary<'a>(
                     "old primary node {} stopped cleanly at LSN {end} and node {} has received WAL up to {}",
                     o.id, c.id, c.lsn
                 ))
+            } else if keeper_silent(o, now, cfg)
+                && age(o.goal_changed_at, now) > cfg.promotion_timeout
+            {
+                // Its keeper is gone and nobody got its last WAL (the
+                // abort found no heir): a failover. With synchronous
+                // replication on, what the candidate lacks was never
+                // acknowledged, or is on another quorum standby (an
+                // election then).
+                OldPrimary::Died(
+                    o,
+                    format!(
+                        "old primary node {} stopped cleanly but its keeper is gone, and no standby \
+                         received its last WAL within promotion_timeout",
+                        o.id
+                    ),
+                )
             } else {
                 OldPrimary::Wait
             }
@@ -393,8 +410,8 @@ pub(super) fn switchover_wait(
         (
             c.id,
             format!(
-                "switchover waits for node {} to report the old primary's last WAL (it is given up \
-                 after promotion_timeout {})",
+                "switchover waits for node {} to report the old primary's last WAL (after \
+                 promotion_timeout {} it is given up, passed on, or made a failover)",
                 c.id,
                 secs(cfg.promotion_timeout)
             ),
