@@ -152,10 +152,34 @@ impl World {
 
 impl World {
     /// After the heal the operator ends every maintenance (until the
-    /// monitor accepts), so that the group can converge.
+    /// monitor accepts) and gives every node its candidate priority of the
+    /// run's shape back (an election that waits because the most advanced
+    /// standby has priority 0 waits for exactly that: fast_forward is not
+    /// built), so that the group can converge.
     fn end_maintenances(&mut self) {
         if self.monitor_down_until.is_some() {
             return;
+        }
+        let ts = self.timestamp();
+        for i in 0..self.nodes.len() {
+            let id = self.nodes[i].id;
+            let want = self.params.priorities.get(i).copied().unwrap_or(50);
+            if self
+                .monitor
+                .stored
+                .node(id)
+                .is_some_and(|n| n.candidate_priority != want)
+            {
+                if let Ok(changes) = self
+                    .monitor
+                    .operate(|core, g| core.set_candidate_priority(g, id, want, ts))
+                {
+                    self.log(format!(
+                        "OPERATOR set node {id} candidate-priority {want} (after the heal)"
+                    ));
+                    self.note_assignments(changes);
+                }
+            }
         }
         let ids: Vec<i64> = self
             .monitor
@@ -167,7 +191,6 @@ impl World {
             })
             .map(|n| n.id)
             .collect();
-        let ts = self.timestamp();
         for id in ids {
             if let Ok(changes) = self
                 .monitor
