@@ -77,10 +77,16 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
     if voters.iter().any(|n| quorum_counts(n) && !reported(n)) {
         return vec![];
     }
+    // Most advanced by (timeline, LSN): a voter on an older timeline (it
+    // was left out of an earlier failover and has not rewound yet) holds
+    // WAL past that timeline's fork, which no acknowledged commit of the
+    // newer timeline's primary is in; its LSN does not compare
+    // (simulation, seed 482222: such a voter won and a rewind discarded
+    // acknowledged commits).
     let most_advanced = voters
         .iter()
         .filter(|n| quorum_counts(n))
-        .map(|n| n.lsn)
+        .map(|n| (n.tli, n.lsn))
         .max();
     let best = voters
         .iter()
@@ -88,9 +94,9 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
             reported(n)
                 && n.candidate_priority > 0
                 && is_healthy(n, now, cfg)
-                && most_advanced.is_none_or(|m| n.lsn >= m)
+                && most_advanced.is_none_or(|m| (n.tli, n.lsn) >= m)
         })
-        .max_by_key(|n| (n.candidate_priority, n.lsn, std::cmp::Reverse(n.id)));
+        .max_by_key(|n| (n.candidate_priority, n.tli, n.lsn, std::cmp::Reverse(n.id)));
     let Some(c) = best else {
         return vec![];
     };
@@ -151,9 +157,9 @@ pub(super) fn election_timeout(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -
                 && has_final_lsn(v)
                 && v.candidate_priority > 0
                 && is_healthy(v, now, cfg)
-                && v.lsn >= c.lsn
+                && (v.tli, v.lsn) >= (c.tli, c.lsn)
         })
-        .max_by_key(|v| (v.candidate_priority, v.lsn, std::cmp::Reverse(v.id)))
+        .max_by_key(|v| (v.candidate_priority, v.tli, v.lsn, std::cmp::Reverse(v.id)))
     else {
         return vec![];
     };

@@ -64,7 +64,7 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
         let most = voters
             .iter()
             .filter(|v| quorum_counts(v))
-            .max_by_key(|v| v.lsn);
+            .max_by_key(|v| (v.tli, v.lsn));
         if let Some(m) =
             most.filter(|m| voters.iter().all(|v| long(v)) && m.candidate_priority == 0)
         {
