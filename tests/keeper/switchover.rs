@@ -9,6 +9,7 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use crate::forced_failover::snapshot;
 use crate::support::writer::{self, Writer};
 use crate::support::*;
 
@@ -176,34 +177,6 @@ async fn a_priority_change_picks_the_next_candidate() {
     switch(&monitor, &client, &["perform", "switchover"], &a, &c).await;
     let acks = client.stop().await;
     assert_eq!(writer::missing(&c, &acks).await, Vec::<i64>::new());
-}
-
-/// What an operator command could change: each node's states and
-/// settings, and the formation's settings.
-async fn snapshot(monitor: &MonitorProc) -> (Vec<String>, String) {
-    let nodes = monitor
-        .client()
-        .await
-        .show_state(pgpilot_proto::pb::ShowStateRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .nodes
-        .into_iter()
-        .map(|n| {
-            format!(
-                "{} {} {} tli {} priority {} quorum {}",
-                n.name,
-                n.reported_state,
-                n.assigned_state,
-                n.reported_tli,
-                n.candidate_priority,
-                n.replication_quorum
-            )
-        })
-        .collect();
-    let settings = pgpilot_ok(&["show", "settings", "--monitor", &monitor.uri, "--json"]);
-    (nodes, settings)
 }
 
 #[tokio::test(flavor = "multi_thread")]
