@@ -3,7 +3,7 @@
 //! the steps it must run. No I/O here; [`crate::agent`] runs the steps and
 //! the simulator (issue #4) can run this same code.
 
-use pgpilot_proto::{action_for, KeeperAction, NodeState};
+use pgpilot_proto::{action_for, KeeperAction, Lsn, NodeState};
 
 /// The node a standby streams from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +63,9 @@ pub enum Step {
     /// replayed: the promoted node then has every commit its old primary
     /// shipped to it.
     WaitReplayed,
+    /// Wait until replay reached this LSN (a fast_forward's source's
+    /// final LSN), streaming from the source meanwhile.
+    WaitReplayedTo(Lsn),
     Promote,
     /// A CHECKPOINT on a promoted node, once it takes writes: pg_control
     /// names the new timeline only after the first checkpoint since the
@@ -90,6 +93,8 @@ pub struct Goal {
     pub ssn: String,
     /// The node assigned a writable state, if any other is.
     pub primary: Option<Upstream>,
+    /// For goal fast_forward: the voter to fetch from, and how far.
+    pub fast_forward: Option<(Upstream, Lsn)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +103,8 @@ pub enum PlanError {
     NoEdge { from: NodeState, to: NodeState },
     #[error("goal {0} needs a primary to follow, and the monitor named none yet: waiting")]
     NoPrimary(NodeState),
+    #[error("goal fast_forward needs a node to fetch WAL from, and the monitor named none (no voter that holds what this node lacks is healthy): waiting")]
+    NoFastForwardSource,
 }
 
 /// The steps that take this node from `from` to `goal.state`.
@@ -165,6 +172,24 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
             Start,
             WaitReplayed,
         ],
+        // Its source streams from nobody, so what it has is final: stream
+        // it all, then stop streaming (as in report_lsn) so that the LSN
+        // reported with fast_forward is final too.
+        KeeperAction::FastForward => {
+            let (src, lsn) = goal
+                .fast_forward
+                .clone()
+                .ok_or(PlanError::NoFastForwardSource)?;
+            vec![
+                Configure(Role::Standby {
+                    upstream: Some(src),
+                }),
+                Start,
+                WaitReplayedTo(lsn),
+                Configure(Role::Standby { upstream: None }),
+                WaitReplayed,
+            ]
+        }
         KeeperAction::AllowWrites => vec![writable(&goal.ssn), TimelineCheckpoint],
         KeeperAction::PromoteWritable => {
             let mut steps = vec![];
@@ -219,7 +244,7 @@ pub fn steady_role(state: NodeState, goal: &Goal) -> Option<Role> {
             .map(|u| Role::Standby { upstream: Some(u) }),
         // In an election: streams from nobody, so the old primary cannot
         // get acknowledgements through this node.
-        ReportLsn => Some(Role::Standby { upstream: None }),
+        ReportLsn | FastForward => Some(Role::Standby { upstream: None }),
         _ => None,
     }
 }
@@ -237,10 +262,23 @@ pub fn goal_from_reply(reply: &pgpilot_proto::pb::NodeActiveResponse, state: Nod
             host: n.host.clone(),
             port: n.port as u16,
         });
+    // The source by its id among the other nodes (its address is theirs).
+    let fast_forward = reply.fast_forward.as_ref().and_then(|f| {
+        let n = reply.other_nodes.iter().find(|n| n.node_id == f.node_id)?;
+        Some((
+            Upstream {
+                node_id: n.node_id,
+                host: n.host.clone(),
+                port: n.port as u16,
+            },
+            Lsn(f.lsn),
+        ))
+    });
     Goal {
         state,
         ssn: reply.synchronous_standby_names.clone(),
         primary,
+        fast_forward,
     }
 }
 
@@ -286,6 +324,15 @@ mod tests {
                 host: "10.0.0.1".into(),
                 port: 5432,
             }),
+            fast_forward: (state == FastForward).then(|| (voter(), Lsn(0x3000148))),
+        }
+    }
+
+    fn voter() -> Upstream {
+        Upstream {
+            node_id: 3,
+            host: "10.0.0.3".into(),
+            port: 5432,
         }
     }
 
@@ -356,6 +403,34 @@ mod tests {
         };
         let again = plan(PreparePromotion, &goal(StopReplication, false), promoted).unwrap();
         assert!(!again.contains(&Step::Promote));
+    }
+
+    #[test]
+    fn fast_forward_streams_from_the_voter_then_stops() {
+        let steps = plan(ReportLsn, &goal(FastForward, false), RUNNING_STANDBY).unwrap();
+        assert_eq!(
+            steps,
+            vec![
+                Step::Configure(Role::Standby {
+                    upstream: Some(voter())
+                }),
+                Step::Start,
+                Step::WaitReplayedTo(Lsn(0x3000148)),
+                Step::Configure(Role::Standby { upstream: None }),
+                Step::WaitReplayed,
+            ]
+        );
+        // Without a source named (none healthy): wait, do not guess.
+        let mut g = goal(FastForward, false);
+        g.fast_forward = None;
+        assert_eq!(
+            plan(ReportLsn, &g, RUNNING_STANDBY),
+            Err(PlanError::NoFastForwardSource)
+        );
+        assert_eq!(
+            steady_role(FastForward, &g),
+            Some(Role::Standby { upstream: None })
+        );
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub enum KeeperAction {
     /// monitor's synchronous_standby_names: the monitor did not fail over,
     /// or the node is the only one left.
     RestartAsPrimary,
+    /// An election's winner that lacks WAL another voter has: stream from
+    /// that voter (it streams from nobody, so its WAL is final) until
+    /// replay reaches its LSN, then stop streaming again, so the LSN
+    /// reported is final.
+    FastForward,
     /// Stop Postgres and leave the group; the keeper exits after reporting.
     Drop,
 }
@@ -114,6 +119,16 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (Secondary, ReportLsn, KeeperAction::StopStreaming),
     (Catchingup, ReportLsn, KeeperAction::StopStreaming),
     (ReportLsn, PreparePromotion, KeeperAction::Noop),
+    // A winner by candidate priority that is behind another voter fetches
+    // what it lacks from that voter first (pg_auto_failover's
+    // fast_forward), then is promoted like any winner.
+    (ReportLsn, FastForward, KeeperAction::FastForward),
+    (FastForward, PreparePromotion, KeeperAction::Noop),
+    // One that cannot finish its fetch gives way (its source died, or a
+    // voter joined with more), or is sent to follow the new primary
+    // before it is back, as a winner in prepare_promotion is.
+    (FastForward, ReportLsn, KeeperAction::StopStreaming),
+    (FastForward, Catchingup, KeeperAction::Rejoin),
     // A winner that cannot finish its promotion gives way and votes again
     // (it stops streaming if it still did, in a two-step promotion).
     (PreparePromotion, ReportLsn, KeeperAction::StopStreaming),
@@ -175,6 +190,7 @@ pub const EDGES: &[(NodeState, NodeState, KeeperAction)] = &[
     (StopReplication, Dropped, KeeperAction::Drop),
     (PreparePromotion, Dropped, KeeperAction::Drop),
     (ReportLsn, Dropped, KeeperAction::Drop),
+    (FastForward, Dropped, KeeperAction::Drop),
     (WaitMaintenance, Dropped, KeeperAction::Drop),
     (Maintenance, Dropped, KeeperAction::Drop),
 ];

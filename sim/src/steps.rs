@@ -107,6 +107,16 @@ impl World {
                     return Err("replay has not caught up yet".into());
                 }
             }
+            Step::WaitReplayedTo(target) => {
+                // Replay catches up one step after the WAL arrived.
+                let d = self.nodes[i].pg.data.as_ref().ok_or("no data")?;
+                if (d.replayed as u64) < target.0 {
+                    return Err(format!(
+                        "replay reached {}, not {} yet",
+                        d.replayed, target.0
+                    ));
+                }
+            }
             Step::Promote => {
                 let rec = self.new_record();
                 let n = &mut self.nodes[i];

@@ -226,6 +226,12 @@ async fn step_io(
             tracing::info!("WAL receiver stopped, everything received is replayed (up to {lsn})");
             Done::Nothing
         }
+        Step::WaitReplayedTo(target) => {
+            let mut c = pg.connect().await?;
+            let lsn = sql::wait_replayed_to(&mut c, *target, REPLAY_TIMEOUT).await?;
+            tracing::info!("fast_forward: replayed up to {lsn} (the voter's final LSN is {target})");
+            Done::Nothing
+        }
         Step::Promote => {
             let mut c = pg.connect().await?;
             sql::promote(&mut c).await?;

@@ -108,6 +108,7 @@ impl Engine {
             state: self.state.current,
             ssn: String::new(),
             primary: None,
+            fast_forward: None,
         });
         let newer = reply.generation > seen;
         let goal = plan::goal_from_reply(&reply, goal_state);
@@ -133,6 +134,15 @@ impl Engine {
                     busy.state, from.node_id, to.node_id
                 ));
             }
+        }
+        // A fetch toward a goal the monitor moved away from (the winner
+        // gave way, or the operator promotes it without the fetch) would
+        // hold the new goal until the fetch times out: its source may be
+        // dead.
+        if busy.state == NodeState::FastForward && goal_state != NodeState::FastForward {
+            return Beside::Abandon(format!(
+                "abandoned the fast_forward: the monitor now assigns {goal_state}"
+            ));
         }
         if newer {
             return Beside::Deferred(format!(

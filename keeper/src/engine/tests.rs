@@ -415,6 +415,7 @@ fn a_standby_told_to_follow_another_node_is_rewound_first() {
         state: NodeState::Catchingup,
         ssn: String::new(),
         primary: Some(up(2)),
+        fast_forward: None,
     };
     let mut e = engine(NodeState::Catchingup);
     e.observe(s(1.0), running(standby(Some((true, Some(0))))));

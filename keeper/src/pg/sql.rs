@@ -291,6 +291,34 @@ pub async fn wait_replayed(c: &mut PgConnection, timeout: Duration) -> anyhow::R
     }
 }
 
+/// Waits until replay reached `target` (a fast_forward streaming from a
+/// voter): the WAL receiver may run, it is what brings the WAL.
+pub async fn wait_replayed_to(
+    c: &mut PgConnection,
+    target: Lsn,
+    timeout: Duration,
+) -> anyhow::Result<Lsn> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let replayed: Option<String> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
+            .fetch_one(&mut *c)
+            .await
+            .context("read replay progress")?;
+        let replayed = lsn(replayed)?;
+        if replayed >= target {
+            return Ok(replayed);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "replay reached {replayed}, not {target}, within {} s; the fast_forward tries \
+                 again (`pgpilot show events` says why its source cannot serve it)",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+}
+
 /// How many synchronous standbys a commit waits for under the
 /// synchronous_standby_names in force: k of `ANY k (...)`, else 1.
 pub async fn sync_quorum(c: &mut PgConnection) -> anyhow::Result<i64> {

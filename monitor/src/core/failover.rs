@@ -25,9 +25,12 @@ impl Core {
         allow_data_loss: bool,
         now: Timestamp,
     ) -> Result<Vec<Action>> {
-        let mut out = match election_waiting(g) {
-            true => leave_out_of_election(g, allow_data_loss, now, &self.cfg)?,
-            false => start_forced_election(g, allow_data_loss, now, &self.cfg)?,
+        let mut out = if let Some(c) = g.nodes.iter().find(|n| n.assigned == FastForward) {
+            skip_fast_forward(g, c, allow_data_loss, now, &self.cfg)?
+        } else if election_waiting(g) {
+            leave_out_of_election(g, allow_data_loss, now, &self.cfg)?
+        } else {
+            start_forced_election(g, allow_data_loss, now, &self.cfg)?
         };
         fsm::apply(g, &out, now);
         self.settle(g, now, &mut out);
@@ -41,11 +44,63 @@ fn refuse<T>(why: String) -> Result<T> {
 
 /// An election is under way and has no winner yet.
 fn election_waiting(g: &GroupView) -> bool {
-    g.nodes.iter().any(|n| n.assigned == ReportLsn)
-        && !g
-            .nodes
-            .iter()
-            .any(|n| matches!(n.assigned, PreparePromotion | StopReplication))
+    g.nodes.iter().any(|n| n.assigned == ReportLsn) && !fsm::promoting(g)
+}
+
+/// An election's winner fetches the WAL it lacks from a more advanced
+/// voter (fast_forward). That loses nothing, so without the flag the
+/// command refuses and says what the group waits for. With it the winner
+/// is promoted with what it has, and the event names the range the
+/// voters hold beyond it.
+fn skip_fast_forward(
+    g: &GroupView,
+    c: &NodeView,
+    allow_data_loss: bool,
+    now: Timestamp,
+    cfg: &fsm::FsmConfig,
+) -> Result<Vec<Action>> {
+    let src = fsm::fast_forward_of(g, c.id, now, cfg);
+    let theirs = g
+        .nodes
+        .iter()
+        .filter(|v| v.assigned == ReportLsn && v.tli == c.tli)
+        .map(|v| v.lsn)
+        .max()
+        .unwrap_or(c.lsn);
+    if !allow_data_loss {
+        let wait = fsm::current_wait(g, now, cfg).map_or(String::new(), |(_, why)| {
+            format!(" (the group waits: {why})")
+        });
+        return refuse(format!(
+            "node {} was elected and fetches the WAL it lacks (up to LSN {theirs}) from {} before \
+             it is promoted (fast_forward), which loses nothing{wait}; to promote it at once \
+             without that WAL: `pgpilot perform failover --allow-data-loss`",
+            c.id,
+            src.map_or("a more advanced voter".to_string(), |s| format!("node {}", s.id)),
+        ));
+    }
+    Ok(vec![
+        note(
+            c.id,
+            format!(
+                "perform failover --allow-data-loss asked by the operator: node {} is promoted \
+                 without finishing its fast_forward",
+                c.id
+            ),
+        ),
+        note(
+            c.id,
+            loss(c.lsn, theirs, "the voters ahead of the winner"),
+        ),
+        Action::AssignGoal {
+            node_id: c.id,
+            goal: PreparePromotion,
+            reason: format!(
+                "node {} assigned prepare_promotion: the operator gave up its fast_forward",
+                c.id
+            ),
+        },
+    ])
 }
 
 /// An election waits for voters that do not report a final LSN: they are

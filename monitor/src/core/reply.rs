@@ -30,6 +30,12 @@ pub fn reply(
         poll_interval_ms: millis(cfg.poll_interval),
         report_timeout_ms: millis(cfg.report_timeout),
         clock_margin_ms: millis(cfg.clock_margin),
+        fast_forward: fsm::fast_forward_of(g, node_id, now, cfg).map(|src| {
+            pb::FastForwardSource {
+                node_id: src.id,
+                lsn: src.lsn.0,
+            }
+        }),
     }
 }
 

@@ -8,22 +8,21 @@ use super::health::{age, is_healthy, is_in, is_unhealthy, keeper_silent, secs, s
 use super::rules::{
     assign, failover_under_way, primary, quorum_counts, settings_pending_drop, sync_writer,
 };
+use super::fast_forward::{assign_fast_forward, fast_forward_source, must_hold};
 use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
 
 /// Rule 7b, the election: once every standby told to report_lsn stopped
-/// streaming and reported (its LSN is final), the most advanced one with a
-/// candidate priority above 0 is promoted. A candidate behind a quorum
-/// standby would lose commits that standby acknowledged: then nobody is
-/// promoted (fetching the missing WAL first, fast_forward, comes later).
+/// streaming and reported (its LSN is final), the voter with the highest
+/// candidate priority (then the most advanced) is promoted. A candidate
+/// behind a quorum standby would lose commits that standby acknowledged:
+/// it fetches the missing WAL from a voter that has it first
+/// ([`super::fast_forward`]); when no such voter is healthy, only a voter
+/// that holds everything may win.
 pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
     let voters: Vec<&NodeView> = g.nodes.iter().filter(|n| n.assigned == ReportLsn).collect();
     // One winner per election: once a candidate is on its way, the other
     // voters wait for the lease gate to send them to it.
-    let promoting = g
-        .nodes
-        .iter()
-        .any(|n| matches!(n.assigned, PreparePromotion | StopReplication));
-    if voters.is_empty() || promoting {
+    if voters.is_empty() || promoting(g) {
         return vec![];
     }
     // A quorum standby that was not a voter when the election began (it
@@ -83,23 +82,24 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
     // newer timeline's primary is in; its LSN does not compare
     // (simulation, seed 482222: such a voter won and a rewind discarded
     // acknowledged commits).
-    let most_advanced = voters
-        .iter()
-        .filter(|n| quorum_counts(n))
-        .map(|n| (n.tli, n.lsn))
-        .max();
+    let most_advanced = must_hold(g);
+    let holds_all = |n: &NodeView| most_advanced.is_none_or(|m| (n.tli, n.lsn) >= m);
     let best = voters
         .iter()
         .filter(|n| {
             reported(n)
                 && n.candidate_priority > 0
                 && is_healthy(n, now, cfg)
-                && most_advanced.is_none_or(|m| (n.tli, n.lsn) >= m)
+                && (holds_all(n) || fast_forward_source(g, n, now, cfg).is_some())
         })
         .max_by_key(|n| (n.candidate_priority, n.tli, n.lsn, std::cmp::Reverse(n.id)));
     let Some(c) = best else {
         return vec![];
     };
+    if !holds_all(c) {
+        let src = fast_forward_source(g, c, now, cfg).expect("filtered on it");
+        return vec![assign_fast_forward(c, src, voters.len())];
+    }
     let why = format!(
         "node {} assigned prepare_promotion: elected with LSN {} among {} standbys",
         c.id,
@@ -114,30 +114,45 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
 /// prepare_promotion: it stopped streaming before it was elected). A voter
 /// whose keeper could not read its status has no final LSN yet.
 pub fn has_final_lsn(n: &NodeView) -> bool {
-    matches!(n.reported, ReportLsn | PreparePromotion) && n.pg_running && !n.status_unknown
+    matches!(n.reported, ReportLsn | FastForward | PreparePromotion)
+        && n.pg_running
+        && !n.status_unknown
+}
+
+/// An election has its winner: it is on its way to promotion (fetching
+/// what it lacks first, or being promoted).
+pub fn promoting(g: &GroupView) -> bool {
+    g.nodes
+        .iter()
+        .any(|n| matches!(n.assigned, FastForward | PreparePromotion | StopReplication))
 }
 
 /// Rule 7d, the election's timeout: a winner that cannot get on with its
 /// promotion gives way, so that an election never waits for a dead node
 /// while another could take its place. It gives way when it is unhealthy
 /// (its machine died), or when it has not taken its goal within
-/// `promotion_timeout`, and only to a voter that holds everything the
-/// winner reported: the winner was the most advanced, so any other voter
-/// may lack commits only it acknowledged. The heir is chosen in the same
+/// `promotion_timeout` (a fast_forward whose source died, or that fetches
+/// for longer), and only to a voter that holds everything the winner
+/// reported and everything the voters hold: any other voter may lack
+/// commits only those acknowledged. The heir is chosen in the same
 /// decision (the winner, back in report_lsn, may be unable to vote again:
 /// its PostgreSQL may be down).
 ///
-/// Only while its goal is prepare_promotion: nothing told it to promote
+/// Only while its goal is fast_forward or prepare_promotion: nothing told it to promote
 /// yet, so it acknowledged nothing and holds no new timeline. Once told to
 /// stop replicating it may have promoted (read-only is only a default a
 /// session can override), and the group waits for it, saying so
 /// ([`super::waits`]).
 pub(super) fn election_timeout(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Action> {
     let Some(c) = g.nodes.iter().find(|n| {
-        n.assigned == PreparePromotion && matches!(n.reported, ReportLsn | PreparePromotion)
+        matches!(n.assigned, FastForward | PreparePromotion)
+            && matches!(n.reported, ReportLsn | FastForward | PreparePromotion)
     }) else {
         return vec![];
     };
+    // A winner in fast_forward lacks what its source holds: the heir must
+    // hold that too.
+    let needed = must_hold(g).map_or((c.tli, c.lsn), |m| m.max((c.tli, c.lsn)));
     let why = if !is_healthy(c, now, cfg) {
         "is not healthy".to_string()
     } else if age(c.goal_changed_at, now) > cfg.promotion_timeout {
@@ -157,7 +172,7 @@ pub(super) fn election_timeout(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -
                 && has_final_lsn(v)
                 && v.candidate_priority > 0
                 && is_healthy(v, now, cfg)
-                && (v.tli, v.lsn) >= (c.tli, c.lsn)
+                && (v.tli, v.lsn) >= needed
         })
         .max_by_key(|v| (v.candidate_priority, v.tli, v.lsn, std::cmp::Reverse(v.id)))
     else {
@@ -168,9 +183,9 @@ pub(super) fn election_timeout(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -
             c,
             ReportLsn,
             format!(
-                "node {} assigned report_lsn: the election's winner {why}; node {} holds all it \
-                 reported (LSN {}) and takes its place",
-                c.id, heir.id, c.lsn
+                "node {} assigned report_lsn: the election's winner {why}; node {} holds all the \
+                 voters hold (LSN {}) and takes its place",
+                c.id, heir.id, needed.1
             ),
         ),
         assign(

@@ -25,6 +25,7 @@
 //! goal is already draining/demote_timeout/demoted and it stays stopped.
 
 mod failover;
+mod fast_forward;
 mod health;
 mod maintenance;
 mod model;
@@ -44,13 +45,19 @@ mod reach_test;
 mod tests;
 #[cfg(test)]
 mod tests_failover;
+#[cfg(test)]
+mod tests_fast_forward;
 
 pub use health::{is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent, lease_expired, secs};
 pub use model::*;
 pub use ssn::synchronous_standby_names;
 
 use failover::*;
-pub use failover::{can_report_lsn, election, election_blockers, followers, has_final_lsn};
+pub use failover::{
+    can_report_lsn, election, election_blockers, followers, has_final_lsn, promoting,
+};
+pub use fast_forward::{fast_forward_of, fast_forward_source};
+use fast_forward::fast_forward_step;
 use maintenance::*;
 use promotion::*;
 pub use rules::drop_refusal;
@@ -91,6 +98,7 @@ pub const RULES: &[Rule] = &[
     rule("switchover_abort", switchover_abort),
     rule("election_timeout", election_timeout),
     rule("elect", elect),
+    rule("fast_forward_step", fast_forward_step),
     rule("switchover_step", switchover_step),
     rule("promotion_step", promotion_step),
     rule("lease_gate", lease_gate),

@@ -45,6 +45,10 @@ pub(super) struct Sim {
     pub(super) forced: usize,
     /// Maintenance enables the operator gave (accepted only).
     pub(super) maintenance: usize,
+    /// Candidate priorities rise with the node id (10, 20, ...), so an
+    /// election's winner by priority may be behind another voter
+    /// (fast_forward); otherwise every node has 50.
+    pub(super) ranked: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -83,8 +87,10 @@ pub(super) struct Limits {
     pub(super) max_ids: i64,
     /// Rows at the same time.
     pub(super) max_rows: usize,
-    /// Explore LSN distance and primary-side stall events.
-    pub(super) lsn_and_stall: bool,
+    /// Explore LSN distance (a standby far behind).
+    pub(super) far_behind: bool,
+    /// Explore primary-side stall events.
+    pub(super) stall: bool,
     /// Faults (dead keeper, Postgres down, replication lost, stall, far
     /// behind) present at once; failover needs two.
     pub(super) max_faults: usize,
@@ -97,6 +103,8 @@ pub(super) struct Limits {
     /// Maintenance enables over the run (ending one is always offered).
     pub(super) max_maintenance: usize,
     pub(super) max_configs: usize,
+    /// See [`Sim::ranked`].
+    pub(super) ranked_priorities: bool,
 }
 
 /// Whether the keeper runs PostgreSQL in a state: the keeper's own rule.
@@ -129,6 +137,7 @@ impl Sim {
             switchovers: 0,
             forced: 0,
             maintenance: 0,
+            ranked: false,
         }
     }
 
@@ -214,13 +223,13 @@ impl Sim {
                 } else if may_fail {
                     out.push(Ev::LoseRepl(id));
                 }
-                if lim.lsn_and_stall && l.far_behind {
+                if lim.far_behind && l.far_behind {
                     out.push(Ev::Near(id));
-                } else if lim.lsn_and_stall && may_fail {
+                } else if lim.far_behind && may_fail {
                     out.push(Ev::Far(id));
                 }
             }
-            if l.alive && lim.lsn_and_stall && l.state.accepts_writes() {
+            if l.alive && lim.stall && l.state.accepts_writes() {
                 if l.stall_since.is_some() {
                     out.push(Ev::StallOff(id));
                 } else if may_fail {
@@ -277,6 +286,9 @@ impl Sim {
                 };
                 let mut n = super::builders::node(id, Init).goal(goal);
                 n.goal_changed_at = now;
+                if self.ranked {
+                    n.candidate_priority = 10 * id as i32;
+                }
                 n.last_report = Some(now);
                 n.pg_running = false;
                 self.group.nodes.push(n);
@@ -374,6 +386,9 @@ impl Sim {
         l.pg_up = runs(goal);
         if goal == StopReplication {
             l.tli = max_tli + 1; // promotion opens a new timeline
+        }
+        if goal == FastForward {
+            l.far_behind = false; // it fetched what the voters hold
         }
         if goal == Catchingup && matches!(from, WaitStandby | Demoted) {
             l.tli = writable_tli.unwrap_or(l.tli); // base backup or rewind

@@ -101,8 +101,48 @@ fn check_invariants(sim: &Sim, trace: &[Ev]) {
 }
 
 fn explore(lim: &Limits, seen: &mut Seen) {
+    let mut start = Sim::new();
+    start.ranked = lim.ranked_priorities;
+    explore_from(start, lim, seen);
+}
+
+/// A group of `nodes` that registered and converged (a primary and its
+/// secondaries) with no fault: the start of explorations that would pass
+/// their bounds if they explored every interleaving of the bootstrap too.
+fn converged(nodes: usize, lim: &Limits) -> Sim {
     let cfg = FsmConfig::default();
-    let start = Sim::new();
+    let mut sim = Sim::new();
+    sim.ranked = lim.ranked_priorities;
+    let mut trace = Vec::new();
+    let mut seen = Seen::default();
+    for _ in 0..100 {
+        let next = if sim.group.nodes.len() < nodes {
+            Some(Ev::Register)
+        } else {
+            sim.group
+                .nodes
+                .iter()
+                .find(|n| n.reported != n.assigned)
+                .map(|n| Ev::Converge(n.id))
+        };
+        let Some(ev) = next else {
+            let mut states: Vec<NodeState> = sim.group.nodes.iter().map(|n| n.reported).collect();
+            states.sort();
+            let mut want = vec![NodeState::Primary];
+            want.extend(std::iter::repeat_n(NodeState::Secondary, nodes - 1));
+            want.sort();
+            assert_eq!(states, want, "the bootstrap did not converge: {trace:?}");
+            return sim;
+        };
+        sim.step(ev);
+        trace.push(ev);
+        settle(&mut sim, &cfg, &mut seen, &trace);
+    }
+    panic!("the bootstrap did not converge in 100 steps: {trace:?}");
+}
+
+fn explore_from(start: Sim, lim: &Limits, seen: &mut Seen) {
+    let cfg = FsmConfig::default();
     let mut visited: HashSet<Vec<i64>> = HashSet::new();
     visited.insert(start.key(&cfg));
     // Traces are kept as parent links so a failure prints how it got there.
@@ -151,13 +191,15 @@ fn every_assigned_edge_is_in_the_table_and_back() {
     let two = Limits {
         max_ids: 2,
         max_rows: 2,
-        lsn_and_stall: true,
+        far_behind: true,
+        stall: true,
         max_faults: 2,
         max_drops: 2,
         max_switchovers: 1,
         max_forced: 1,
         max_maintenance: 1,
         max_configs: 1_000_000,
+        ranked_priorities: false,
     };
     explore(&two, &mut seen);
     eprintln!("two: {} configurations", seen.configs);
@@ -166,20 +208,23 @@ fn every_assigned_edge_is_in_the_table_and_back() {
     let again = Limits {
         max_ids: 3,
         max_rows: 2,
-        lsn_and_stall: false,
+        far_behind: false,
+        stall: false,
         max_faults: 1,
         max_drops: 2,
         max_switchovers: 0,
         max_forced: 0,
         max_maintenance: 0,
         max_configs: 200_000,
+        ranked_priorities: false,
     };
     explore(&again, &mut seen);
     eprintln!("again: {} configurations", seen.configs);
     let three = Limits {
         max_ids: 3,
         max_rows: 3,
-        lsn_and_stall: false,
+        far_behind: false,
+        stall: false,
         max_faults: 1,
         max_drops: 1,
         max_switchovers: 1,
@@ -188,6 +233,7 @@ fn every_assigned_edge_is_in_the_table_and_back() {
         max_forced: 0,
         max_maintenance: 0,
         max_configs: 2_000_000,
+        ranked_priorities: false,
     };
     explore(&three, &mut seen);
     // A standby's maintenance while an election may come (it votes on its
@@ -199,6 +245,20 @@ fn every_assigned_edge_is_in_the_table_and_back() {
         ..three
     };
     explore(&maintenance, &mut seen);
+    eprintln!("maintenance: {} configurations", seen.configs);
+    // An election whose winner by candidate priority is behind another
+    // voter (fast_forward): priorities rise with the id, and a standby
+    // may fall behind.
+    let fast_forward = Limits {
+        far_behind: true,
+        max_faults: 2,
+        max_drops: 1,
+        max_switchovers: 0,
+        max_maintenance: 0,
+        ranked_priorities: true,
+        ..three
+    };
+    explore_from(converged(3, &fast_forward), &fast_forward, &mut seen);
     eprintln!(
         "explored {} configurations, {} edges",
         seen.configs,

@@ -44,7 +44,7 @@ pub(super) fn failover_under_way(g: &GroupView) -> bool {
     g.nodes.iter().any(|n| {
         matches!(
             n.assigned,
-            PreparePromotion | StopReplication | Draining | DemoteTimeout | ReportLsn
+            FastForward | PreparePromotion | StopReplication | Draining | DemoteTimeout | ReportLsn
         )
     })
 }
@@ -57,7 +57,7 @@ pub fn operation_under_way(g: &GroupView) -> Option<String> {
     if let Some(n) = g.nodes.iter().find(|n| {
         matches!(
             n.assigned,
-            PreparePromotion | StopReplication | Draining | DemoteTimeout | ReportLsn
+            FastForward | PreparePromotion | StopReplication | Draining | DemoteTimeout | ReportLsn
         )
     }) {
         return Some(format!(
@@ -358,7 +358,10 @@ pub fn drop_refusal(
     now: Timestamp,
     cfg: &FsmConfig,
 ) -> Option<String> {
-    if matches!(n.assigned, PreparePromotion | StopReplication | ReportLsn) {
+    if matches!(
+        n.assigned,
+        FastForward | PreparePromotion | StopReplication | ReportLsn
+    ) {
         return Some(format!(
             "node {} takes part in a failover under way (it is assigned {}): dropping it now could \
              lose acknowledged commits only it has; wait until the group has a primary again \

@@ -161,11 +161,11 @@ fn failover_rules() {
             "still on its way into catchingup",
         ),
         case(
-            "election: the most advanced voter is promoted",
+            "election: of equal priorities the most advanced voter is promoted",
             vec![
                 node(1, Primary).goal(Draining).bad(),
                 node(2, ReportLsn).lsn_mb(110),
-                node(3, ReportLsn).lsn_mb(100).prio(90),
+                node(3, ReportLsn).lsn_mb(100),
             ],
             t0(),
             vec![Goal(2, PreparePromotion)],
@@ -214,7 +214,7 @@ fn failover_rules() {
             ],
             t(),
             vec![Goal(2, ReportLsn), Goal(3, PreparePromotion)],
-            "the election's winner is not healthy; node 3 holds all it reported",
+            "the election's winner is not healthy; node 3 holds all the voters hold",
         ),
         case(
             "election timeout: a winner whose keeper reports PostgreSQL down gives way, and the heir is chosen at once",
@@ -225,7 +225,7 @@ fn failover_rules() {
             ],
             t(),
             vec![Goal(2, ReportLsn), Goal(3, PreparePromotion)],
-            "node 3 holds all it reported",
+            "node 3 holds all the voters hold",
         ),
         case(
             "election timeout: a winner told to promote may have promoted: no heir, the monitor says why",

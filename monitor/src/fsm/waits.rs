@@ -40,11 +40,7 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
     let long = |n: &NodeView| age(n.goal_changed_at, now) > grace(cfg);
     // An election whose quorum voter does not report its final LSN.
     let voters: Vec<&NodeView> = g.nodes.iter().filter(|n| n.assigned == ReportLsn).collect();
-    let promoting = g
-        .nodes
-        .iter()
-        .any(|n| matches!(n.assigned, PreparePromotion | StopReplication));
-    if !voters.is_empty() && !promoting {
+    if !voters.is_empty() && !super::promoting(g) {
         if let Some(v) = voters.iter().find(|v| {
             quorum_counts(v)
                 && long(v)
@@ -90,6 +86,41 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
     // An election's winner that cannot finish its promotion, with no other
     // voter holding all it reported to take its place
     // (`failover::election_timeout` lets one take it otherwise).
+    if let Some(c) = g
+        .nodes
+        .iter()
+        .find(|n| n.assigned == FastForward && n.reported != FastForward)
+    {
+        // A fetch from a voter that is gone, or slower than
+        // promotion_timeout, with no voter holding everything to take its
+        // place.
+        let src = super::fast_forward_of(g, c.id, now, cfg);
+        let stuck = if !is_healthy(c, now, cfg) {
+            Some(format!("node {} is not healthy", c.id))
+        } else if src.is_none() {
+            Some("no voter that holds the WAL it lacks is healthy".to_string())
+        } else if age(c.goal_changed_at, now) > cfg.promotion_timeout {
+            Some(format!(
+                "it has not finished within promotion_timeout (fetching from node {}; its keeper's \
+                 transition errors are events)",
+                src.map_or(0, |s| s.id)
+            ))
+        } else {
+            None
+        };
+        if let Some(what) = stuck.filter(|_| long(c)) {
+            return Some((
+                c.id,
+                format!(
+                    "failover waits for node {}: elected by candidate priority, it must first fetch \
+                     the WAL it lacks from a more advanced voter (fast_forward), and {what}; no other \
+                     voter with candidate priority above 0 holds everything; `pgpilot perform \
+                     failover --allow-data-loss` promotes it without that WAL",
+                    c.id
+                ),
+            ));
+        }
+    }
     if let Some(c) = g.nodes.iter().find(|n| {
         matches!(n.assigned, PreparePromotion | StopReplication) && n.reported != StopReplication
     }) {
@@ -281,7 +312,12 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
         let promoting = g
             .nodes
             .iter()
-            .any(|n| matches!(n.assigned, PreparePromotion | StopReplication | ReportLsn));
+            .any(|n| {
+                matches!(
+                    n.assigned,
+                    FastForward | PreparePromotion | StopReplication | ReportLsn
+                )
+            });
         if let Some(d) = g.nodes.iter().find(|d| {
             d.assigned == Dropped && d.dropped_from == Some(Primary) && !promoting && long(d)
         }) {
