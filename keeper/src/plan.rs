@@ -93,8 +93,9 @@ pub struct Goal {
     pub ssn: String,
     /// The node assigned a writable state, if any other is.
     pub primary: Option<Upstream>,
-    /// For goal fast_forward: the voter to fetch from, and how far.
-    pub fast_forward: Option<(Upstream, Lsn)>,
+    /// For goal fast_forward: how far to replay, and the voter to fetch
+    /// from (`None` while none that has it is healthy).
+    pub fast_forward: Option<(Option<Upstream>, Lsn)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -103,8 +104,8 @@ pub enum PlanError {
     NoEdge { from: NodeState, to: NodeState },
     #[error("goal {0} needs a primary to follow, and the monitor named none yet: waiting")]
     NoPrimary(NodeState),
-    #[error("goal fast_forward needs a node to fetch WAL from, and the monitor named none (no voter that holds what this node lacks is healthy): waiting")]
-    NoFastForwardSource,
+    #[error("goal fast_forward needs the LSN to fetch up to, and the monitor named none: the monitor and keeper versions disagree")]
+    NoFastForwardTarget,
 }
 
 /// The steps that take this node from `from` to `goal.state`.
@@ -174,16 +175,16 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
         ],
         // Its source streams from nobody, so what it has is final: stream
         // it all, then stop streaming (as in report_lsn) so that the LSN
-        // reported with fast_forward is final too.
+        // reported with fast_forward is final too. Without a source (none
+        // that has it is healthy) it only replays what it received, and
+        // fails the wait if that is not enough: the monitor decides.
         KeeperAction::FastForward => {
             let (src, lsn) = goal
                 .fast_forward
                 .clone()
-                .ok_or(PlanError::NoFastForwardSource)?;
+                .ok_or(PlanError::NoFastForwardTarget)?;
             vec![
-                Configure(Role::Standby {
-                    upstream: Some(src),
-                }),
+                Configure(Role::Standby { upstream: src }),
                 Start,
                 WaitReplayedTo(lsn),
                 Configure(Role::Standby { upstream: None }),
@@ -263,16 +264,17 @@ pub fn goal_from_reply(reply: &pgpilot_proto::pb::NodeActiveResponse, state: Nod
             port: n.port as u16,
         });
     // The source by its id among the other nodes (its address is theirs).
-    let fast_forward = reply.fast_forward.as_ref().and_then(|f| {
-        let n = reply.other_nodes.iter().find(|n| n.node_id == f.node_id)?;
-        Some((
-            Upstream {
+    let fast_forward = reply.fast_forward.as_ref().map(|f| {
+        let src = reply
+            .other_nodes
+            .iter()
+            .find(|n| n.node_id == f.node_id)
+            .map(|n| Upstream {
                 node_id: n.node_id,
                 host: n.host.clone(),
                 port: n.port as u16,
-            },
-            Lsn(f.lsn),
-        ))
+            });
+        (src, Lsn(f.lsn))
     });
     Goal {
         state,
@@ -324,7 +326,7 @@ mod tests {
                 host: "10.0.0.1".into(),
                 port: 5432,
             }),
-            fast_forward: (state == FastForward).then(|| (voter(), Lsn(0x3000148))),
+            fast_forward: (state == FastForward).then(|| (Some(voter()), Lsn(0x3000148))),
         }
     }
 
@@ -420,12 +422,17 @@ mod tests {
                 Step::WaitReplayed,
             ]
         );
-        // Without a source named (none healthy): wait, do not guess.
+        // Without a source (none healthy): it replays what it received.
         let mut g = goal(FastForward, false);
+        g.fast_forward = Some((None, Lsn(0x3000148)));
+        let steps = plan(ReportLsn, &g, RUNNING_STANDBY).unwrap();
+        assert_eq!(steps[0], Step::Configure(Role::Standby { upstream: None }));
+        assert_eq!(steps[2], Step::WaitReplayedTo(Lsn(0x3000148)));
+        // Without a target: an error that names the version mismatch.
         g.fast_forward = None;
         assert_eq!(
             plan(ReportLsn, &g, RUNNING_STANDBY),
-            Err(PlanError::NoFastForwardSource)
+            Err(PlanError::NoFastForwardTarget)
         );
         assert_eq!(
             steady_role(FastForward, &g),

@@ -102,10 +102,15 @@ impl Params {
                     _ => 1.0,
                 })
                 .collect(),
+            // Sometimes the last node is never promoted, and sometimes
+            // one node is preferred: an election's winner by priority is
+            // then often behind another voter (fast_forward).
             priorities: (0..nodes)
                 .map(|i| {
                     if seed % 11 == 6 && i == nodes - 1 {
                         0
+                    } else if seed % 11 == 2 && i as u64 == (seed / 11) % nodes as u64 {
+                        90
                     } else {
                         50
                     }
@@ -198,6 +203,9 @@ pub struct World {
     /// Failovers decided while the primary was healthy and every other
     /// node streamed from it (counted, reported with the seed sweep).
     pub needless_failovers: u32,
+    /// Election winners told to fast_forward, and those of them that
+    /// finished it (promoted next with everything the voters held).
+    pub fast_forwards: (u32, u32),
     /// The generation last seen, to spot each new promotion decision.
     last_generation: i64,
     /// The operator dropped a node already (at most one per run).
@@ -268,6 +276,7 @@ impl World {
             skip_sync_wait: false,
             keep_streaming: false,
             needless_failovers: 0,
+            fast_forwards: (0, 0),
             last_generation: 1,
             dropped_one: false,
             monitor_clock_step_ms: 0,
@@ -325,6 +334,14 @@ impl World {
         }
         let woke = !changes.is_empty();
         for c in changes {
+            if c.goal == pgpilot_proto::NodeState::FastForward {
+                self.fast_forwards.0 += 1;
+            }
+            if c.goal == pgpilot_proto::NodeState::PreparePromotion
+                && c.reported == pgpilot_proto::NodeState::FastForward
+            {
+                self.fast_forwards.1 += 1;
+            }
             self.log(format!(
                 "monitor: node {} (reported {}) assigned {}: {}",
                 c.node_id, c.reported, c.goal, c.reason

@@ -153,9 +153,8 @@ impl World {
 impl World {
     /// After the heal the operator ends every maintenance (until the
     /// monitor accepts) and gives every node its candidate priority of the
-    /// run's shape back (an election that waits because the most advanced
-    /// standby has priority 0 waits for exactly that: fast_forward is not
-    /// built), so that the group can converge.
+    /// run's shape back (a group whose every standby has priority 0 waits
+    /// for exactly that), so that the group can converge.
     fn end_maintenances(&mut self) {
         if self.monitor_down_until.is_some() {
             return;

@@ -36,14 +36,18 @@ fn params(seed: u64) -> Params {
 /// Runs one seed; on failure, the message names the seed, the replay
 /// command and the trace that led there.
 fn run_world(seed: u64, w: World) -> Result<u32, String> {
-    run_world_waits(seed, w).map(|(n, _)| n)
+    run_world_waits(seed, w).map(|(n, _, _)| n)
 }
 
 /// [`run_world`], also returning what the group was left waiting for
-/// where that is allowed.
-fn run_world_waits(seed: u64, mut w: World) -> Result<(u32, Option<String>), String> {
+/// where that is allowed, and its fast_forwards (told, finished).
+fn run_world_waits(seed: u64, mut w: World) -> Result<(u32, Option<String>, (u32, u32)), String> {
     match w.run() {
-        Ok(()) => Ok((w.needless_failovers, w.ended_waiting.take())),
+        Ok(()) => Ok((
+            w.needless_failovers,
+            w.ended_waiting.take(),
+            w.fast_forwards,
+        )),
         Err(v) => Err(format!(
             "seed {seed}: {v}\nreplay: {}\ntrace (last events):\n{}",
             replay_command(seed),
@@ -62,9 +66,11 @@ fn seeds_hold_every_invariant() {
     // Runs that ended waiting, by what the monitor said (a machine lost
     // for good, a standby that may never be promoted).
     let mut waits: std::collections::BTreeMap<String, u32> = Default::default();
+    let mut ff = (0, 0);
     for seed in first..first + count {
         match run_world_waits(seed, World::new(seed, params(seed))) {
-            Ok((n, wait)) => {
+            Ok((n, wait, f)) => {
+                ff = (ff.0 + f.0, ff.1 + f.1);
                 if n > 0 {
                     needless += n;
                     needless_seeds.push(seed);
@@ -84,9 +90,11 @@ fn seeds_hold_every_invariant() {
     // Read by whoever runs a long sweep: the numbers of the run.
     eprintln!(
         "simulation: seeds {first}..{}: 0 violations, {needless} needless failover(s) (seeds {needless_seeds:?}), \
-         {} ended waiting with the reason named ({waits:?}), {:.1} s",
+         {} ended waiting with the reason named ({waits:?}), {} fast_forward(s) assigned, {} finished, {:.1} s",
         first + count,
         waits.values().sum::<u32>(),
+        ff.0,
+        ff.1,
         started.elapsed().as_secs_f64()
     );
 }

@@ -10,6 +10,7 @@ mod copy_heartbeat;
 mod demo;
 mod drop;
 mod election;
+mod fast_forward;
 mod fencing;
 mod forced_failover;
 mod lease_bound;

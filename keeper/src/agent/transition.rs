@@ -229,7 +229,9 @@ async fn step_io(
         Step::WaitReplayedTo(target) => {
             let mut c = pg.connect().await?;
             let lsn = sql::wait_replayed_to(&mut c, *target, REPLAY_TIMEOUT).await?;
-            tracing::info!("fast_forward: replayed up to {lsn} (the voter's final LSN is {target})");
+            tracing::info!(
+                "fast_forward: replayed up to {lsn} (the voter's final LSN is {target})"
+            );
             Done::Nothing
         }
         Step::Promote => {

@@ -59,7 +59,7 @@ fn skip_fast_forward(
     now: Timestamp,
     cfg: &fsm::FsmConfig,
 ) -> Result<Vec<Action>> {
-    let src = fsm::fast_forward_of(g, c.id, now, cfg);
+    let src = fsm::fast_forward_of(g, c.id, now, cfg).and_then(|(s, _)| s);
     let theirs = g
         .nodes
         .iter()
@@ -76,7 +76,10 @@ fn skip_fast_forward(
              it is promoted (fast_forward), which loses nothing{wait}; to promote it at once \
              without that WAL: `pgpilot perform failover --allow-data-loss`",
             c.id,
-            src.map_or("a more advanced voter".to_string(), |s| format!("node {}", s.id)),
+            src.map_or("a more advanced voter".to_string(), |s| format!(
+                "node {}",
+                s.id
+            )),
         ));
     }
     Ok(vec![
@@ -88,10 +91,7 @@ fn skip_fast_forward(
                 c.id
             ),
         ),
-        note(
-            c.id,
-            loss(c.lsn, theirs, "the voters ahead of the winner"),
-        ),
+        note(c.id, loss(c.lsn, theirs, "the voters ahead of the winner")),
         Action::AssignGoal {
             node_id: c.id,
             goal: PreparePromotion,

@@ -4,11 +4,11 @@
 
 use pgpilot_proto::{action_for, NodeState::*};
 
+use super::fast_forward::{assign_fast_forward, fast_forward_source, must_hold};
 use super::health::{age, is_healthy, is_in, is_unhealthy, keeper_silent, secs, silence};
 use super::rules::{
     assign, failover_under_way, primary, quorum_counts, settings_pending_drop, sync_writer,
 };
-use super::fast_forward::{assign_fast_forward, fast_forward_source, must_hold};
 use super::{Action, FsmConfig, GroupView, NodeView, Timestamp};
 
 /// Rule 7b, the election: once every standby told to report_lsn stopped
@@ -246,7 +246,10 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
         }
     };
     // Any quorum secondary may hold a commit the others lack: never pick a
-    // candidate behind one of them.
+    // candidate behind one of them for a direct promotion. With other
+    // followers it is an election, whose winner fetches what it lacks
+    // first ([`super::fast_forward`]): there the candidate only has to be
+    // one that may win.
     let most_advanced = g
         .nodes
         .iter()
@@ -263,7 +266,8 @@ pub(super) fn failover(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Ac
                 && !s.status_unknown
                 && s.candidate_priority > 0
                 && p.lsn.distance_from(s.lsn) <= cfg.promote_wal_threshold
-                && most_advanced.is_none_or(|m| s.lsn >= m)
+                && (most_advanced.is_none_or(|m| s.lsn >= m)
+                    || followers(g, p).any(|o| o.id != s.id))
                 && witness(s).is_some()
         })
         .max_by_key(|s| (s.candidate_priority, s.lsn, std::cmp::Reverse(s.id)));

@@ -55,24 +55,27 @@ pub fn fast_forward_source<'a>(
                 && has_final_lsn(v)
                 && is_healthy(v, now, cfg)
                 && v.tli == c.tli
-                && v.lsn > c.lsn
                 && m.is_none_or(|m| (v.tli, v.lsn) >= m)
         })
         .max_by_key(|v| (v.lsn, std::cmp::Reverse(v.id)))
 }
 
-/// The fast_forward a node assigned it is told to do: the source and its
-/// final LSN (for the keeper's reply). `None` for every other goal, and
-/// while no source is healthy (the keeper keeps waiting; the election's
-/// timeout or the operator moves the group on).
+/// The fast_forward a node assigned it is told to do (for the keeper's
+/// reply): the LSN to replay up to, and the voter to stream it from.
+/// `None` for every other goal. The source is `None` while no voter that
+/// holds the LSN is healthy: the node may have received it all already
+/// and only need to replay it; otherwise it keeps trying, and the
+/// election's timeout or the operator moves the group on.
 pub fn fast_forward_of<'a>(
     g: &'a GroupView,
     node_id: i64,
     now: Timestamp,
     cfg: &FsmConfig,
-) -> Option<&'a NodeView> {
+) -> Option<(Option<&'a NodeView>, Lsn)> {
     let c = g.node(node_id).filter(|c| c.assigned == FastForward)?;
-    fast_forward_source(g, c, now, cfg)
+    let src = fast_forward_source(g, c, now, cfg);
+    let lsn = src.map(|s| s.lsn).or(must_hold(g).map(|m| m.1))?;
+    Some((src, lsn))
 }
 
 /// The winner is told to fast-forward from its source.

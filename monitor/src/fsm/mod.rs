@@ -56,8 +56,8 @@ use failover::*;
 pub use failover::{
     can_report_lsn, election, election_blockers, followers, has_final_lsn, promoting,
 };
-pub use fast_forward::{fast_forward_of, fast_forward_source};
 use fast_forward::fast_forward_step;
+pub use fast_forward::{fast_forward_of, fast_forward_source};
 use maintenance::*;
 use promotion::*;
 pub use rules::drop_refusal;

@@ -272,15 +272,16 @@ fn failover_rules() {
             "",
         ),
         case(
-            "the most advanced quorum secondary has priority 0: no failover, and the monitor says why",
+            "the most advanced quorum secondary has priority 0: an election, whose winner fetches \
+             what it lacks from it",
             vec![
                 node(1, Primary).bad().silent_since(None),
                 sec(2, 3.0).lsn_mb(99),
                 sec(3, 3.0).prio(0),
             ],
             t(),
-            vec![WaitFor(3)],
-            "node 3 is the most advanced quorum standby but has candidate priority 0",
+            vec![Bump, Goal(2, ReportLsn), Goal(3, ReportLsn), Goal(1, Draining)],
+            "election: primary node 1 never reported and probes failing",
         ),
         case(
             "a primary whose keeper reports PostgreSQL down, its only standby too far behind: named at once",

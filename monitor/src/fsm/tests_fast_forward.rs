@@ -87,8 +87,15 @@ fn fast_forward_rules() {
             "the winner died during its fetch: a voter that holds everything takes its place",
             vec![
                 old(),
-                node(2, ReportLsn).lsn_mb(110).prio(10).silent_since(Some(at(3.2))),
-                node(3, ReportLsn).goal(FastForward).lsn_mb(100).prio(90).bad(),
+                node(2, ReportLsn)
+                    .lsn_mb(110)
+                    .prio(10)
+                    .silent_since(Some(at(3.2))),
+                node(3, ReportLsn)
+                    .goal(FastForward)
+                    .lsn_mb(100)
+                    .prio(90)
+                    .bad(),
             ],
             at(3.2),
             vec![Goal(3, ReportLsn), Goal(2, PreparePromotion)],
@@ -99,7 +106,11 @@ fn fast_forward_rules() {
             vec![
                 old(),
                 node(2, ReportLsn).lsn_mb(110).prio(0).bad().pg_down(),
-                node(3, ReportLsn).goal(FastForward).lsn_mb(100).prio(90).silent_since(Some(at(20.0))),
+                node(3, ReportLsn)
+                    .goal(FastForward)
+                    .lsn_mb(100)
+                    .prio(90)
+                    .silent_since(Some(at(20.0))),
             ],
             at(20.0),
             vec![WaitFor(3)],
@@ -136,7 +147,10 @@ fn perform_failover_gives_up_a_fast_forward_only_when_told_to() {
     let mut g = stuck();
     match core.failover(&mut g, false, now) {
         Err(MonitorError::FailedPrecondition(m)) => {
-            assert!(m.contains("node 3 was elected and fetches the WAL it lacks"), "{m}");
+            assert!(
+                m.contains("node 3 was elected and fetches the WAL it lacks"),
+                "{m}"
+            );
             assert!(m.contains("--allow-data-loss"), "{m}");
         }
         other => panic!("expected a refusal, got {other:?}"),

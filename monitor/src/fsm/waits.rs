@@ -94,7 +94,7 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
         // A fetch from a voter that is gone, or slower than
         // promotion_timeout, with no voter holding everything to take its
         // place.
-        let src = super::fast_forward_of(g, c.id, now, cfg);
+        let src = super::fast_forward_of(g, c.id, now, cfg).and_then(|(s, _)| s);
         let stuck = if !is_healthy(c, now, cfg) {
             Some(format!("node {} is not healthy", c.id))
         } else if src.is_none() {
@@ -309,15 +309,12 @@ pub fn current_wait(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Option<(i
     }
     // A dropped writer whose standbys are not known to hold every commit.
     if primary(g).is_none() && active(g).next().is_some() {
-        let promoting = g
-            .nodes
-            .iter()
-            .any(|n| {
-                matches!(
-                    n.assigned,
-                    FastForward | PreparePromotion | StopReplication | ReportLsn
-                )
-            });
+        let promoting = g.nodes.iter().any(|n| {
+            matches!(
+                n.assigned,
+                FastForward | PreparePromotion | StopReplication | ReportLsn
+            )
+        });
         if let Some(d) = g.nodes.iter().find(|d| {
             d.assigned == Dropped && d.dropped_from == Some(Primary) && !promoting && long(d)
         }) {
