@@ -30,6 +30,7 @@ pub fn reply(
         poll_interval_ms: millis(cfg.poll_interval),
         report_timeout_ms: millis(cfg.report_timeout),
         clock_margin_ms: millis(cfg.clock_margin),
+        group_synchronous_standby_names: fsm::synchronous_standby_names(g),
     }
 }
 
