@@ -143,6 +143,10 @@ async fn bring_up(
             pg_user: "postgres".into(),
             poll_interval: Duration::from_secs(1),
             maximum_backup_rate: pgpilot_keeper::config::DEFAULT_BACKUP_RATE.into(),
+            http_listen: Some(pgpilot_proto::HttpListen::At {
+                host: "127.0.0.1".into(),
+                port: free_port()?,
+            }),
             replication_password: String::new(),
         };
         let token = nodes_cancel.child_token();
