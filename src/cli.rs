@@ -170,6 +170,11 @@ pub struct CreateMonitorArgs {
     /// (created if missing).
     #[arg(long, default_value = "postgres")]
     pub pg_user: String,
+    /// Where the monitor's Prometheus /metrics listens: HOST:PORT, or off
+    /// (`http_listen` in monitor.toml) [default: the --listen address at
+    /// its port + 3000].
+    #[arg(long)]
+    pub http_listen: Option<pgpilot_proto::HttpListen>,
     /// Continue as the monitor service once created.
     #[arg(long)]
     pub run: bool,

@@ -52,6 +52,10 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
         hostname: Some("127.0.0.1".into()),
         database_url: None,
         pg_user: "postgres".into(),
+        http_listen: Some(pgpilot_proto::HttpListen::At {
+            host: "127.0.0.1".into(),
+            port: free_port()?,
+        }),
         timings: Timings::default(),
     };
     let (_, config) = create_monitor(&req).await?;
