@@ -272,12 +272,16 @@ impl Metrics {
         }
         self.generation.clear();
         for g in groups {
-            self.generation
-                .get_or_create(&group_labels(g))
-                .set(g.generation);
+            let group = group_labels(g);
+            self.generation.get_or_create(&group).set(g.generation);
+            // Counters exist at 0 from the start: `increase()` over a
+            // series that appears only with its first count misses it.
+            let _ = self.failovers.get_or_create(&group);
+            let _ = self.switchovers.get_or_create(&group);
             let writer = g.nodes.iter().find(|n| n.assigned.accepts_writes());
             for n in &g.nodes {
                 let labels = node_labels(g, n);
+                let _ = self.fence_events.get_or_create(&labels);
                 for s in ALL_STATES {
                     let mut l = labels.clone();
                     l.push(("state", s.name().to_string()));
@@ -394,6 +398,14 @@ mod tests {
                 "no {want:?} in\n{text}"
             );
         }
+        let node1 = format!(
+            "formation=\"{}\",group=\"0\",node_id=\"1\",node=\"node_1\"",
+            g.formation
+        );
+        assert!(
+            lines(&text).contains(&format!("pgpilot_fence_events_total{{{node1}}} 0").as_str()),
+            "{text}"
+        );
         // The writer has no lag series; a node that left has no series.
         assert!(!text.contains(
             "pgpilot_node_replication_lag_bytes{formation=\"default\",group=\"0\",node_id=\"1\""
