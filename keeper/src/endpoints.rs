@@ -351,3 +351,5 @@ fn replica(v: &View, q: &Query) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_view;
