@@ -132,6 +132,12 @@ pub struct CreatePostgresArgs {
     /// suffix k or M; 32k..1024M.
     #[arg(long, default_value = pgpilot_keeper::config::DEFAULT_BACKUP_RATE)]
     pub maximum_backup_rate: String,
+    /// Where the keeper's HTTP endpoints (/primary, /replica, /read-only,
+    /// /sync, /health, /metrics) listen: HOST:PORT, or off
+    /// (`http_listen` in keeper.toml) [default: --hostname at --pgport +
+    /// 3000].
+    #[arg(long)]
+    pub http_listen: Option<pgpilot_proto::HttpListen>,
     /// Continue as the keeper service once created.
     #[arg(long)]
     pub run: bool,
@@ -164,6 +170,11 @@ pub struct CreateMonitorArgs {
     /// (created if missing).
     #[arg(long, default_value = "postgres")]
     pub pg_user: String,
+    /// Where the monitor's Prometheus /metrics listens: HOST:PORT, or off
+    /// (`http_listen` in monitor.toml) [default: the --listen address at
+    /// its port + 3000].
+    #[arg(long)]
+    pub http_listen: Option<pgpilot_proto::HttpListen>,
     /// Continue as the monitor service once created.
     #[arg(long)]
     pub run: bool,

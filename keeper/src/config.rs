@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use pgpilot_proto::HttpListen;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::DEFAULT_LEASE;
@@ -66,6 +67,12 @@ pub struct KeeperConfig {
     /// second, or with a suffix `k` or `M` ("100M"), 32k..1024M.
     #[serde(default = "default_backup_rate")]
     pub maximum_backup_rate: String,
+    /// Where the HTTP endpoints (`/primary`, `/replica`, ..., `/metrics`)
+    /// listen: "HOST:PORT", or "off". Absent (a keeper.toml written
+    /// before the endpoints existed): the default, see
+    /// [`KeeperConfig::http_listen`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<HttpListen>,
     /// Password of the replication role, handed out by the monitor at
     /// registration. Empty until then.
     #[serde(default)]
@@ -105,8 +112,19 @@ pub fn parse_backup_rate(text: &str) -> anyhow::Result<u32> {
 }
 
 impl KeeperConfig {
+    /// Where the HTTP endpoints listen: `http_listen`, or by default the
+    /// node's hostname at PostgreSQL's port + 3000 (5432 gives 8432; see
+    /// [`HttpListen::default_for`]).
+    pub fn http_listen(&self) -> anyhow::Result<HttpListen> {
+        match &self.http_listen {
+            Some(l) => Ok(l.clone()),
+            None => Ok(HttpListen::default_for(&self.hostname, self.pgport)?),
+        }
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         parse_backup_rate(&self.maximum_backup_rate)?;
+        self.http_listen()?;
         if !self.pgdata.is_absolute() {
             bail!("pgdata {} must be an absolute path", self.pgdata.display());
         }
@@ -208,6 +226,7 @@ pub(crate) fn sample(pgdata: &Path) -> KeeperConfig {
         pg_user: "postgres".into(),
         poll_interval: Duration::from_secs(1),
         maximum_backup_rate: DEFAULT_BACKUP_RATE.into(),
+        http_listen: None,
         replication_password: String::new(),
     }
 }
@@ -274,6 +293,53 @@ mod tests {
             err.contains("maximum_backup_rate \"100 MB/s\" is not a rate"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn http_listen_defaults_when_absent_and_a_bad_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pgdata = dir.path().join("node");
+        std::fs::create_dir_all(crate::files::state_dir(&pgdata)).unwrap();
+        // A keeper.toml from before the endpoints: no key, the default.
+        sample(&pgdata).save().unwrap();
+        let text = std::fs::read_to_string(config_path(&pgdata)).unwrap();
+        assert!(!text.contains("http_listen"), "{text}");
+        let c = KeeperConfig::load(&pgdata).unwrap();
+        assert_eq!(c.http_listen, None);
+        assert_eq!(
+            c.http_listen().unwrap(),
+            HttpListen::At {
+                host: "127.0.0.1".into(),
+                port: 8432
+            }
+        );
+        // Explicit values round-trip, "off" included.
+        for value in ["10.0.0.1:9000", "off", "[::1]:8000"] {
+            let mut c = sample(&pgdata);
+            c.http_listen = Some(value.parse().unwrap());
+            c.save().unwrap();
+            let text = std::fs::read_to_string(config_path(&pgdata)).unwrap();
+            assert!(
+                text.contains(&format!("http_listen = \"{value}\"")),
+                "{text}"
+            );
+            assert_eq!(KeeperConfig::load(&pgdata).unwrap(), c);
+        }
+        // A bad value is refused at load, naming the key and the fix.
+        let text = std::fs::read_to_string(config_path(&pgdata)).unwrap();
+        let text = text.replace("\"[::1]:8000\"", "\"8000\"");
+        std::fs::write(config_path(&pgdata), text).unwrap();
+        let err = format!("{:#}", KeeperConfig::load(&pgdata).unwrap_err());
+        assert!(err.contains("not a valid keeper configuration"), "{err}");
+        assert!(err.contains("http_listen \"8000\" has no port"), "{err}");
+        assert!(err.contains("HOST:PORT"), "{err}");
+        // No default beyond the last port: set one.
+        let mut c = sample(&pgdata);
+        c.pgport = 64000;
+        let err = format!("{:#}", c.validate().unwrap_err());
+        assert!(err.contains("no default HTTP port"), "{err}");
+        c.http_listen = Some(HttpListen::Off);
+        c.validate().unwrap();
     }
 
     #[test]

@@ -8,14 +8,20 @@
 //! - [`clock`]: the one clock (CLOCK_BOOTTIME) of the agent and watchdog.
 //! - [`pg`]: the node's PostgreSQL: process, settings, HBA, SQL, copies.
 //! - [`setup`]: `create postgres`.
+//! - [`endpoints`]: what the HTTP checks (`/primary`, `/replica`, ...)
+//!   answer, pure; [`http`]: the listener serving them and `/metrics`
+//!   ([`metrics`]).
 //! - [`config`], [`statefile`], [`files`]: the keeper's own files.
 //! - [`service`]: `run` and `stop` for a node.
 
 pub mod agent;
 pub mod clock;
 pub mod config;
+pub mod endpoints;
 pub mod engine;
 pub mod files;
+pub mod http;
+pub mod metrics;
 pub mod pg;
 pub mod plan;
 pub mod service;

@@ -50,6 +50,7 @@ pub async fn create_node(
     }
     check_pgdata(&pgdata)?;
     check_port_free(config.pgport)?;
+    check_http_free(&config.http_listen()?)?;
     let system_identifier = if is_pgdata(&pgdata) {
         let bin = pgproc::PgBin::discover()?;
         let runner = pgproc::postgres_runner(Some(&config.pg_user))?;
@@ -163,6 +164,22 @@ fn check_port_free(port: u16) -> anyhow::Result<()> {
         .map(drop)
         .with_context(|| {
             format!("port {port} is already in use on this machine: choose another --pgport")
+        })
+}
+
+/// The HTTP endpoints' address can be bound: checked before registering,
+/// as the PostgreSQL port is (the keeper binds it for good at start).
+fn check_http_free(listen: &pgpilot_proto::HttpListen) -> anyhow::Result<()> {
+    let Some((host, port)) = listen.addr() else {
+        return Ok(());
+    };
+    std::net::TcpListener::bind((host.as_str(), port))
+        .map(drop)
+        .with_context(|| {
+            format!(
+                "cannot listen for HTTP on {listen}: choose another --http-listen HOST:PORT, or \
+                 --http-listen off"
+            )
         })
 }
 

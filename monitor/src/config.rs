@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use pgpilot_proto::HttpListen;
 use serde::{Deserialize, Serialize};
 
 use crate::fsm::FsmConfig;
@@ -194,6 +195,11 @@ pub struct MonitorConfig {
     /// OS user that runs the private PostgreSQL when pgpilot runs as root.
     #[serde(default = "default_pg_user")]
     pub pg_user: String,
+    /// Where Prometheus `/metrics` listens: "HOST:PORT" or "off". Absent
+    /// (a monitor.toml from before metrics): the default, see
+    /// [`MonitorConfig::http_listen`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<HttpListen>,
     #[serde(default)]
     pub timings: Timings,
 }
@@ -203,6 +209,18 @@ pub fn default_pg_user() -> String {
 }
 
 impl MonitorConfig {
+    /// Where `/metrics` listens: `http_listen`, or by default the gRPC
+    /// listen address at its port + 3000 (5430 gives 8430).
+    pub fn http_listen(&self) -> anyhow::Result<HttpListen> {
+        match &self.http_listen {
+            Some(l) => Ok(l.clone()),
+            None => Ok(HttpListen::default_for(
+                &self.listen.ip().to_string(),
+                self.listen.port(),
+            )?),
+        }
+    }
+
     /// The URI keepers use: `http://hostname:port`.
     pub fn monitor_uri(&self) -> String {
         let host = if self.hostname.contains(':') && !self.hostname.starts_with('[') {
@@ -221,6 +239,7 @@ impl MonitorConfig {
         config
             .timings
             .validate()
+            .and_then(|()| config.http_listen().map(|_| ()))
             .with_context(|| format!("check the monitor configuration {}", path.display()))?;
         Ok(config)
     }
@@ -262,6 +281,7 @@ mod tests {
             pgdata: "/x".into(),
             database_url: None,
             pg_user: "postgres".into(),
+            http_listen: None,
             timings: Timings::default(),
         };
         let text = toml::to_string(&c).unwrap();
@@ -269,5 +289,20 @@ mod tests {
         let bad = format!("{text}\nbogus = 1\n");
         assert!(toml::from_str::<MonitorConfig>(&bad).is_err());
         assert_eq!(c.monitor_uri(), "http://localhost:5430");
+        // No http_listen (a file from before /metrics): the default.
+        assert!(!text.contains("http_listen"), "{text}");
+        assert_eq!(c.http_listen().unwrap().to_string(), "127.0.0.1:8430");
+        let c = MonitorConfig {
+            http_listen: Some("off".parse().unwrap()),
+            ..c
+        };
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("http_listen = \"off\""), "{text}");
+        assert_eq!(toml::from_str::<MonitorConfig>(&text).unwrap(), c);
+        let bad = text.replace("\"off\"", "\"nowhere\"");
+        let e = toml::from_str::<MonitorConfig>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http_listen \"nowhere\" has no port"), "{e}");
     }
 }

@@ -72,6 +72,7 @@ pub async fn run_monitor(config: MonitorConfig, cancel: CancellationToken) -> an
                 config.listen
             )
             })?;
+        let http = crate::server::bind_http(&config.http_listen()?).await?;
         write_durably(
             &pid_path(&config.pgdata),
             std::process::id().to_string().as_bytes(),
@@ -85,7 +86,7 @@ pub async fn run_monitor(config: MonitorConfig, cancel: CancellationToken) -> an
             started,
         );
         control.rebase_clocks(started).await?;
-        let served = serve(control, listener, cancel.clone()).await;
+        let served = serve(control, listener, http, cancel.clone()).await;
         store.pool.close().await;
         served
     }

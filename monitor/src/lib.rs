@@ -12,6 +12,7 @@
 //!   drop, reads), each deciding under its group's lock.
 //! - [`health`]: the prober (a real connection handshake per node).
 //! - [`events`]: the bus that feeds Watch streams after commit.
+//! - [`metrics`]: the Prometheus metrics served as `/metrics`.
 //! - [`rpc`]: the gRPC service and the one client constructor.
 //! - [`server`]: wiring and ordered shutdown of a running monitor.
 //! - [`config`]: the configuration file and the validated timings.
@@ -31,6 +32,7 @@ pub mod files;
 pub mod fsm;
 pub mod health;
 pub mod live;
+pub mod metrics;
 pub mod private_pg;
 pub mod rpc;
 pub mod server;

@@ -47,13 +47,14 @@ impl Monitor for MonitorService {
         &self,
         req: Request<pb::NodeActiveRequest>,
     ) -> Result<Response<pb::NodeActiveResponse>, Status> {
-        let reply = self
-            .control
-            .node_active(req.into_inner(), now())
-            .await
-            .inspect_err(|e| {
-                tracing::info!("refused report: {e:#}");
-            })?;
+        let started = std::time::Instant::now();
+        let result = self.control.node_active(req.into_inner(), now()).await;
+        self.control
+            .metrics
+            .node_active(result.is_ok(), started.elapsed());
+        let reply = result.inspect_err(|e| {
+            tracing::info!("refused report: {e:#}");
+        })?;
         Ok(Response::new(reply))
     }
 

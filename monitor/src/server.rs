@@ -1,7 +1,12 @@
-//! Wiring of a running monitor: gRPC server, prober, ordered shutdown.
+//! Wiring of a running monitor: gRPC server, `/metrics`, prober, ordered
+//! shutdown.
 
 use anyhow::Context;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use pgpilot_proto::pb::monitor_server::MonitorServer;
+use pgpilot_proto::HttpListen;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -14,17 +19,71 @@ use crate::rpc::MonitorService;
 /// How long in-flight RPCs get to finish once shutdown starts.
 const RPC_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves the API on `listener` and runs the prober until `cancel` fires;
-/// then stops accepting RPCs, lets in-flight ones finish (bounded), and
-/// stops the prober. The caller stops the database afterwards.
+/// Binds the `/metrics` listener, or `None` when `http_listen` is off.
+/// Done before serving, so that a taken port is refused at start with the
+/// setting to change.
+pub async fn bind_http(listen: &HttpListen) -> anyhow::Result<Option<TcpListener>> {
+    let Some((host, port)) = listen.addr() else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind((host.as_str(), port))
+        .await
+        .with_context(|| {
+            format!(
+                "listen for HTTP on {listen} (http_listen in monitor.toml, --http-listen of create \
+                 monitor): choose a free address, or set http_listen = \"off\""
+            )
+        })?;
+    Ok(Some(listener))
+}
+
+/// Serves `/metrics` until `cancel` fires.
+async fn serve_http(control: Control, listener: TcpListener, cancel: CancellationToken) {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    tracing::info!(%addr, "monitor serving HTTP (/metrics)");
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .with_state(control);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+    {
+        tracing::error!("failed to serve HTTP: {e:#}");
+    }
+}
+
+async fn scrape(State(control): State<Control>) -> Response {
+    match control.metrics_text(crate::clock::now()).await {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => {
+            tracing::warn!("failed to read the store for /metrics: {e:#}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the monitor's store: {e:#}\n"),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Serves the API on `listener` (and `/metrics` on `http`) and runs the
+/// prober until `cancel` fires; then stops accepting RPCs, lets in-flight
+/// ones finish (bounded), and stops the prober and `/metrics`. The caller
+/// stops the database afterwards.
 pub async fn serve(
     control: Control,
     listener: TcpListener,
+    http: Option<TcpListener>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let prober_cancel = cancel.child_token();
     tracker.spawn(run_prober(control.clone(), prober_cancel.clone()));
+    if let Some(http) = http {
+        tracker.spawn(serve_http(control.clone(), http, prober_cancel.clone()));
+    }
 
     let addr = listener.local_addr().context("read the listen address")?;
     tracing::info!(%addr, uri = %control.monitor_uri, "monitor serving gRPC");

@@ -29,6 +29,9 @@ pub struct CreateMonitor {
     pub hostname: Option<String>,
     pub database_url: Option<String>,
     pub pg_user: String,
+    /// `--http-listen`; `None`: the default (see
+    /// [`MonitorConfig::http_listen`]), written out.
+    pub http_listen: Option<pgpilot_proto::HttpListen>,
     pub timings: Timings,
 }
 
@@ -60,7 +63,14 @@ pub async fn create_monitor(req: &CreateMonitor) -> anyhow::Result<(Created, Mon
         pgdata: pgdata.clone(),
         database_url: req.database_url.clone(),
         pg_user: req.pg_user.clone(),
+        http_listen: req.http_listen.clone(),
         timings: req.timings.clone(),
+    };
+    // Written out, default included, so that monitor.toml says where
+    // /metrics is; a port without a default is refused here.
+    let config = MonitorConfig {
+        http_listen: Some(config.http_listen()?),
+        ..config
     };
     let sdir = state_dir(&pgdata);
     std::fs::create_dir_all(&sdir).with_context(|| format!("create {}", sdir.display()))?;

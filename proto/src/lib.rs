@@ -7,11 +7,13 @@
 //! - [`edges`]: the one table of (from, to) edges the monitor may assign,
 //!   each with the keeper action that reaches it.
 //! - [`client`]: the one way to build a monitor client.
+//! - [`listen`]: [`HttpListen`], where an HTTP listener binds (`--http-listen`).
 //! - [`error`]: [`ErrorCode`], mapped to and from `tonic::Code`.
 
 pub mod client;
 pub mod edges;
 pub mod error;
+pub mod listen;
 pub mod lsn;
 pub mod state;
 
@@ -23,6 +25,7 @@ pub mod pb {
 
 pub use edges::{action_for, KeeperAction, EDGES};
 pub use error::ErrorCode;
+pub use listen::HttpListen;
 pub use lsn::Lsn;
 pub use pb::NodeState;
 

@@ -465,6 +465,9 @@ impl World {
                     None => (false, None),
                 }
             }),
+            // What only the HTTP endpoints read (lag): not simulated.
+            replay_lsn: None,
+            upstream_wal_end: None,
         });
         let obs = Observation {
             has_pgdata: n.pg.data.is_some(),

@@ -39,9 +39,13 @@ fn run_world(seed: u64, w: World) -> Result<u32, String> {
     run_world_waits(seed, w).map(|(n, _, _)| n)
 }
 
+/// Needless failovers, the wait a run ended in (where allowed), and its
+/// fast_forwards (told, finished).
+type RunOutcome = (u32, Option<String>, (u32, u32));
+
 /// [`run_world`], also returning what the group was left waiting for
 /// where that is allowed, and its fast_forwards (told, finished).
-fn run_world_waits(seed: u64, mut w: World) -> Result<(u32, Option<String>, (u32, u32)), String> {
+fn run_world_waits(seed: u64, mut w: World) -> Result<RunOutcome, String> {
     match w.run() {
         Ok(()) => Ok((
             w.needless_failovers,

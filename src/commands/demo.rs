@@ -52,6 +52,10 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
         hostname: Some("127.0.0.1".into()),
         database_url: None,
         pg_user: "postgres".into(),
+        http_listen: Some(pgpilot_proto::HttpListen::At {
+            host: "127.0.0.1".into(),
+            port: free_port()?,
+        }),
         timings: Timings::default(),
     };
     let (_, config) = create_monitor(&req).await?;
@@ -143,6 +147,10 @@ async fn bring_up(
             pg_user: "postgres".into(),
             poll_interval: Duration::from_secs(1),
             maximum_backup_rate: pgpilot_keeper::config::DEFAULT_BACKUP_RATE.into(),
+            http_listen: Some(pgpilot_proto::HttpListen::At {
+                host: "127.0.0.1".into(),
+                port: free_port()?,
+            }),
             replication_password: String::new(),
         };
         let token = nodes_cancel.child_token();

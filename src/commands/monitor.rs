@@ -16,6 +16,7 @@ pub async fn create(args: CreateMonitorArgs) -> anyhow::Result<()> {
         hostname: args.hostname,
         database_url: args.database_url,
         pg_user: args.pg_user,
+        http_listen: args.http_listen,
         timings: Timings::default(),
     };
     let (created, config) = create_monitor(&req).await?;

@@ -11,6 +11,12 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{AuthArg, CreatePostgresArgs};
 
 pub fn config_from(args: &CreatePostgresArgs) -> anyhow::Result<KeeperConfig> {
+    // Written out, default included, so that keeper.toml says where the
+    // endpoints are.
+    let http_listen = match &args.http_listen {
+        Some(l) => l.clone(),
+        None => pgpilot_proto::HttpListen::default_for(&args.hostname, args.pgport)?,
+    };
     Ok(KeeperConfig {
         pgdata: std::path::absolute(&args.pgdata)?,
         monitor: args.monitor.clone(),
@@ -30,6 +36,7 @@ pub fn config_from(args: &CreatePostgresArgs) -> anyhow::Result<KeeperConfig> {
         pg_user: args.pg_user.clone(),
         poll_interval: Duration::from_secs(1),
         maximum_backup_rate: args.maximum_backup_rate.clone(),
+        http_listen: Some(http_listen),
         replication_password: String::new(),
     })
 }

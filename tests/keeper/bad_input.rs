@@ -9,7 +9,22 @@ use crate::support::*;
 const STEP: Duration = Duration::from_secs(60);
 
 fn create(dir: &TestDir, monitor: &str, name: &str, port: u16) -> (bool, String) {
-    let args = KeeperProc::create_args(dir, monitor, name, port);
+    create_with_http(dir, monitor, name, port, None)
+}
+
+/// `create`, with `--http-listen http` when given.
+fn create_with_http(
+    dir: &TestDir,
+    monitor: &str,
+    name: &str,
+    port: u16,
+    http: Option<&str>,
+) -> (bool, String) {
+    let mut args = KeeperProc::create_args(dir, monitor, name, port);
+    if let Some(http) = http {
+        let at = args.iter().position(|a| a == "--http-listen").unwrap();
+        args[at + 1] = http.to_string();
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = pgpilot(&args);
     (
@@ -63,6 +78,20 @@ async fn bad_pgdata_port_and_system_identifier_are_refused() {
         "{out}"
     );
     drop(taken);
+    // An HTTP address somebody else listens on, and one that is none.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = taken.local_addr().unwrap().to_string();
+    let (ok, out) = create_with_http(&dir, &monitor.uri, "busy", free_port(), Some(&http));
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("cannot listen for HTTP on {http}")),
+        "{out}"
+    );
+    assert!(out.contains("--http-listen off"), "{out}");
+    drop(taken);
+    let (ok, out) = create_with_http(&dir, &monitor.uri, "busy", free_port(), Some("8432"));
+    assert!(!ok);
+    assert!(out.contains("http_listen \"8432\" has no port"), "{out}");
     assert!(
         node_states(&mut monitor.client().await).await.is_empty(),
         "nothing registered"

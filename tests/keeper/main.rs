@@ -13,6 +13,7 @@ mod election;
 mod fast_forward;
 mod fencing;
 mod forced_failover;
+mod http_endpoints;
 mod lease_bound;
 mod lifecycle;
 mod maintenance;

@@ -11,5 +11,6 @@ mod concurrency;
 mod drops;
 mod keeper;
 mod lifecycle;
+mod metrics;
 mod operator;
 mod writes;

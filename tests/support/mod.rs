@@ -7,6 +7,7 @@
 //! when a test fails, for the post-mortem, and removed when it passes.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod writer;
 
 use std::net::TcpListener;
@@ -91,6 +92,8 @@ pub fn pgpilot_ok(args: &[&str]) -> String {
 pub struct MonitorProc {
     pub child: Child,
     pub port: u16,
+    /// Where its `/metrics` listens (127.0.0.1).
+    pub http_port: u16,
     pub pgdata: PathBuf,
     pub uri: String,
     log: PathBuf,
@@ -100,8 +103,10 @@ impl MonitorProc {
     pub async fn start(dir: &TestDir) -> MonitorProc {
         let pgdata = dir.join("monitor");
         let port = free_port();
+        let http_port = free_port();
         let log = dir.join("monitor.log");
         let listen = format!("127.0.0.1:{port}");
+        let http_listen = format!("127.0.0.1:{http_port}");
         let child = Command::new(pgpilot_bin())
             .args([
                 "create",
@@ -110,6 +115,8 @@ impl MonitorProc {
                 pgdata.to_str().unwrap(),
                 "--listen",
                 &listen,
+                "--http-listen",
+                &http_listen,
                 "--run",
             ])
             .env("RUST_LOG", "info")
@@ -121,6 +128,7 @@ impl MonitorProc {
         let mut m = MonitorProc {
             child,
             port,
+            http_port,
             pgdata,
             uri: format!("http://127.0.0.1:{port}"),
             log,
@@ -370,8 +378,11 @@ pub struct KeeperProc {
 }
 
 impl KeeperProc {
-    /// The arguments of `create postgres` for a node named `name`.
+    /// The arguments of `create postgres` for a node named `name`, its
+    /// HTTP endpoints on a free port of their own (see
+    /// [`KeeperProc::http_port`]).
     pub fn create_args(dir: &TestDir, monitor: &str, name: &str, port: u16) -> Vec<String> {
+        let http_listen = format!("127.0.0.1:{}", free_port());
         [
             "create",
             "postgres",
@@ -387,6 +398,8 @@ impl KeeperProc {
             "127.0.0.1",
             "--name",
             name,
+            "--http-listen",
+            &http_listen,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -437,6 +450,17 @@ impl KeeperProc {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The port of the node's HTTP endpoints, from its keeper.toml.
+    pub fn http_port(&self) -> u16 {
+        let path = pgpilot_keeper::files::config_path(&self.pgdata);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config: pgpilot_keeper::config::KeeperConfig = toml::from_str(&text).unwrap();
+        match config.http_listen().unwrap() {
+            pgpilot_proto::HttpListen::At { port, .. } => port,
+            pgpilot_proto::HttpListen::Off => panic!("{}: http_listen is off", self.name),
+        }
     }
 
     /// The pid of this node's postmaster, if postmaster.pid names a live one.

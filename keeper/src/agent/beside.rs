@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::report::{observe_beside, Link};
-use super::{watchdog, Agent};
+use super::{watchdog, Agent, Published};
 use crate::clock;
 use crate::engine::{Beside, Engine};
 use crate::pg::Probe;
@@ -50,6 +50,7 @@ pub(super) struct Beat<'a> {
     pub(super) link: &'a mut Link,
     pub(super) probe: &'a Probe,
     pub(super) fence: &'a watchdog::Arm,
+    pub(super) published: &'a Published,
     pub(super) wake: &'a Notify,
     pub(super) pgdata: &'a Path,
     pub(super) system_identifier: Option<u64>,
@@ -84,6 +85,7 @@ impl Beat<'_> {
             // The watchdog keeps the engine's deadline whatever the step
             // does meanwhile.
             self.fence.set(self.engine.fence_deadline());
+            self.published.publish(self.engine);
             // Nothing beside the steps changes the state; if the engine
             // ever says otherwise, it is written before the next report.
             if self.engine.needs_save() {

@@ -9,11 +9,12 @@
 //! are futures of one `select!` over disjoint parts of the agent, the step
 //! holding PostgreSQL, the heartbeat the engine and the monitor link), and
 //! what the replies say is the engine's to decide; they never start
-//! another transition. Beside it run two helpers that never decide
+//! another transition. Beside it run helpers that never decide
 //! anything: a Watch stream on the group wakes the loop early ([`watch`];
-//! the poll interval is the heartbeat otherwise), and the fencing watchdog
+//! the poll interval is the heartbeat otherwise), the fencing watchdog
 //! ([`watchdog`]) stops PostgreSQL at the engine's deadline when the loop
-//! is too busy to.
+//! is too busy to, and the HTTP listener ([`crate::http`]) answers from
+//! the snapshot the loop publishes ([`Published`]).
 //!
 //! - [`report`]: observing PostgreSQL and reporting to the monitor.
 //! - [`transition`]: running a transition's steps, and the steady state.
@@ -32,12 +33,15 @@ pub(crate) use watchdog::our_postmaster;
 use std::sync::Arc;
 
 use pgpilot_proto::NodeState;
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::config::KeeperConfig;
+use crate::endpoints::View;
 use crate::engine::{Decision, Engine, RESTART_BACKOFF, RESTART_LIMIT, RESTART_WINDOW};
+use crate::metrics::Metrics;
 use crate::pg::{LocalPg, Probe};
 use crate::statefile::KeeperState;
 
@@ -69,6 +73,23 @@ pub struct Agent {
     /// The last reason logged beside the steps (logged once, not every
     /// second of a long copy).
     beside_note: String,
+    /// The snapshot the HTTP endpoints answer from.
+    published: Published,
+    metrics: Arc<Metrics>,
+    /// Bound at start (a taken port is refused then), served while the
+    /// loop runs.
+    http: Option<TcpListener>,
+}
+
+/// The endpoints' snapshot of the engine ([`View::of`]), published after
+/// every engine call that can change it: a watch channel, so a request
+/// never waits for the loop and the loop never waits for a request.
+pub(crate) struct Published(tokio::sync::watch::Sender<View>);
+
+impl Published {
+    pub(crate) fn publish(&self, engine: &Engine) {
+        self.0.send_replace(View::of(engine));
+    }
 }
 
 impl Agent {
@@ -76,13 +97,18 @@ impl Agent {
         let client = pgpilot_proto::client::connect_lazy(&config.monitor)?;
         let pg = LocalPg::new(&config, &state.name)?;
         let monitor_addrs = access::monitor_addresses(&config.monitor).await;
+        let http = crate::http::bind(&config.http_listen()?).await?;
         let engine = Engine::new(state, config.poll_interval);
+        let metrics = Arc::new(Metrics::new());
         Ok(Agent {
             config,
             probe: pg.probe(),
             pg,
+            published: Published(tokio::sync::watch::Sender::new(View::of(&engine))),
             engine,
-            link: report::Link::new(client),
+            link: report::Link::new(client, metrics.clone()),
+            metrics,
+            http,
             wake: Arc::new(Notify::new()),
             system_identifier: None,
             monitor_addrs,
@@ -115,9 +141,24 @@ impl Agent {
             self.config.pgdata.clone(),
             cancel.child_token(),
         ));
+        let http_cancel = cancel.child_token();
+        let http = self.http.take().map(|listener| {
+            tokio::spawn(crate::http::serve(
+                listener,
+                self.published.0.subscribe(),
+                self.metrics.clone(),
+                http_cancel.clone(),
+            ))
+        });
         let result = self.main_loop(&cancel, until).await;
         watch.abort();
         watchdog.abort();
+        // The endpoints go with the loop: nothing keeps their snapshot
+        // current any more.
+        http_cancel.cancel();
+        if let Some(h) = http {
+            h.abort();
+        }
         if let Ok(Stopped::Reached(_) | Stopped::Dropped) = result {
             // Tell the monitor the state was reached before going away (a
             // dropped node's row goes once it reported `dropped`). A lost
@@ -244,6 +285,7 @@ impl Agent {
     /// keep the loop busy.
     fn arm(&self) {
         self.fence.set(self.engine.fence_deadline());
+        self.published.publish(&self.engine);
     }
 
     /// Takes the exits of PostgreSQL the loop did not ask for.
@@ -305,6 +347,7 @@ impl Agent {
         // commits are already on a synchronous standby.
         self.pg.stop_immediately().await?;
         self.engine.fenced();
+        self.metrics.fenced();
         self.arm();
         self.persist()
     }

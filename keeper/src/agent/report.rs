@@ -2,7 +2,8 @@
 //! bounded: the report renews the lease, so neither a stuck PostgreSQL nor
 //! a slow monitor may hold the loop past it.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pgpilot_pgproc::controldata;
 use pgpilot_proto::pb::monitor_client::MonitorClient;
@@ -12,6 +13,7 @@ use tonic::transport::Channel;
 use super::Agent;
 use crate::clock;
 use crate::engine::{Engine, Mono, Observation, PgStatus};
+use crate::metrics::{Metrics, Outcome};
 use crate::pg::{sql, Probe};
 
 /// How long reading PostgreSQL's status may take (connect included). A
@@ -72,6 +74,7 @@ impl Agent {
                 shutdown_lsn,
             },
         );
+        self.published.publish(&self.engine);
     }
 
     async fn read_status(&self) -> anyhow::Result<PgStatus> {
@@ -170,14 +173,16 @@ pub(super) struct Link {
     /// When the last report was sent, answered or not: the heartbeat
     /// beside long steps counts its interval from there.
     pub(super) last_sent: Option<Mono>,
+    metrics: Arc<Metrics>,
 }
 
 impl Link {
-    pub(super) fn new(client: MonitorClient<Channel>) -> Link {
+    pub(super) fn new(client: MonitorClient<Channel>, metrics: Arc<Metrics>) -> Link {
         Link {
             client,
             failures: 0,
             last_sent: None,
+            metrics,
         }
     }
 
@@ -193,7 +198,14 @@ impl Link {
         let timeout = engine.report_timeout();
         let mut request = tonic::Request::new(engine.request(sent_at));
         request.set_timeout(timeout);
+        let started = Instant::now();
         let result = tokio::time::timeout(timeout, self.client.node_active(request)).await;
+        let outcome = match &result {
+            Ok(Ok(_)) => Outcome::Ok,
+            Ok(Err(_)) => Outcome::Refused,
+            Err(_) => Outcome::Timeout,
+        };
+        self.metrics.node_active(outcome, started.elapsed());
         match result {
             Ok(Ok(reply)) => {
                 if self.failures > 0 {

@@ -108,6 +108,7 @@ impl Agent {
                 link: &mut self.link,
                 probe: &self.probe,
                 fence: &self.fence,
+                published: &self.published,
                 wake: &self.wake,
                 pgdata: &self.config.pgdata,
                 system_identifier: self.system_identifier,

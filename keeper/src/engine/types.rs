@@ -24,6 +24,14 @@ pub struct PgStatus {
     /// it last heard from the upstream (`None` before its first message: a
     /// receiver still connecting has heard nothing).
     pub wal_receiver: Option<(bool, Option<u64>)>,
+    /// On a standby: the position it replayed, what its readers see
+    /// (`None` on a primary, or before anything was replayed).
+    pub replay_lsn: Option<Lsn>,
+    /// On a standby: the upstream's end of WAL as its WAL receiver last
+    /// heard it (pg_stat_wal_receiver.latest_end_lsn, sent with every
+    /// message and keepalive): how far the primary was, which this node's
+    /// lag is measured against. `None` without a receiver.
+    pub upstream_wal_end: Option<Lsn>,
 }
 
 /// A standby whose last reply is older than this does not count as

@@ -40,17 +40,20 @@ pub async fn status(c: &mut PgConnection) -> anyhow::Result<Status> {
            CASE WHEN pg_is_in_recovery() \
              THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), \
                            (SELECT timeline_id FROM pg_control_checkpoint())) \
-             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END",
+             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
+           CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END",
     )
     .fetch_one(&mut *c)
     .await
     .context("read the node's recovery state, LSN and timeline")?;
     let in_recovery: bool = row.get(0);
     let timeline: i32 = row.get(2);
+    let replay: Option<String> = row.get(3);
     let mut s = Status {
         in_recovery,
         timeline: timeline as u32,
         lsn: lsn(row.get(1))?,
+        replay_lsn: replay.map(|t| lsn(Some(t))).transpose()?,
         ..Status::default()
     };
     // Which walsenders count as streaming is the engine's rule
@@ -83,12 +86,17 @@ pub async fn status(c: &mut PgConnection) -> anyhow::Result<Status> {
     if in_recovery {
         let row = sqlx::query(
             "SELECT status = 'streaming', \
-               (extract(epoch FROM (now() - last_msg_receipt_time)) * 1000)::bigint \
+               (extract(epoch FROM (now() - last_msg_receipt_time)) * 1000)::bigint, \
+               latest_end_lsn::text \
              FROM pg_stat_wal_receiver WHERE pid IS NOT NULL",
         )
         .fetch_optional(&mut *c)
         .await
         .context("read pg_stat_wal_receiver")?;
+        if let Some(r) = &row {
+            let end: Option<String> = r.get(2);
+            s.upstream_wal_end = end.map(|t| lsn(Some(t))).transpose()?;
+        }
         s.wal_receiver = row.map(|r| {
             let streaming: Option<bool> = r.get(0);
             let ms: Option<i64> = r.get(1);

@@ -3,6 +3,7 @@
 use super::Control;
 use crate::error::Result;
 use crate::fsm::{Health, Timestamp};
+use crate::metrics::Cause;
 
 /// The outcome of one probe round of one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +42,7 @@ impl Control {
         let actions = self
             .core
             .probe(&mut tx.view, id, health, &result.detail, now);
-        self.finish(tx, &actions).await?;
+        self.finish(tx, &actions, Cause::Probe).await?;
         self.live.set_known_health(id, health);
         Ok(())
     }
@@ -60,7 +61,7 @@ impl Control {
                     actions.len()
                 );
             }
-            self.finish(tx, &actions).await?;
+            self.finish(tx, &actions, Cause::Start).await?;
         }
         Ok(())
     }
@@ -77,7 +78,7 @@ impl Control {
         }
         let mut tx = self.begin(formation, group_id, now).await?;
         let actions = self.core.tick(&mut tx.view, now);
-        self.finish(tx, &actions).await?;
+        self.finish(tx, &actions, Cause::Tick).await?;
         Ok(())
     }
 }

@@ -26,6 +26,7 @@ use crate::error::{MonitorError, Result};
 use crate::events::EventBus;
 use crate::fsm::{Action, GroupView, Timestamp};
 use crate::live::Live;
+use crate::metrics::{Cause, Metrics};
 use crate::store::{GroupTx, Store};
 
 pub use health::ProbeResult;
@@ -41,6 +42,9 @@ pub struct Control {
     pub core: Arc<Core>,
     /// The URI keepers use to reach this monitor (`show uri`).
     pub monitor_uri: Arc<String>,
+    /// Counted once a decision is committed ([`Control::finish`]), and
+    /// by the gRPC layer and the prober.
+    pub metrics: Arc<Metrics>,
     locks: Arc<Mutex<HashMap<(String, i32), GroupLock>>>,
 }
 
@@ -62,6 +66,7 @@ impl Control {
             core: Arc::new(Core::new(timings.fsm_config())),
             timings: Arc::new(timings),
             monitor_uri: Arc::new(monitor_uri),
+            metrics: Arc::default(),
             locks: Arc::default(),
         }
     }
@@ -97,12 +102,14 @@ impl Control {
         Ok(Some(crate::store::group_view(&group, &nodes, &self.live)?))
     }
 
-    /// Applies the actions, commits and publishes the events. Nodes that
-    /// left the group are forgotten by the live table.
-    async fn finish(&self, mut tx: GroupTx, actions: &[Action]) -> Result<GroupView> {
+    /// Applies the actions, commits and publishes the events; counts them
+    /// (as caused by `cause`) in the metrics. Nodes that left the group
+    /// are forgotten by the live table.
+    async fn finish(&self, mut tx: GroupTx, actions: &[Action], cause: Cause) -> Result<GroupView> {
         tx.apply(actions).await?;
         let view = tx.view.clone();
         let events = tx.commit().await?;
+        self.metrics.committed(&view, actions, cause);
         for a in actions {
             if let Action::RemoveNode { node_id, .. } = a {
                 self.live.forget(*node_id);
@@ -118,7 +125,7 @@ impl Control {
         let _guard = self.lock_group(&formation, group_id).await;
         let mut tx = self.begin(&formation, group_id, now).await?;
         let actions = self.core.drop_node(&mut tx.view, node_id, force, now)?;
-        self.finish(tx, &actions).await?;
+        self.finish(tx, &actions, Cause::Drop).await?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use crate::store::NodeRow;
 use pgpilot_proto::NodeState;
 
 use super::Control;
+use crate::metrics::Cause;
 
 /// The writable node when an operation began, for the CLI to wait until
 /// another one is writable.
@@ -81,7 +82,7 @@ impl Control {
             }
         }
         let actions = self.core.switchover(&mut tx.view, candidate, now)?;
-        self.finish(tx, &actions).await?;
+        self.finish(tx, &actions, Cause::Operator).await?;
         Ok(SwitchoverStarted {
             group_id,
             old_primary,
@@ -116,7 +117,7 @@ impl Control {
             })
             .map(|n| (n.id, n.name.clone()));
         let actions = self.core.failover(&mut tx.view, allow_data_loss, now)?;
-        self.finish(tx, &actions).await?;
+        self.finish(tx, &actions, Cause::Operator).await?;
         Ok(SwitchoverStarted {
             group_id,
             old_primary,
@@ -199,7 +200,7 @@ impl Control {
         let _guard = self.lock_group(formation, group_id).await;
         let mut tx = self.begin(formation, group_id, now).await?;
         let actions = op(&self.core, &mut tx.view)?;
-        self.finish(tx, &actions).await?;
+        self.finish(tx, &actions, Cause::Operator).await?;
         Ok(group_id)
     }
 

@@ -25,6 +25,20 @@ impl Control {
         Ok(Some(formation.to_string()))
     }
 
+    /// The `/metrics` exposition: every group as the state machine would
+    /// see it now (stored rows with the live reports overlaid), read
+    /// without the groups' locks (a scrape may be a report behind; it
+    /// never writes).
+    pub async fn metrics_text(&self, now: fsm::Timestamp) -> Result<String> {
+        let mut groups = Vec::new();
+        for (formation, group_id) in self.store.groups().await? {
+            if let Some(view) = self.read_view(&formation, group_id).await? {
+                groups.push(view);
+            }
+        }
+        Ok(self.metrics.encode(&groups, now, &self.core.cfg))
+    }
+
     pub async fn show_state(&self, formation: &str) -> Result<pb::ShowStateResponse> {
         let formation = self.check_formation(formation).await?;
         let mut nodes = Vec::new();

@@ -6,6 +6,7 @@ use super::Control;
 use crate::core::NewNode;
 use crate::error::{MonitorError, Result};
 use crate::fsm::Timestamp;
+use crate::metrics::Cause;
 
 /// pgsql formations have one group; more are for sharded setups later.
 const GROUP_ID: i32 = 0;
@@ -46,7 +47,7 @@ impl Control {
         let node_id = tx.next_node_id().await?;
         let actions = self.core.register(&mut tx.view, node_id, &new, now)?;
         let replication_password = tx.replication_password().await?;
-        let view = self.finish(tx, &actions).await?;
+        let view = self.finish(tx, &actions, Cause::Register).await?;
         // The FSM never removes a node in its registration round; a missing
         // node here would be a bug, reported as such.
         let node = view.node(node_id).ok_or_else(|| {

@@ -30,6 +30,7 @@ pub fn reply(
         poll_interval_ms: millis(cfg.poll_interval),
         report_timeout_ms: millis(cfg.report_timeout),
         clock_margin_ms: millis(cfg.clock_margin),
+        group_synchronous_standby_names: fsm::synchronous_standby_names(g),
         fast_forward: fsm::fast_forward_of(g, node_id, now, cfg).map(|(src, lsn)| {
             pb::FastForwardSource {
                 node_id: src.map_or(0, |s| s.id),

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Timings;
 use crate::control::{Control, ProbeResult};
 use crate::fsm::Health;
-use probe::{probe, ProbeOutcome};
+use crate::metrics::Metrics;
+use probe::{timed_probe, ProbeOutcome};
 
 /// Runs until `cancel` fires.
 pub async fn run_prober(control: Control, cancel: CancellationToken) {
@@ -37,9 +38,10 @@ async fn probe_round(control: &Control, cancel: &CancellationToken) -> anyhow::R
     let mut probes = JoinSet::new();
     for node in nodes {
         let timings = (*control.timings).clone();
+        let metrics = control.metrics.clone();
         probes.spawn(async move {
             let port = u16::try_from(node.port).unwrap_or(0);
-            probe_node(node.node_id, &node.host, port, &timings).await
+            probe_node(node.node_id, &node.host, port, &timings, &metrics).await
         });
     }
     while let Some(joined) = tokio::select! {
@@ -63,12 +65,20 @@ async fn probe_round(control: &Control, cancel: &CancellationToken) -> anyhow::R
 }
 
 /// One round for one node: good at the first handshake that succeeds, bad
-/// when every attempt failed.
-pub async fn probe_node(node_id: i64, host: &str, port: u16, timings: &Timings) -> ProbeResult {
+/// when every attempt failed. Every attempt's latency goes to `metrics`.
+pub async fn probe_node(
+    node_id: i64,
+    host: &str,
+    port: u16,
+    timings: &Timings,
+    metrics: &Metrics,
+) -> ProbeResult {
     let attempts = timings.probe_retries + 1;
     let mut last = String::new();
     for attempt in 1..=attempts {
-        match probe(host, port, timings.probe_timeout).await {
+        let (outcome, took) = timed_probe(host, port, timings.probe_timeout).await;
+        metrics.probe(outcome.label(), took);
+        match outcome {
             ProbeOutcome::Accepting => {
                 return ProbeResult {
                     node_id,

@@ -7,7 +7,7 @@
 //! (SQLSTATE 57P03) and every connection failure do not. No credentials are
 //! needed, so the probe works before any monitor role exists on the node.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,12 +23,30 @@ pub enum ProbeOutcome {
     NoResponse(String),
 }
 
+impl ProbeOutcome {
+    /// The `outcome` label of `pgpilot_probe_duration_seconds`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProbeOutcome::Accepting => "accepting",
+            ProbeOutcome::Rejecting(_) => "rejecting",
+            ProbeOutcome::NoResponse(_) => "no_response",
+        }
+    }
+}
+
 /// Probes `host:port` once, giving up after `timeout`.
 pub async fn probe(host: &str, port: u16, timeout: Duration) -> ProbeOutcome {
     match tokio::time::timeout(timeout, handshake(host, port)).await {
         Ok(outcome) => outcome,
         Err(_) => ProbeOutcome::NoResponse(format!("no answer within {} ms", timeout.as_millis())),
     }
+}
+
+/// [`probe`], and how long the attempt took (the probe latency metric).
+pub async fn timed_probe(host: &str, port: u16, timeout: Duration) -> (ProbeOutcome, Duration) {
+    let started = Instant::now();
+    let outcome = probe(host, port, timeout).await;
+    (outcome, started.elapsed())
 }
 
 async fn handshake(host: &str, port: u16) -> ProbeOutcome {
@@ -107,6 +125,20 @@ async fn read_error(stream: &mut TcpStream) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_timed_probe_says_how_long_it_waited() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _hold = tokio::spawn(async move {
+            let (_s, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let (outcome, took) = timed_probe("127.0.0.1", port, Duration::from_millis(100)).await;
+        assert_eq!(outcome.label(), "no_response");
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
 
     #[tokio::test]
     async fn closed_port_is_no_response() {
