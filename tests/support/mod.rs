@@ -270,6 +270,7 @@ impl NodePg {
                 .to_string_lossy()
                 .into_owned(),
             ready_timeout: Duration::from_secs(60),
+            lifetime: pgproc::Lifetime::DiesWithUs,
         };
         self.handle = Some(
             PostgresHandle::start(&self.bin, &self.runner, &self.pgdata, &opts)

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use pgpilot_pgproc::{
-    self as pgproc, chown_dir, set_mode, OsUser, PgBin, PostgresHandle, ShutdownMode, StartOptions,
+    self as pgproc, chown_dir, set_mode, Lifetime, OsUser, PgBin, PostgresHandle, ShutdownMode,
+    StartOptions,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::ConnectOptions;
@@ -195,6 +196,7 @@ impl LocalPg {
             settings: vec![("unix_socket_permissions".into(), "0700".into())],
             tag: self.tag.clone(),
             ready_timeout: READY_TIMEOUT,
+            lifetime: Lifetime::DiesWithUs,
         };
         let started = Instant::now();
         let handle = PostgresHandle::start(&self.bin, &self.runner, &self.pgdata, &opts)
