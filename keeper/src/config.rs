@@ -66,6 +66,19 @@ pub struct KeeperConfig {
     /// second, or with a suffix `k` or `M` ("100M"), 32k..1024M.
     #[serde(default = "default_backup_rate")]
     pub maximum_backup_rate: String,
+    /// Whether PostgreSQL stops when its keeper dies. `false` (the
+    /// default): a keeper that dies (SIGKILL, a panic, the OOM killer) or
+    /// exits alone to be upgraded (`pgpilot stop --keeper-only`) leaves
+    /// PostgreSQL running, and the next keeper adopts it: no restart, no
+    /// failover, no failed write. While no keeper runs beside a primary,
+    /// nothing fences it; synchronous replication is what protects the
+    /// group then (a primary cut off from its standbys cannot acknowledge
+    /// a commit once a standby stopped streaming from it to be promoted).
+    /// `true`: PostgreSQL dies with its keeper (immediate shutdown), for
+    /// those who prefer fencing to availability: a keeper crash then costs
+    /// a failover or a restart. It applies from PostgreSQL's next start.
+    #[serde(default)]
+    pub postgres_dies_with_keeper: bool,
     /// Password of the replication role, handed out by the monitor at
     /// registration. Empty until then.
     #[serde(default)]
@@ -208,6 +221,7 @@ pub(crate) fn sample(pgdata: &Path) -> KeeperConfig {
         pg_user: "postgres".into(),
         poll_interval: Duration::from_secs(1),
         maximum_backup_rate: DEFAULT_BACKUP_RATE.into(),
+        postgres_dies_with_keeper: false,
         replication_password: String::new(),
     }
 }
@@ -274,6 +288,47 @@ mod tests {
             err.contains("maximum_backup_rate \"100 MB/s\" is not a rate"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn postgres_outlives_its_keeper_unless_configured_and_a_bad_value_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let pgdata = dir.path().join("node");
+        std::fs::create_dir_all(crate::files::state_dir(&pgdata)).unwrap();
+        let mut c = sample(&pgdata);
+        c.postgres_dies_with_keeper = true;
+        c.save().unwrap();
+        let text = std::fs::read_to_string(config_path(&pgdata)).unwrap();
+        assert!(text.contains("postgres_dies_with_keeper = true"), "{text}");
+        assert!(
+            KeeperConfig::load(&pgdata)
+                .unwrap()
+                .postgres_dies_with_keeper
+        );
+        // A keeper.toml written before the setting existed: the default.
+        let old: String = text
+            .lines()
+            .filter(|l| !l.starts_with("postgres_dies_with_keeper"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(config_path(&pgdata), &old).unwrap();
+        assert!(
+            !KeeperConfig::load(&pgdata)
+                .unwrap()
+                .postgres_dies_with_keeper
+        );
+        std::fs::write(
+            config_path(&pgdata),
+            text.replace(
+                "postgres_dies_with_keeper = true",
+                "postgres_dies_with_keeper = \"yes\"",
+            ),
+        )
+        .unwrap();
+        let err = format!("{:#}", KeeperConfig::load(&pgdata).unwrap_err());
+        assert!(err.contains("not a valid keeper configuration"), "{err}");
+        assert!(err.contains("postgres_dies_with_keeper"), "{err}");
+        assert!(err.contains("boolean"), "{err}");
     }
 
     #[test]

@@ -62,12 +62,15 @@
 //! [`Engine::steps_ended`]. A reply beside the steps never starts other
 //! steps: see [`Beside`] for what it can ask instead.
 
+mod adopt;
 mod beside;
 mod budget;
 mod fencing;
 mod steady;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_adopt;
 #[cfg(test)]
 mod tests_beside;
 #[cfg(test)]
@@ -84,7 +87,8 @@ use crate::statefile::{KeeperState, RejoinRecord};
 pub use beside::Beside;
 pub use budget::{RESTART_BACKOFF, RESTART_LIMIT, RESTART_WINDOW};
 pub use types::{
-    fresh_standbys, Decision, Observation, PgStatus, FRESH_REPLY_MS, WAL_RECEIVER_TIMEOUT_MS,
+    fresh_standbys, Decision, Observation, PgStatus, FRESH_REPLY_MS, STATUS_TIMEOUT,
+    WAL_RECEIVER_TIMEOUT_MS,
 };
 
 /// A monotonic instant: time since an arbitrary origin.
@@ -116,6 +120,10 @@ pub struct Engine {
     lease: Duration,
     /// When the last report that got a reply was *sent*.
     lease_start: Option<Mono>,
+    /// When this keeper adopted a PostgreSQL it found running (see
+    /// [`Engine::pg_adopted`]): until its first reply, the fencing
+    /// deadline is one round later.
+    adopted_at: Option<Mono>,
     last_reply: Option<pb::NodeActiveResponse>,
     /// The monitor's timing contract, from its last reply (0 = not said).
     poll_ms: u64,
@@ -163,6 +171,7 @@ impl Engine {
             config_poll,
             lease: DEFAULT_LEASE,
             lease_start: None,
+            adopted_at: None,
             last_reply: None,
             poll_ms: 0,
             report_timeout_ms: 0,
