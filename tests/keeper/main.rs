@@ -12,6 +12,7 @@ mod drop;
 mod election;
 mod fencing;
 mod forced_failover;
+mod keeper_restart;
 mod lease_bound;
 mod lifecycle;
 mod maintenance;
