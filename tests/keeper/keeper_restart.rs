@@ -192,6 +192,21 @@ async fn keeper_restarts_beside_a_primary_and_a_standby_cost_no_failover_and_no_
         failures.is_empty(),
         "no write failed after the first commit: {failures:?}"
     );
+
+    // `pgpilot stop` stops both: an adopted PostgreSQL with its keeper,
+    // and a PostgreSQL whose keeper is gone.
+    for k in [&mut a, &mut b] {
+        let pid = k.postmaster_pid().expect("its postmaster");
+        if k.name == "b" {
+            k.kill_keeper();
+        }
+        let (out, _) = operator_at(&["stop", "--pgdata", path_str(&k.pgdata)]).await;
+        assert!(out.status.success(), "{}", text(&out));
+        if let Some(mut keeper) = k.child.take() {
+            assert!(wait_child(&mut keeper, Duration::from_secs(10)).success());
+        }
+        assert!(!alive(pid), "{}'s PostgreSQL stopped", k.name);
+    }
 }
 
 /// `pgpilot ARGS` off the async workers (the client keeps committing
