@@ -17,7 +17,7 @@ impl LocalPg {
     /// postmaster.pid and checked (see [`pgproc::find_postmaster`]).
     /// Returns its pid when adopted. Nothing is done to the server, its
     /// settings are verified again by the next steady round. A stale pid
-    /// file is cleared when its pid was reused (see [`LocalPg::take_over`]
+    /// file is cleared when its pid was reused (see `take_over`
     /// for the rest).
     pub async fn adopt(&mut self) -> anyhow::Result<Option<u32>> {
         if self.handle.is_some() || !self.has_pgdata() {

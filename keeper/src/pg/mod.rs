@@ -169,7 +169,7 @@ impl LocalPg {
     }
 
     /// Starts PostgreSQL unless it runs (one that runs although this
-    /// keeper did not start it is adopted, see [`LocalPg::take_over`]).
+    /// keeper did not start it is adopted, see `take_over`).
     pub async fn start(&mut self) -> anyhow::Result<()> {
         if self.is_running() {
             return Ok(());
