@@ -17,6 +17,9 @@
 //!
 //! # One round, in order
 //!
+//! 0. Once, at start-up and before arming the watchdog: if the driver
+//!    adopted a PostgreSQL an earlier keeper left running,
+//!    [`Engine::pg_adopted`] (see the `adopt` module for the fencing rule).
 //! 1. [`Engine::observe`] with what was just read of PostgreSQL. A status
 //!    read that failed or timed out while the process runs is
 //!    `running: true, status: None` ("unknown").
