@@ -328,11 +328,7 @@ mod tests {
         // would not do: /proc/PID/exe names the file it resolves to).
         let fake = dir.path().join("postgres");
         std::fs::copy(which_sleep(), &fake).unwrap();
-        let mut child = std::process::Command::new(&fake)
-            .arg("30")
-            .current_dir(dir.path())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_copy(&fake, dir.path());
         write_pid_file(dir.path(), child.id());
         let pm = match find_postmaster(dir.path()) {
             Found::Running(pm) => pm,
@@ -351,6 +347,26 @@ mod tests {
         child.wait().unwrap();
         assert!(!pm.alive(), "a reaped process is gone");
         assert!(!pm.signal(Signal::SIGKILL), "never signalled twice");
+    }
+
+    /// Spawns `program` (a copy of `sleep` just written) in `dir`. Another
+    /// test thread forking meanwhile holds the copy's write descriptor until it
+    /// execs, and exec then fails with ETXTBSY: retried.
+    fn spawn_copy(program: &Path, dir: &Path) -> std::process::Child {
+        for _ in 0..100 {
+            match std::process::Command::new(program)
+                .arg("30")
+                .current_dir(dir)
+                .spawn()
+            {
+                Ok(child) => return child,
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => panic!("spawn {}: {e}", program.display()),
+            }
+        }
+        panic!("{} stayed busy", program.display())
     }
 
     fn which_sleep() -> PathBuf {

@@ -102,6 +102,26 @@ mod tests {
         assert_eq!(our_postmaster(dir.path()), None);
     }
 
+    /// Spawns `program` (a copy of `sleep` just written) in `dir`. Another
+    /// test thread forking meanwhile holds the copy's write descriptor until it
+    /// execs, and exec then fails with ETXTBSY: retried.
+    fn spawn_copy(program: &Path, dir: &Path) -> std::process::Child {
+        for _ in 0..100 {
+            match std::process::Command::new(program)
+                .arg("30")
+                .current_dir(dir)
+                .spawn()
+            {
+                Ok(child) => return child,
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => panic!("spawn {}: {e}", program.display()),
+            }
+        }
+        panic!("{} stayed busy", program.display())
+    }
+
     #[test]
     fn a_live_postgres_in_pgdata_is_the_postmaster() {
         let dir = tempfile::tempdir().unwrap();
@@ -109,11 +129,7 @@ mod tests {
         // postgres, working directory PGDATA.
         let fake = dir.path().join("postgres");
         std::fs::copy("/bin/sleep", &fake).unwrap();
-        let mut child = std::process::Command::new(&fake)
-            .arg("30")
-            .current_dir(dir.path())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_copy(&fake, dir.path());
         let pid = child.id() as i32;
         let pid_file = format!("{pid}\n{}\n", dir.path().display());
         std::fs::write(dir.path().join("postmaster.pid"), pid_file).unwrap();
