@@ -55,8 +55,9 @@ pub enum Command {
     /// End a standby's maintenance: it follows the primary again.
     #[command(subcommand)]
     Disable(Maintenance),
-    /// Stop the keeper of --pgdata and its PostgreSQL (fast shutdown).
-    Stop(RunArgs),
+    /// Stop the keeper of --pgdata and its PostgreSQL (fast shutdown); with
+    /// --keeper-only, the keeper alone.
+    Stop(StopArgs),
     /// Run a local demo on loopback in a temporary directory until Ctrl-C.
     Demo(DemoArgs),
 }
@@ -138,6 +139,12 @@ pub struct CreatePostgresArgs {
     /// 3000].
     #[arg(long)]
     pub http_listen: Option<pgpilot_proto::HttpListen>,
+    /// PostgreSQL dies with its keeper (`postgres_dies_with_keeper` in
+    /// keeper.toml), for those who prefer fencing to availability. Without
+    /// it, PostgreSQL outlives a keeper that dies or is restarted, and the
+    /// next keeper adopts it.
+    #[arg(long)]
+    pub postgres_dies_with_keeper: bool,
     /// Continue as the keeper service once created.
     #[arg(long)]
     pub run: bool,
@@ -185,6 +192,19 @@ pub struct RunArgs {
     /// Data directory of the monitor or node to run.
     #[arg(long, env = "PGDATA")]
     pub pgdata: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Data directory of the monitor or node to stop.
+    #[arg(long, env = "PGDATA")]
+    pub pgdata: PathBuf,
+    /// Stop only the node's keeper and leave PostgreSQL running, to
+    /// restart the keeper (an upgrade): the next `pgpilot run` adopts it,
+    /// without a restart, a failover or a failed write. Refused when
+    /// keeper.toml sets postgres_dies_with_keeper.
+    #[arg(long)]
+    pub keeper_only: bool,
 }
 
 /// Which monitor a command talks to.

@@ -73,6 +73,19 @@ pub struct KeeperConfig {
     /// [`KeeperConfig::http_listen`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<HttpListen>,
+    /// Whether PostgreSQL stops when its keeper dies. `false` (the
+    /// default): a keeper that dies (SIGKILL, a panic, the OOM killer) or
+    /// exits alone to be upgraded (`pgpilot stop --keeper-only`) leaves
+    /// PostgreSQL running, and the next keeper adopts it: no restart, no
+    /// failover, no failed write. While no keeper runs beside a primary,
+    /// nothing fences it; synchronous replication is what protects the
+    /// group then (a primary cut off from its standbys cannot acknowledge
+    /// a commit once a standby stopped streaming from it to be promoted).
+    /// `true`: PostgreSQL dies with its keeper (immediate shutdown), for
+    /// those who prefer fencing to availability: a keeper crash then costs
+    /// a failover or a restart. It applies from PostgreSQL's next start.
+    #[serde(default)]
+    pub postgres_dies_with_keeper: bool,
     /// Password of the replication role, handed out by the monitor at
     /// registration. Empty until then.
     #[serde(default)]
@@ -227,6 +240,7 @@ pub(crate) fn sample(pgdata: &Path) -> KeeperConfig {
         poll_interval: Duration::from_secs(1),
         maximum_backup_rate: DEFAULT_BACKUP_RATE.into(),
         http_listen: None,
+        postgres_dies_with_keeper: false,
         replication_password: String::new(),
     }
 }
@@ -340,6 +354,47 @@ mod tests {
         assert!(err.contains("no default HTTP port"), "{err}");
         c.http_listen = Some(HttpListen::Off);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn postgres_outlives_its_keeper_unless_configured_and_a_bad_value_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let pgdata = dir.path().join("node");
+        std::fs::create_dir_all(crate::files::state_dir(&pgdata)).unwrap();
+        let mut c = sample(&pgdata);
+        c.postgres_dies_with_keeper = true;
+        c.save().unwrap();
+        let text = std::fs::read_to_string(config_path(&pgdata)).unwrap();
+        assert!(text.contains("postgres_dies_with_keeper = true"), "{text}");
+        assert!(
+            KeeperConfig::load(&pgdata)
+                .unwrap()
+                .postgres_dies_with_keeper
+        );
+        // A keeper.toml written before the setting existed: the default.
+        let old: String = text
+            .lines()
+            .filter(|l| !l.starts_with("postgres_dies_with_keeper"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(config_path(&pgdata), &old).unwrap();
+        assert!(
+            !KeeperConfig::load(&pgdata)
+                .unwrap()
+                .postgres_dies_with_keeper
+        );
+        std::fs::write(
+            config_path(&pgdata),
+            text.replace(
+                "postgres_dies_with_keeper = true",
+                "postgres_dies_with_keeper = \"yes\"",
+            ),
+        )
+        .unwrap();
+        let err = format!("{:#}", KeeperConfig::load(&pgdata).unwrap_err());
+        assert!(err.contains("not a valid keeper configuration"), "{err}");
+        assert!(err.contains("postgres_dies_with_keeper"), "{err}");
+        assert!(err.contains("boolean"), "{err}");
     }
 
     #[test]

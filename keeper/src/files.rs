@@ -37,6 +37,14 @@ pub fn rewind_marker(pgdata: &Path) -> PathBuf {
     state_dir(pgdata).join("rewind.partial")
 }
 
+/// The FIFO the node's PostgreSQL writes its log to (stdout and stderr)
+/// when it outlives its keeper: each keeper reads it and forwards the
+/// lines to its own log, the next one included (see
+/// `pgpilot_pgproc::Lifetime`). Outside PGDATA, like everything of ours.
+pub fn log_fifo(pgdata: &Path) -> PathBuf {
+    state_dir(pgdata).join("postgres.log.fifo")
+}
+
 /// The pid file of a running keeper for this PGDATA (`pgpilot stop` reads it).
 pub fn pid_path(pgdata: &Path) -> PathBuf {
     state_dir(pgdata).join("pgpilot.pid")

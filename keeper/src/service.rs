@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 use pgpilot_proto::NodeState;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{Agent, Stopped};
+use crate::agent::{Agent, KeeperOnly, Stopped};
 use crate::config::KeeperConfig;
 use crate::files::{config_path, pid_path, write_durably};
 use crate::statefile::KeeperState;
@@ -34,11 +34,13 @@ pub fn is_node(pgdata: &Path) -> bool {
 }
 
 /// Runs the keeper until `cancel` fires or the node is dropped. With
-/// `until`, returns once the node reached one of those states.
+/// `until`, returns once the node reached one of those states. When
+/// `keeper_only` is set as `cancel` fires, PostgreSQL is left running.
 pub async fn run_node(
     config: KeeperConfig,
     state: KeeperState,
     cancel: CancellationToken,
+    keeper_only: KeeperOnly,
     until: &[NodeState],
 ) -> anyhow::Result<Stopped> {
     let pgdata = config.pgdata.clone();
@@ -51,10 +53,11 @@ pub async fn run_node(
         state.assigned
     );
     let mut agent = Agent::new(config, state).await?;
-    let stopped = agent.run_until(cancel, until).await?;
+    let stopped = agent.run_until(cancel, until, &keeper_only).await?;
     match stopped {
         Stopped::Dropped => tracing::info!("node dropped from the monitor; PostgreSQL stopped"),
         Stopped::Cancelled => tracing::info!("keeper stopped; PostgreSQL stopped"),
+        Stopped::KeeperOnly => tracing::info!("keeper stopped alone"),
         Stopped::Reached(s) => tracing::info!("node reached {s}"),
     }
     Ok(stopped)
@@ -73,19 +76,79 @@ pub fn load(pgdata: &Path) -> anyhow::Result<(KeeperConfig, KeeperState)> {
     Ok((config, state))
 }
 
-/// `pgpilot stop --pgdata DIR`: SIGTERM to the keeper, then wait for it.
+/// How long `pgpilot stop --keeper-only` waits for the keeper to exit (it
+/// only ends its loop: a step under way is cut short).
+const KEEPER_ONLY_WAIT: Duration = Duration::from_secs(30);
+
+/// `pgpilot stop --pgdata DIR`: SIGTERM to the keeper, which stops
+/// PostgreSQL (fast shutdown) and exits; then wait for it. A PostgreSQL
+/// still running without a keeper (its keeper died, or exited alone) is
+/// stopped the same way, so that this stops both whatever ran.
 pub async fn stop_node(pgdata: &Path) -> anyhow::Result<()> {
-    let path = pid_path(pgdata);
-    let Some(pid) = read_live_pid(&path)? else {
+    let keeper = read_live_pid(&pid_path(pgdata))?;
+    if let Some(pid) = keeper {
+        kill(Pid::from_raw(pid), Signal::SIGTERM).with_context(|| format!("signal pid {pid}"))?;
+        wait_exit(pid, STOP_WAIT, "the keeper").await?;
+    }
+    match pgpilot_pgproc::find_postmaster(pgdata) {
+        pgpilot_pgproc::Found::Running(pm) => {
+            let pid = pm.pid();
+            tracing::info!(pid, "PostgreSQL runs without a keeper: fast shutdown");
+            pm.signal(Signal::SIGINT);
+            let deadline = Instant::now() + STOP_WAIT;
+            while pm.alive() {
+                if Instant::now() > deadline {
+                    bail!(
+                        "PostgreSQL (pid {pid}) did not stop within {} s; see its log",
+                        STOP_WAIT.as_secs()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(())
+        }
+        _ if keeper.is_some() => Ok(()),
+        _ => bail!(
+            "nothing runs for {}: no pgpilot process, no PostgreSQL",
+            pgdata.display()
+        ),
+    }
+}
+
+/// `pgpilot stop --keeper-only --pgdata DIR`: the keeper exits and leaves
+/// PostgreSQL running (SIGUSR2), for `pgpilot run` (or its service
+/// manager) to start a keeper again that adopts it: how a keeper is
+/// restarted, e.g. to upgrade it, without a restart of PostgreSQL.
+/// Returns the pid of the PostgreSQL left running, if one runs.
+pub async fn stop_keeper_only(pgdata: &Path) -> anyhow::Result<Option<i32>> {
+    let config = KeeperConfig::load(pgdata)?;
+    if config.postgres_dies_with_keeper {
+        bail!(
+            "{} sets postgres_dies_with_keeper = true: PostgreSQL cannot outlive its keeper, so \
+             the keeper cannot stop alone. Stop both with `pgpilot stop --pgdata {}`, or set \
+             postgres_dies_with_keeper = false (it applies from PostgreSQL's next start)",
+            config_path(pgdata).display(),
+            pgdata.display()
+        );
+    }
+    let Some(pid) = read_live_pid(&pid_path(pgdata))? else {
         bail!("no keeper runs for {}", pgdata.display());
     };
-    kill(Pid::from_raw(pid), Signal::SIGTERM).with_context(|| format!("signal pid {pid}"))?;
-    let deadline = Instant::now() + STOP_WAIT;
+    kill(Pid::from_raw(pid), Signal::SIGUSR2).with_context(|| format!("signal pid {pid}"))?;
+    wait_exit(pid, KEEPER_ONLY_WAIT, "the keeper").await?;
+    Ok(match pgpilot_pgproc::find_postmaster(pgdata) {
+        pgpilot_pgproc::Found::Running(pm) => Some(pm.pid()),
+        _ => None,
+    })
+}
+
+async fn wait_exit(pid: i32, timeout: Duration, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
     while process_alive(pid) {
         if Instant::now() > deadline {
             bail!(
-                "the keeper (pid {pid}) did not stop within {} s; see its log",
-                STOP_WAIT.as_secs()
+                "{what} (pid {pid}) did not stop within {} s; see its log",
+                timeout.as_secs()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -81,6 +81,9 @@ pub async fn start(bin: &PgBin, config: &MonitorConfig) -> anyhow::Result<Privat
         ],
         tag: "monitor".into(),
         ready_timeout: READY_TIMEOUT,
+        // The monitor restarts its own PostgreSQL: nothing would adopt one
+        // it left behind.
+        lifetime: pgproc::Lifetime::DiesWithUs,
     };
     let handle = PostgresHandle::start(bin, &runner, &config.pgdata, &opts)
         .await

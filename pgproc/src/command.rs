@@ -24,7 +24,7 @@ pub struct PgCommand {
     envs: Vec<(String, OsString)>,
     runner: Option<OsUser>,
     timeout: Option<Duration>,
-    death_signal: nix::sys::signal::Signal,
+    death_signal: Option<nix::sys::signal::Signal>,
     stderr_to_terminal: bool,
 }
 
@@ -44,7 +44,7 @@ impl PgCommand {
             envs: Vec::new(),
             runner: None,
             timeout: None,
-            death_signal: nix::sys::signal::Signal::SIGKILL,
+            death_signal: Some(nix::sys::signal::Signal::SIGKILL),
             stderr_to_terminal: false,
         }
     }
@@ -64,8 +64,10 @@ impl PgCommand {
         self
     }
 
-    /// The signal the program gets when pgpilot dies (default SIGKILL).
-    pub fn death_signal(mut self, signal: nix::sys::signal::Signal) -> Self {
+    /// The signal the program gets when pgpilot dies (default SIGKILL);
+    /// `None`: it outlives us (a postmaster a later keeper adopts, see
+    /// [`crate::server::Lifetime`]).
+    pub fn death_signal(mut self, signal: Option<nix::sys::signal::Signal>) -> Self {
         self.death_signal = signal;
         self
     }
@@ -122,21 +124,22 @@ impl PgCommand {
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
-        // Nothing we start may outlive us. Above all a postmaster: a
-        // primary whose keeper died can no longer fence itself when its
-        // lease runs out, while the monitor counts on exactly that before
-        // it lets another node take writes. A pg_basebackup left running
-        // would write into a directory the restarted keeper clears.
+        // Nothing we start may outlive us, unless asked (a postmaster that
+        // a later keeper adopts: see `server::Lifetime` for what guards a
+        // primary then). A pg_basebackup or pg_rewind left running would
+        // write into a directory the restarted keeper clears; a postmaster
+        // of the monitor, or of a keeper configured so, must die with it.
         // std runs this after it switched uid (which would clear the
         // setting), right before exec. The signal fires when the spawning
         // *thread* exits; we spawn from tokio worker threads, which live as
         // long as the runtime, i.e. the process.
-        let signal = self.death_signal;
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)
-            });
+        if let Some(signal) = self.death_signal {
+            // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)
+                });
+            }
         }
         cmd
     }

@@ -9,13 +9,18 @@
 //!   completion: explicit environment, always checks the exit status.
 //! - [`cluster`]: initdb, pg_controldata, "is this a PGDATA".
 //! - [`files`]: [`write_durably`], temp file + fsync + rename + dir fsync.
+//! - [`postmaster`]: postmaster.pid, and which postmaster runs in a data
+//!   directory, checked (a stale file's pid may have been reused).
 //! - [`server`]: [`PostgresHandle`], a postmaster as a supervised child
-//!   with its log lines forwarded to tracing.
+//!   (or adopted from an earlier process, see [`Lifetime`]) with its log
+//!   lines forwarded to tracing.
 
 pub mod bin;
 pub mod cluster;
 pub mod command;
 pub mod files;
+mod log;
+pub mod postmaster;
 pub mod server;
 pub mod user;
 
@@ -23,7 +28,8 @@ pub use bin::PgBin;
 pub use cluster::{controldata, initdb, is_pgdata, ControlData, InitdbOptions};
 pub use command::PgCommand;
 pub use files::{set_mode, state_dir, write_durably};
-pub use server::{socket_dir_for, PostgresHandle, ShutdownMode, StartOptions};
+pub use postmaster::{find_postmaster, Found, PidFile, Postmaster, Stale};
+pub use server::{socket_dir_for, Exit, Lifetime, PostgresHandle, ShutdownMode, StartOptions};
 pub use user::{chown_dir, postgres_runner, OsUser};
 
 /// Errors a caller branches on; everything else is [`Error::Other`].

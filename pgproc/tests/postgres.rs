@@ -42,11 +42,21 @@ fn start_opts(dir: &std::path::Path, port: u16) -> StartOptions {
         settings: vec![("fsync".into(), "off".into())],
         tag: "test".into(),
         ready_timeout: Duration::from_secs(60),
+        lifetime: Lifetime::DiesWithUs,
     }
 }
 
 fn alive(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// Alive and not a zombie: a detached server is still our child, and tokio
+/// reaps it only some time after it exited.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
 }
 
 #[tokio::test]
@@ -147,5 +157,93 @@ async fn start_failures_are_clear_and_leave_nothing_running() {
     let pid = pg.pid();
     drop(pg);
     assert!(!alive(pid), "postmaster {pid} survived its handle");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+async fn psql(bin: &PgBin, runner: &Option<OsUser>, dir: &std::path::Path, port: u16, sql: &str) {
+    PgCommand::new(bin, "psql")
+        .user(runner)
+        .args([
+            "-h",
+            dir.to_str().unwrap(),
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args(["-Atc", sql])
+        .run()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_server_that_outlives_its_handle_is_adopted_with_its_log() {
+    let dir = test_dir("adopt");
+    let bin = PgBin::discover().unwrap();
+    let runner = postgres_runner(None).unwrap();
+    let pgdata = dir.join("data");
+    initdb(&bin, &runner, &pgdata, &opts()).await.unwrap();
+    chown_dir(&runner, &dir, false).unwrap();
+    let port = free_port();
+    let fifo = dir.join("pg.log.fifo");
+    let mut o = start_opts(&dir, port);
+    o.lifetime = Lifetime::Outlives {
+        log_fifo: fifo.clone(),
+    };
+    let pg = PostgresHandle::start(&bin, &runner, &pgdata, &o)
+        .await
+        .unwrap();
+    assert!(
+        pg.log_tail()
+            .iter()
+            .any(|l| l.contains("ready to accept connections")),
+        "the log comes through the FIFO: {:?}",
+        pg.log_tail()
+    );
+    let pid = pg.detach();
+    assert!(running(pid), "detached, the server runs on");
+    // Its log forwarder is aborted: let it go before another reader comes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Found, checked, adopted: same pid, and its log is forwarded again.
+    let pm = match find_postmaster(&pgdata) {
+        Found::Running(pm) => pm,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(pm.pid(), pid as i32);
+    assert_eq!(pm.file.port, Some(port));
+    assert_eq!(pm.file.status.as_deref(), Some("ready"));
+    let mut pg = PostgresHandle::adopt(pm, "test", Some(&fifo));
+    assert!(pg.is_adopted());
+    assert_eq!(pg.pid(), pid);
+    assert!(pg.try_exit_status().unwrap().is_none());
+    psql(&bin, &runner, &dir, port, "SELECT pg_reload_conf()").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !pg
+        .log_tail()
+        .iter()
+        .any(|l| l.contains("reloading configuration files"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload line through the FIFO after adoption: {:?}",
+            pg.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exit = pg
+        .stop(ShutdownMode::Fast, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(matches!(exit, Exit::NotOurChild), "{exit}");
+    assert!(!running(pid));
+    assert_eq!(find_postmaster(&pgdata), Found::Nothing);
+    assert_eq!(
+        controldata(&bin, &runner, &pgdata).await.unwrap().state,
+        "shut down"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -151,11 +151,14 @@ async fn bring_up(
                 host: "127.0.0.1".into(),
                 port: free_port()?,
             }),
+            // The demo's directory goes at Ctrl-C: a demo killed outright
+            // must not leave PostgreSQL servers behind.
+            postgres_dies_with_keeper: true,
             replication_password: String::new(),
         };
         let token = nodes_cancel.child_token();
         nodes.push(tokio::spawn(async move {
-            super::node::create_and_run(config, true, token).await
+            super::node::create_and_run(config, true, token, Default::default()).await
         }));
         let want: &[NodeState] = if i == 1 {
             &[NodeState::Single]

@@ -20,7 +20,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Create(Create::Monitor(args)) => monitor::create(args).await,
         Command::Create(Create::Postgres(args)) => node::create(args).await,
-        Command::Stop(args) => node::stop(&args.pgdata).await,
+        Command::Stop(args) => node::stop(&args.pgdata, args.keeper_only).await,
         Command::Run(args) => run(&args.pgdata).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Show(show) => show::show(show).await,
@@ -88,6 +88,53 @@ pub fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
                 tracing::info!("signal received, shutting down");
                 token.cancel();
             }
+        }
+    });
+    Ok(())
+}
+
+/// A keeper's signals: SIGTERM and SIGINT stop the keeper and PostgreSQL
+/// (as [`cancel_on_signals`]); SIGUSR2 (`pgpilot stop --keeper-only`)
+/// stops the keeper alone and leaves PostgreSQL running. A SIGTERM or
+/// SIGINT after a SIGUSR2 still stops both, as long as the keeper has not
+/// let go of PostgreSQL yet.
+///
+/// Why not SIGTERM for a keeper-only stop: service managers send SIGTERM
+/// to stop a service (`systemctl stop`, a shutdown of the machine), and a
+/// stopped service must not leave PostgreSQL behind.
+pub fn cancel_on_node_signals(
+    token: CancellationToken,
+    keeper_only: pgpilot_keeper::agent::KeeperOnly,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    let mut usr2 = signal(SignalKind::user_defined2()).context("install the SIGUSR2 handler")?;
+    tokio::spawn(async move {
+        loop {
+            let alone = tokio::select! {
+                _ = term.recv() => false,
+                _ = int.recv() => false,
+                _ = usr2.recv() => true,
+            };
+            if token.is_cancelled() {
+                if !alone && keeper_only.get() {
+                    tracing::info!("signal received: stopping PostgreSQL too");
+                    keeper_only.set(false);
+                } else {
+                    tracing::warn!("already shutting down");
+                }
+                continue;
+            }
+            if alone {
+                tracing::info!(
+                    "SIGUSR2 received: the keeper stops alone, PostgreSQL keeps running"
+                );
+                keeper_only.set(true);
+            } else {
+                tracing::info!("signal received, shutting down");
+            }
+            token.cancel();
         }
     });
     Ok(())

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use pgpilot_keeper::agent::KeeperOnly;
 use pgpilot_keeper::config::{Auth, KeeperConfig};
 use pgpilot_keeper::service::{self, CREATED_STATES};
 use pgpilot_keeper::setup::{create_node, Created};
@@ -37,6 +38,7 @@ pub fn config_from(args: &CreatePostgresArgs) -> anyhow::Result<KeeperConfig> {
         poll_interval: Duration::from_secs(1),
         maximum_backup_rate: args.maximum_backup_rate.clone(),
         http_listen: Some(http_listen),
+        postgres_dies_with_keeper: args.postgres_dies_with_keeper,
         replication_password: String::new(),
     })
 }
@@ -44,8 +46,9 @@ pub fn config_from(args: &CreatePostgresArgs) -> anyhow::Result<KeeperConfig> {
 pub async fn create(args: CreatePostgresArgs) -> anyhow::Result<()> {
     let config = config_from(&args)?;
     let cancel = CancellationToken::new();
-    super::cancel_on_signals(cancel.clone())?;
-    create_and_run(config, args.run, cancel).await
+    let keeper_only = KeeperOnly::default();
+    super::cancel_on_node_signals(cancel.clone(), keeper_only.clone())?;
+    create_and_run(config, args.run, cancel, keeper_only).await
 }
 
 /// Creates (or resumes creating) a node, then runs its keeper until it
@@ -54,6 +57,7 @@ pub async fn create_and_run(
     config: KeeperConfig,
     run: bool,
     cancel: CancellationToken,
+    keeper_only: KeeperOnly,
 ) -> anyhow::Result<()> {
     let (created, config, state) = create_node(config).await?;
     let pgdata = config.pgdata.clone();
@@ -72,7 +76,7 @@ pub async fn create_and_run(
         ),
     }
     let until: &[_] = if run { &[] } else { CREATED_STATES };
-    let stopped = service::run_node(config, state, cancel, until).await?;
+    let stopped = service::run_node(config, state, cancel, keeper_only, until).await?;
     if let pgpilot_keeper::agent::Stopped::Reached(s) = stopped {
         println!(
             "node in {} is {s}; start its keeper with `pgpilot run --pgdata {}`",
@@ -86,14 +90,30 @@ pub async fn create_and_run(
 pub async fn run(pgdata: &Path) -> anyhow::Result<()> {
     let (config, state) = service::load(pgdata)?;
     let cancel = CancellationToken::new();
-    super::cancel_on_signals(cancel.clone())?;
-    service::run_node(config, state, cancel, &[]).await?;
+    let keeper_only = KeeperOnly::default();
+    super::cancel_on_node_signals(cancel.clone(), keeper_only.clone())?;
+    service::run_node(config, state, cancel, keeper_only, &[]).await?;
     Ok(())
 }
 
-pub async fn stop(pgdata: &Path) -> anyhow::Result<()> {
+pub async fn stop(pgdata: &Path, keeper_only: bool) -> anyhow::Result<()> {
     let abs = std::path::absolute(pgdata)?;
-    service::stop_node(&abs).await?;
-    println!("keeper of {} stopped", abs.display());
+    if !keeper_only {
+        service::stop_node(&abs).await?;
+        println!("keeper and PostgreSQL of {} stopped", abs.display());
+        return Ok(());
+    }
+    match service::stop_keeper_only(&abs).await? {
+        Some(pid) => println!(
+            "keeper of {} stopped; PostgreSQL (pid {pid}) keeps running: start the keeper again \
+             with `pgpilot run --pgdata {}`, it adopts it",
+            abs.display(),
+            abs.display()
+        ),
+        None => println!(
+            "keeper of {} stopped; PostgreSQL was not running",
+            abs.display()
+        ),
+    }
     Ok(())
 }

@@ -14,6 +14,7 @@ mod fast_forward;
 mod fencing;
 mod forced_failover;
 mod http_endpoints;
+mod keeper_restart;
 mod lease_bound;
 mod lifecycle;
 mod maintenance;

@@ -20,7 +20,8 @@ async fn standby_promoted_although_its_keeper_restarted_after_the_primary_died()
         .unwrap();
 
     // The primary dies whole, and right after it the standby's keeper
-    // (its PostgreSQL goes with it); then the standby's keeper comes back.
+    // (its PostgreSQL keeps running); then the standby's keeper comes back
+    // and adopts it.
     a.kill9();
     b.kill_keeper();
     b.run();

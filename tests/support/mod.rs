@@ -278,6 +278,7 @@ impl NodePg {
                 .to_string_lossy()
                 .into_owned(),
             ready_timeout: Duration::from_secs(60),
+            lifetime: pgproc::Lifetime::DiesWithUs,
         };
         self.handle = Some(
             PostgresHandle::start(&self.bin, &self.runner, &self.pgdata, &opts)
@@ -408,6 +409,11 @@ impl KeeperProc {
 
     /// Starts `create postgres --run` for a new node.
     pub fn create(dir: &TestDir, monitor: &str, name: &str) -> KeeperProc {
+        Self::create_with(dir, monitor, name, &[])
+    }
+
+    /// [`KeeperProc::create`] with more `create postgres` arguments.
+    pub fn create_with(dir: &TestDir, monitor: &str, name: &str, extra: &[&str]) -> KeeperProc {
         let port = free_port();
         let mut k = KeeperProc {
             child: None,
@@ -418,6 +424,7 @@ impl KeeperProc {
             log: dir.join(&format!("{name}.log")),
         };
         let mut args = Self::create_args(dir, monitor, name, port);
+        args.extend(extra.iter().map(|a| a.to_string()));
         args.push("--run".into());
         k.spawn(&args);
         k
@@ -486,7 +493,9 @@ impl KeeperProc {
         }
     }
 
-    /// SIGKILL the keeper only.
+    /// SIGKILL the keeper only. Its PostgreSQL keeps running (unless the
+    /// node was created with --postgres-dies-with-keeper), for the next
+    /// `run` to adopt; drop stops it if none does.
     pub fn kill_keeper(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -544,6 +553,17 @@ impl Drop for KeeperProc {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // PostgreSQL outlives a keeper killed by the test (or one that
+        // failed to stop it): nothing may leak from a test.
+        if let pgproc::Found::Running(pm) = pgproc::find_postmaster(&self.pgdata) {
+            use nix::sys::signal::Signal;
+            pm.signal(Signal::SIGQUIT);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pm.alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            pm.signal(Signal::SIGKILL);
         }
         if std::thread::panicking() {
             eprintln!("--- log of {} ---\n{}", self.name, tail(&self.log(), 60));

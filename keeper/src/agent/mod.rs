@@ -28,8 +28,7 @@ mod transition;
 mod watch;
 mod watchdog;
 
-pub(crate) use watchdog::our_postmaster;
-
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pgpilot_proto::NodeState;
@@ -48,9 +47,31 @@ use crate::statefile::KeeperState;
 /// Why [`Agent::run_until`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stopped {
+    /// PostgreSQL was stopped too.
     Cancelled,
+    /// Cancelled with [`KeeperOnly`] set: the keeper let go of PostgreSQL,
+    /// which keeps running for the next keeper to adopt (unless
+    /// `postgres_dies_with_keeper`: then it was stopped).
+    KeeperOnly,
     Reached(NodeState),
     Dropped,
+}
+
+/// Set before cancelling a keeper that is to exit alone (`pgpilot stop
+/// --keeper-only`, i.e. SIGUSR2: to restart it, e.g. for an upgrade),
+/// leaving PostgreSQL running; cleared again by a stop of both (SIGTERM,
+/// SIGINT), which wins whenever it comes before the keeper is done.
+#[derive(Clone, Debug, Default)]
+pub struct KeeperOnly(Arc<AtomicBool>);
+
+impl KeeperOnly {
+    pub fn set(&self, alone: bool) {
+        self.0.store(alone, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// How often a dropped keeper tries its last report before it exits
@@ -119,12 +140,26 @@ impl Agent {
     }
 
     /// Runs until cancelled, dropped, or (with `until`) the node reached
-    /// one of those states. PostgreSQL is stopped on the way out.
+    /// one of those states. PostgreSQL is stopped on the way out, unless
+    /// cancelled with `keeper_only` set.
     pub async fn run_until(
         &mut self,
         cancel: CancellationToken,
         until: &[NodeState],
+        keeper_only: &KeeperOnly,
     ) -> anyhow::Result<Stopped> {
+        // First of all, before the watchdog is armed: a PostgreSQL an
+        // earlier keeper left running is adopted, and the engine told, so
+        // that fencing resumes at once with the adoption's deadline rather
+        // than the past deadline of a writable node without a lease.
+        match self.pg.adopt().await {
+            Ok(Some(_)) => self.engine.pg_adopted(clock::now()),
+            Ok(None) => {}
+            // Not adopted (it runs where the keeper cannot reach it): the
+            // loop's starts fail with the same reason and spend the
+            // restart budget, so the node is reported down.
+            Err(e) => tracing::error!("failed to {e:#}"),
+        }
         let state = self.engine.state();
         let watch = tokio::spawn(watch::watch_group(
             self.config.monitor.clone(),
@@ -179,10 +214,33 @@ impl Agent {
                 }
             }
         }
+        if matches!(result, Ok(Stopped::Cancelled)) && keeper_only.get() {
+            return self.leave_postgres_running().await;
+        }
         if let Err(e) = self.pg.stop().await {
             tracing::error!("failed to {e:#}");
         }
         result
+    }
+
+    /// The end of a keeper-only stop: PostgreSQL is left running, the
+    /// next keeper adopts it. Fencing ends here with this process: until
+    /// the next keeper runs, synchronous replication is what keeps a cut
+    /// off primary from acknowledging commits (see the engine's `adopt`).
+    async fn leave_postgres_running(&mut self) -> anyhow::Result<Stopped> {
+        match self.pg.release().await {
+            Ok(Some(pid)) => tracing::info!(
+                pid,
+                "keeper exiting alone: PostgreSQL keeps running; `pgpilot run --pgdata {}` adopts it",
+                self.config.pgdata.display()
+            ),
+            Ok(None) if self.config.postgres_dies_with_keeper => tracing::warn!(
+                "asked to exit alone, but postgres_dies_with_keeper is set: PostgreSQL was stopped too"
+            ),
+            Ok(None) => tracing::info!("keeper exiting alone; PostgreSQL was not running"),
+            Err(e) => tracing::error!("failed to {e:#}"),
+        }
+        Ok(Stopped::KeeperOnly)
     }
 
     async fn main_loop(

@@ -3,7 +3,7 @@
 //! a slow monitor may hold the loop past it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pgpilot_pgproc::controldata;
 use pgpilot_proto::pb::monitor_client::MonitorClient;
@@ -12,16 +12,9 @@ use tonic::transport::Channel;
 
 use super::Agent;
 use crate::clock;
-use crate::engine::{Engine, Mono, Observation, PgStatus};
+use crate::engine::{Engine, Mono, Observation, PgStatus, STATUS_TIMEOUT};
 use crate::metrics::{Metrics, Outcome};
 use crate::pg::{sql, Probe};
-
-/// How long reading PostgreSQL's status may take (connect included). A
-/// round is the wait, this read and the report; with the defaults (1 s
-/// poll, 0.8 s report timeout, 3 s lease) it must stay well under 1.2 s
-/// for the lease to be renewed in time. A slower read is reported as
-/// "status unknown", which the monitor does not count as an LSN.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Agent {
     /// Step 1 of a round: what PostgreSQL looks like now, to the engine.

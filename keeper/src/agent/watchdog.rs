@@ -7,13 +7,14 @@
 //! PostgreSQL down and, without a lease, does not restart it.
 //!
 //! The watchdog signals only a postmaster it has verified to be this
-//! node's: postmaster.pid in PGDATA names it, it is alive, and its working
-//! directory is PGDATA (the postmaster changes into its data directory at
-//! start, before it writes postmaster.pid). A stale postmaster.pid after a
-//! crash may name a pid the kernel has since given to another process;
-//! that process is never signalled. Reading postmaster.pid rather than
-//! waiting for the loop's handle also covers a postmaster that is still
-//! starting: it writes the file before crash recovery begins.
+//! node's ([`pgpilot_pgproc::find_postmaster`]: postmaster.pid in PGDATA
+//! names it, it is alive, runs postgres, and its working directory is
+//! PGDATA, which the postmaster changes into at start, before it writes
+//! postmaster.pid). A stale postmaster.pid after a crash may name a pid
+//! the kernel has since given to another process; that process is never
+//! signalled. Reading postmaster.pid rather than waiting for the loop's
+//! handle also covers a postmaster that is still starting (it writes the
+//! file before crash recovery begins) and one the keeper adopted.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -77,15 +78,11 @@ pub(super) async fn run(arm: Arm, pgdata: PathBuf, cancel: CancellationToken) {
 
 /// The pid of the live postmaster of `pgdata`, verified (see the module
 /// doc), or `None`.
-pub(crate) fn our_postmaster(pgdata: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-    if pid <= 0 {
-        return None;
+fn our_postmaster(pgdata: &Path) -> Option<i32> {
+    match pgpilot_pgproc::find_postmaster(pgdata) {
+        pgpilot_pgproc::Found::Running(pm) => Some(pm.pid()),
+        _ => None,
     }
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-    let ours = std::fs::canonicalize(pgdata).ok()?;
-    (cwd == ours).then_some(pid)
 }
 
 #[cfg(test)]
@@ -105,20 +102,56 @@ mod tests {
         assert_eq!(our_postmaster(dir.path()), None);
     }
 
+    /// Spawns `program` (a copy of `sleep` just written) in `dir`. Another
+    /// test thread forking meanwhile holds the copy's write descriptor until it
+    /// execs, and exec then fails with ETXTBSY: retried.
+    fn spawn_copy(program: &Path, dir: &Path) -> std::process::Child {
+        for _ in 0..100 {
+            match std::process::Command::new(program)
+                .arg("30")
+                .current_dir(dir)
+                .spawn()
+            {
+                Ok(child) => return child,
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => panic!("spawn {}: {e}", program.display()),
+            }
+        }
+        panic!("{} stayed busy", program.display())
+    }
+
     #[test]
-    fn a_live_process_in_pgdata_is_the_postmaster() {
+    fn a_live_postgres_in_pgdata_is_the_postmaster() {
         let dir = tempfile::tempdir().unwrap();
-        // Stands in for a postmaster: alive, working directory PGDATA.
+        // Stands in for a postmaster: alive, running an executable called
+        // postgres, working directory PGDATA.
+        let fake = dir.path().join("postgres");
+        std::fs::copy("/bin/sleep", &fake).unwrap();
+        let mut child = spawn_copy(&fake, dir.path());
+        let pid = child.id() as i32;
+        let pid_file = format!("{pid}\n{}\n", dir.path().display());
+        std::fs::write(dir.path().join("postmaster.pid"), pid_file).unwrap();
+        assert_eq!(our_postmaster(dir.path()), Some(pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(our_postmaster(dir.path()), None, "a dead pid is no one");
+    }
+
+    #[test]
+    fn a_live_process_in_pgdata_that_is_not_postgres_is_never_signalled() {
+        let dir = tempfile::tempdir().unwrap();
+        // An operator's program sitting in PGDATA got the stale file's pid.
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .current_dir(dir.path())
             .spawn()
             .unwrap();
-        let pid = child.id() as i32;
-        std::fs::write(dir.path().join("postmaster.pid"), format!("{pid}\n")).unwrap();
-        assert_eq!(our_postmaster(dir.path()), Some(pid));
+        let pid_file = format!("{}\n{}\n", child.id(), dir.path().display());
+        std::fs::write(dir.path().join("postmaster.pid"), pid_file).unwrap();
+        assert_eq!(our_postmaster(dir.path()), None);
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(our_postmaster(dir.path()), None, "a dead pid is no one");
     }
 }

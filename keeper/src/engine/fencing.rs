@@ -60,7 +60,8 @@ impl Engine {
     /// has a deadline.
     ///
     /// The lease ends one lease after the last successful report was sent
-    /// (no report yet: already ended). The exemption "every other node
+    /// (no report yet: already ended, unless this keeper adopted a running
+    /// PostgreSQL, see [`Engine::pg_adopted`]). The exemption "every other node
     /// streams from me" holds a little less than a lease (see
     /// [`Engine::exemption`]) after it was last observed: a loop too busy
     /// to look again cannot keep it forever.
@@ -76,7 +77,7 @@ impl Engine {
         if !writable(current) && !toward.is_some_and(writable) {
             return None;
         }
-        let lease_end = self.lease_start.map_or(Mono::ZERO, |t| t + self.lease);
+        let lease_end = self.lease_end();
         let exempt_end = self
             .exempt_seen
             .map_or(Mono::ZERO, |t| t + self.exemption());
@@ -111,7 +112,7 @@ impl Engine {
         // look at the standbys again a little before it lapses: it is
         // shorter than a lease (see [`Engine::exemption`]), and a round
         // without the monitor takes a poll plus a report timeout.
-        let lease_end = self.lease_start.map_or(Mono::ZERO, |t| t + self.lease);
+        let lease_end = self.lease_end();
         let wake = if d > lease_end {
             d.saturating_sub(EXEMPTION_LOOK_AHEAD)
         } else {

@@ -17,6 +17,9 @@
 //!
 //! # One round, in order
 //!
+//! 0. Once, at start-up and before arming the watchdog: if the driver
+//!    adopted a PostgreSQL an earlier keeper left running,
+//!    [`Engine::pg_adopted`] (see the `adopt` module for the fencing rule).
 //! 1. [`Engine::observe`] with what was just read of PostgreSQL. A status
 //!    read that failed or timed out while the process runs is
 //!    `running: true, status: None` ("unknown").
@@ -62,12 +65,15 @@
 //! [`Engine::steps_ended`]. A reply beside the steps never starts other
 //! steps: see [`Beside`] for what it can ask instead.
 
+mod adopt;
 mod beside;
 mod budget;
 mod fencing;
 mod steady;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_adopt;
 #[cfg(test)]
 mod tests_beside;
 #[cfg(test)]
@@ -84,7 +90,8 @@ use crate::statefile::{KeeperState, RejoinRecord};
 pub use beside::Beside;
 pub use budget::{RESTART_BACKOFF, RESTART_LIMIT, RESTART_WINDOW};
 pub use types::{
-    fresh_standbys, Decision, Observation, PgStatus, FRESH_REPLY_MS, WAL_RECEIVER_TIMEOUT_MS,
+    fresh_standbys, Decision, Observation, PgStatus, FRESH_REPLY_MS, STATUS_TIMEOUT,
+    WAL_RECEIVER_TIMEOUT_MS,
 };
 
 /// A monotonic instant: time since an arbitrary origin.
@@ -116,6 +123,10 @@ pub struct Engine {
     lease: Duration,
     /// When the last report that got a reply was *sent*.
     lease_start: Option<Mono>,
+    /// When this keeper adopted a PostgreSQL it found running (see
+    /// [`Engine::pg_adopted`]): until its first reply, the fencing
+    /// deadline is one round later.
+    adopted_at: Option<Mono>,
     last_reply: Option<pb::NodeActiveResponse>,
     /// The monitor's timing contract, from its last reply (0 = not said).
     poll_ms: u64,
@@ -163,6 +174,7 @@ impl Engine {
             config_poll,
             lease: DEFAULT_LEASE,
             lease_start: None,
+            adopted_at: None,
             last_reply: None,
             poll_ms: 0,
             report_timeout_ms: 0,

@@ -1,6 +1,8 @@
 //! What goes into the engine (an observation of PostgreSQL) and what comes
 //! out of a reply (a decision), as plain data a simulation can build.
 
+use std::time::Duration;
+
 use pgpilot_proto::{Lsn, NodeState};
 
 use crate::plan::Goal;
@@ -40,6 +42,13 @@ pub struct PgStatus {
 /// failover witness, while a live standby replies every
 /// wal_receiver_status_interval (1 s).
 pub const FRESH_REPLY_MS: u64 = 1500;
+
+/// How long reading PostgreSQL's status may take (connect included). A
+/// round is the wait, this read and the report; with the defaults (1 s
+/// poll, 0.8 s report timeout, 3 s lease) it must stay well under 1.2 s
+/// for the lease to be renewed in time. A slower read is reported as
+/// "status unknown", which the monitor does not count as an LSN.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// wal_receiver_timeout as the keeper configures it: a WAL receiver whose
 /// upstream went silent (a cut, a freeze) stays in pg_stat_wal_receiver,

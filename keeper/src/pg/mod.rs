@@ -1,8 +1,9 @@
-//! The node's PostgreSQL, as the keeper drives it: a supervised child
-//! process, its settings file, pg_hba.conf, and the SQL the keeper runs on
-//! it. Everything here is I/O; the decisions are in [`crate::engine`] and
-//! [`crate::plan`].
+//! The node's PostgreSQL, as the keeper drives it: a supervised process
+//! (started by this keeper, or adopted from an earlier one), its settings
+//! file, pg_hba.conf, and the SQL the keeper runs on it. Everything here is
+//! I/O; the decisions are in [`crate::engine`] and [`crate::plan`].
 
+mod adopt;
 pub mod conf;
 pub mod copy;
 pub mod hba;
@@ -13,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use pgpilot_pgproc::{
-    self as pgproc, chown_dir, set_mode, OsUser, PgBin, PostgresHandle, ShutdownMode, StartOptions,
+    self as pgproc, chown_dir, set_mode, Found, Lifetime, OsUser, PgBin, PostgresHandle,
+    ShutdownMode, StartOptions,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::ConnectOptions;
 
 use crate::config::KeeperConfig;
-use crate::files::{socket_dir, write_durably, PG_CONF_NAME};
+use crate::files::{log_fifo, socket_dir, write_durably, PG_CONF_NAME};
 use crate::plan::Role;
 
 /// Crash recovery after a kill, or a standby that must first fetch WAL,
@@ -67,6 +69,9 @@ pub struct LocalPg {
     /// Exits of our postmaster that we did not ask for, not yet taken by
     /// the keeper's loop (they count against the restart budget).
     deaths: u32,
+    /// `postgres_dies_with_keeper`: start PostgreSQL so that it dies with
+    /// this process, and never keep one that would outlive it.
+    dies_with_keeper: bool,
 }
 
 /// Reads the node's PostgreSQL while a step holds the [`LocalPg`] (a copy,
@@ -83,11 +88,11 @@ impl Probe {
         pgproc::is_pgdata(&self.pgdata)
     }
 
-    /// A live postmaster runs in PGDATA: postmaster.pid names it and its
-    /// working directory is PGDATA (the watchdog's check, which a stale
-    /// pid file cannot pass). A postmaster still in crash recovery counts.
+    /// A live postmaster runs in PGDATA, checked as
+    /// [`pgproc::find_postmaster`] does (a stale pid file cannot pass). A
+    /// postmaster still in crash recovery counts.
     pub fn is_running(&self) -> bool {
-        crate::agent::our_postmaster(&self.pgdata).is_some()
+        matches!(pgproc::find_postmaster(&self.pgdata), Found::Running(_))
     }
 
     /// Like [`LocalPg::connect`], with the same bounds.
@@ -112,6 +117,7 @@ impl LocalPg {
             handle: None,
             max_rate_kb: crate::config::parse_backup_rate(&config.maximum_backup_rate)?,
             deaths: 0,
+            dies_with_keeper: config.postgres_dies_with_keeper,
         })
     }
 
@@ -141,9 +147,9 @@ impl LocalPg {
         };
         match h.try_exit_status() {
             Ok(None) => true,
-            Ok(Some(status)) => {
+            Ok(Some(exit)) => {
                 tracing::warn!(
-                    "PostgreSQL exited ({status}); last log lines:\n{}",
+                    "PostgreSQL exited ({exit}); last log lines:\n{}",
                     h.log_tail().join("\n")
                 );
                 self.handle = None;
@@ -162,7 +168,8 @@ impl LocalPg {
         std::mem::take(&mut self.deaths)
     }
 
-    /// Starts PostgreSQL unless it runs.
+    /// Starts PostgreSQL unless it runs (one that runs although this
+    /// keeper did not start it is adopted, see `take_over`).
     pub async fn start(&mut self) -> anyhow::Result<()> {
         if self.is_running() {
             return Ok(());
@@ -182,6 +189,11 @@ impl LocalPg {
                 marker.display()
             );
         }
+        if let Some(pm) = self.found_postmaster()? {
+            if self.take_over(pm).await?.is_some() {
+                return Ok(());
+            }
+        }
         let socket_dir = socket_dir(&self.pgdata);
         std::fs::create_dir_all(&socket_dir)
             .with_context(|| format!("create {}", socket_dir.display()))?;
@@ -195,6 +207,13 @@ impl LocalPg {
             settings: vec![("unix_socket_permissions".into(), "0700".into())],
             tag: self.tag.clone(),
             ready_timeout: READY_TIMEOUT,
+            lifetime: if self.dies_with_keeper {
+                Lifetime::DiesWithUs
+            } else {
+                Lifetime::Outlives {
+                    log_fifo: log_fifo(&self.pgdata),
+                }
+            },
         };
         let started = Instant::now();
         let handle = PostgresHandle::start(&self.bin, &self.runner, &self.pgdata, &opts)
