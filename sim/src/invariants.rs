@@ -112,6 +112,12 @@ impl World {
         if converged && primaries == 1 && primaries + secondaries == remaining {
             return Ok(());
         }
+        // Every machine is lost or dropped (seed 579259: the operator
+        // dropped the standby, then the last node's machine was lost for
+        // good): there is nothing left to converge.
+        if remaining == 0 {
+            return Ok(());
+        }
         // A wait is allowed only for what may have no safe way forward: a
         // lost machine, or a priority-0 node (the node itself, or a dropped
         // primary whose only complete standby it is). Any other named wait
