@@ -30,7 +30,16 @@ impl Core {
         } else if election_waiting(g) {
             leave_out_of_election(g, allow_data_loss, now, &self.cfg)?
         } else {
-            start_forced_election(g, allow_data_loss, now, &self.cfg)?
+            let out = start_forced_election(g, allow_data_loss, now, &self.cfg)?;
+            // The writer it replaces may write under its exemption until
+            // the voters stop streaming: see `NodeView::failed_over_at`.
+            if let Some(p) = g.nodes.iter_mut().find(|n| {
+                n.assigned.accepts_writes()
+                    || (n.assigned == Dropped && n.dropped_from.is_some_and(|s| s.accepts_writes()))
+            }) {
+                p.failed_over_at = Some(now);
+            }
+            out
         };
         fsm::apply(g, &out, now);
         self.settle(g, now, &mut out);

@@ -34,6 +34,8 @@ mod switchover;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_failover_gate;
+#[cfg(test)]
 mod tests_operator;
 
 pub use ops::mark_dropped;

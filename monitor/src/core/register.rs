@@ -164,6 +164,7 @@ impl Core {
             candidate_priority: req.candidate_priority,
             replication_quorum: req.replication_quorum,
             quorum_dropped_at: None,
+            failed_over_at: None,
             maintenance_requested: false,
             health: Health::Unknown,
             last_probe: None,

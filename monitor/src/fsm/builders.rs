@@ -44,6 +44,7 @@ pub fn node(id: i64, state: NodeState) -> NodeView {
         replication_quorum: true,
         quorum_dropped_at: None,
         maintenance_requested: false,
+        failed_over_at: None,
         health: Health::Good,
         last_report: Some(t0()),
         goal_changed_at: t0(),

@@ -60,9 +60,17 @@ pub fn lease_expired(node: &NodeView, now: Timestamp, cfg: &FsmConfig) -> bool {
 /// operator's word, so its report of a stopped state is awaited (found by
 /// the simulation, seed 78723: two writable nodes). `--force` says the
 /// machine is gone for good, and the lease is then taken as proof.
+///
+/// After the operator's `perform failover` the lease also counts from
+/// that moment (see `NodeView::failed_over_at`): until the election's
+/// voters stopped streaming, the keeper's exemption vouched for it.
 pub fn is_fenced(node: &NodeView, now: Timestamp, cfg: &FsmConfig) -> bool {
     let dropped_alive = node.assigned == NodeState::Dropped && !node.drop_forced;
-    !node.reported.accepts_writes() || (lease_expired(node, now, cfg) && !dropped_alive)
+    let exempt_until_forced = node
+        .failed_over_at
+        .is_some_and(|t| age(t, now) <= cfg.lease + cfg.clock_margin);
+    !node.reported.accepts_writes()
+        || (lease_expired(node, now, cfg) && !dropped_alive && !exempt_until_forced)
 }
 
 /// reported == assigned == `state` (DESIGN.md §3).

@@ -94,6 +94,14 @@ pub struct NodeView {
     /// primary: once a switchover moved the primary away and it stopped
     /// (`demoted`), it goes into maintenance instead of rejoining.
     pub maintenance_requested: bool,
+    /// When the operator's `perform failover` replaced this writer. No
+    /// standby had to lose its stream first, so its keeper may have kept
+    /// writing under the fencing exemption ("every other node streams from
+    /// me") until the election stopped the standbys' streams: its lease is
+    /// counted from then as well ([`super::is_fenced`]; simulation, seed
+    /// 592520: two writable nodes after a forced failover during a
+    /// partition of the primary from the monitor only).
+    pub failed_over_at: Option<Timestamp>,
     pub health: Health,
     /// When the prober last changed `health`.
     pub last_probe: Option<Timestamp>,

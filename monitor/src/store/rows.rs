@@ -32,6 +32,7 @@ pub struct NodeRow {
     pub replication_quorum: bool,
     pub quorum_dropped_at: Option<Timestamp>,
     pub maintenance_requested: bool,
+    pub failed_over_at: Option<Timestamp>,
     #[sqlx(try_from = "String")]
     pub health: Health,
     pub last_report: Option<Timestamp>,
@@ -46,7 +47,7 @@ pub struct NodeRow {
 pub const NODE_COLUMNS: &str =
     "node_id, formation, group_id, name, host, port, system_identifier, \
      reported_state, assigned_state, pg_running, reported_tli, reported_lsn, replication_state, \
-     upstream_silent_ms, candidate_priority, replication_quorum, quorum_dropped_at, maintenance_requested, health, last_report, last_probe, \
+     upstream_silent_ms, candidate_priority, replication_quorum, quorum_dropped_at, maintenance_requested, failed_over_at, health, last_report, last_probe, \
      goal_changed_at, replication_stall_since, drop_forced, dropped_from, registered_at";
 
 /// The group row plus the formation settings the FSM needs.
@@ -130,6 +131,7 @@ impl NodeRow {
             replication_quorum: self.replication_quorum,
             quorum_dropped_at: self.quorum_dropped_at,
             maintenance_requested: self.maintenance_requested,
+            failed_over_at: self.failed_over_at,
             health: self.health,
             last_probe: self.last_probe,
             transition_error: String::new(),

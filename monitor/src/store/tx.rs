@@ -259,7 +259,7 @@ impl GroupTx {
              upstream_silent_ms = $9, health = $10, last_report = $11, last_probe = $12, \
              goal_changed_at = $13, replication_stall_since = $14, drop_forced = $15, \
              dropped_from = $16, candidate_priority = $17, replication_quorum = $18, \
-             quorum_dropped_at = $19, maintenance_requested = $20 \
+             quorum_dropped_at = $19, maintenance_requested = $20, failed_over_at = $21 \
              WHERE node_id = $1",
         )
         .bind(n.id)
@@ -282,6 +282,7 @@ impl GroupTx {
         .bind(n.replication_quorum)
         .bind(n.quorum_dropped_at)
         .bind(n.maintenance_requested)
+        .bind(n.failed_over_at)
         .execute(&mut *self.tx)
         .await
         .context("update the node row")?;
