@@ -41,6 +41,12 @@ pub enum Step {
     /// Write the settings file (and standby.signal) for the role, reload if
     /// PostgreSQL runs, and verify with SHOW.
     Configure(Role),
+    /// Before a standby that was not streaming (a copy, a rewind) starts
+    /// PostgreSQL: a report that says it runs, and a reply that keeps the
+    /// goal ([`crate::engine::Engine::announce_started`]). Until then it
+    /// reported PostgreSQL stopped, and an election may have begun without
+    /// it, counting on it to acknowledge nothing.
+    Announce,
     Start,
     /// CHECKPOINT while a primary still takes writes, just before a
     /// planned [`Step::Stop`]: the shutdown checkpoint then has little
@@ -141,6 +147,7 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
             vec![
                 Clone(u.clone()),
                 Configure(Role::Standby { upstream: Some(u) }),
+                Announce,
                 Start,
             ]
         }
@@ -204,6 +211,7 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
                 Stop,
                 Rewind(u.clone()),
                 Configure(Role::Standby { upstream: Some(u) }),
+                Announce,
                 Start,
             ]
         }
@@ -474,6 +482,7 @@ mod tests {
                 Step::Stop,
                 Step::Rewind(_),
                 Step::Configure(Role::Standby { upstream: Some(_) }),
+                Step::Announce,
                 Step::Start
             ]
         ));

@@ -20,7 +20,9 @@ pub struct Running {
     goal: Goal,
     /// The long step first, then the rest.
     rest: Vec<Step>,
-    done_at: u64,
+    /// When the long step ends; `None` for an announcement
+    /// ([`Step::Announce`]), which ends once the monitor confirmed it.
+    done_at: Option<u64>,
 }
 
 impl World {
@@ -31,20 +33,30 @@ impl World {
         from: NodeState,
         goal: Goal,
         rest: Vec<Step>,
-        takes: u64,
+        takes: Option<u64>,
     ) {
         let id = self.nodes[i].id;
-        self.log(format!(
-            "node {id}: {from} -> {}: {:?} takes {takes} ms, reporting beside it",
-            goal.state, rest[0]
-        ));
+        match takes {
+            Some(takes) => self.log(format!(
+                "node {id}: {from} -> {}: {:?} takes {takes} ms, reporting beside it",
+                goal.state, rest[0]
+            )),
+            None => self.log(format!(
+                "node {id}: {from} -> {}: announces its start, waiting for the monitor's word",
+                goal.state
+            )),
+        }
         self.engine(i).steps_started(&goal);
+        if takes.is_none() {
+            let now = self.mono(i, self.now);
+            self.engine(i).announce_started(now);
+        }
         let k = &mut self.nodes[i].keeper;
         k.running = Some(Running {
             from,
             goal,
             rest,
-            done_at: self.now + takes,
+            done_at: takes.map(|t| self.now + t),
         });
         k.next_at = self.now + TICK_MS;
     }
@@ -52,11 +64,12 @@ impl World {
     /// One beat beside the parked steps, or their end.
     pub(super) fn beside_tick(&mut self, i: usize) {
         let (id, now) = (self.nodes[i].id, self.now);
+        let confirmed = self.engine(i).announce_confirmed();
         let done = self.nodes[i]
             .keeper
             .running
             .as_ref()
-            .is_some_and(|r| now >= r.done_at);
+            .is_some_and(|r| r.done_at.map_or(confirmed, |t| now >= t));
         if done {
             let r = self.nodes[i].keeper.running.take().expect("checked");
             return self.run_steps(i, r.from, r.goal, r.rest, None, true);
@@ -76,6 +89,13 @@ impl World {
         };
         self.nodes[i].keeper.save();
         match verdict {
+            Beside::Continue | Beside::Deferred(_) | Beside::Ignore(_)
+                if self.engine(i).announce_confirmed() =>
+            {
+                // Goes on at once, as the agent does.
+                self.nodes[i].keeper.next_at = now + TICK_MS;
+                return;
+            }
             Beside::Continue | Beside::Deferred(_) | Beside::Ignore(_) => {}
             Beside::Abandon(why) => {
                 self.nodes[i].keeper.running = None;

@@ -311,7 +311,14 @@ impl World {
                 && self.rng_chance(SLOW_TRANSITION)
             {
                 let takes = self.rng_below(20) as u64 * 1000 + 2000;
-                self.park(i, from, goal, steps[n..].to_vec(), takes);
+                self.park(i, from, goal, steps[n..].to_vec(), Some(takes));
+                return;
+            }
+            // As the agent: reports at once and waits for the reply.
+            if matches!(step, Step::Announce)
+                && !(first_resumed && self.engine(i).announce_confirmed())
+            {
+                self.park(i, from, goal, steps[n..].to_vec(), None);
                 return;
             }
             if let Err(e) = self.run_step(i, step) {

@@ -79,6 +79,12 @@ impl World {
                 self.engine(i).role_applied(None);
             }
             Step::EnsureReplicationRole => {}
+            // Parked until the monitor confirmed it (`run_steps`).
+            Step::Announce => {
+                if !self.engine(i).announce_confirmed() {
+                    return Err("the announced start is not confirmed".into());
+                }
+            }
             Step::WaitSyncStandby => {
                 let me = &self.nodes[i];
                 let (k, names) = me.pg.ssn().and_then(parse_ssn).unwrap_or((1, Vec::new()));

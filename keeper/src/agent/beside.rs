@@ -42,6 +42,9 @@ pub(super) enum Cut {
     /// The engine said fence: the lease ran out, or the goal of a
     /// writable node moved on ([`Beside::Fence`]).
     Fence(String),
+    /// Not a cut: the monitor confirmed an announced start
+    /// ([`crate::plan::Step::Announce`]), the steps go on.
+    Confirmed,
 }
 
 /// The heartbeat's share of the agent while a step runs.
@@ -105,6 +108,9 @@ impl Beat<'_> {
                 Beside::Abandon(why) => return Cut::Abandoned(why),
                 Beside::Fence(why) => return Cut::Fence(why),
             }
+            if self.engine.announce_confirmed() {
+                return Cut::Confirmed;
+            }
         }
     }
 }
@@ -126,6 +132,8 @@ impl Agent {
                 self.engine.transition_failed(why);
                 Ok(true)
             }
+            // Handled where the announcement runs; never a cut.
+            Cut::Confirmed => Ok(true),
             Cut::Fence(why) => {
                 tracing::error!("{why}");
                 self.engine.steps_ended();

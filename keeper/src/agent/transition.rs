@@ -101,6 +101,12 @@ impl Agent {
                 // start, not beside it, as it needs the engine's view.
                 self.reconcile_hba().await?;
             }
+            if let Step::Announce = step {
+                if let Some(cut) = self.announce(cancel).await? {
+                    return Ok(Some(cut));
+                }
+                continue;
+            }
             let node_id = self.engine.state().node_id;
             let io = step_io(&mut self.pg, &self.config, node_id, step);
             let beat = Beat {
@@ -121,6 +127,32 @@ impl Agent {
             self.step_done(done)?;
         }
         Ok(None)
+    }
+
+    /// [`Step::Announce`]: reports at once, saying PostgreSQL runs, and
+    /// waits (reporting every poll) for a reply that keeps the goal; a
+    /// reply that moved on ends the steps (see
+    /// [`crate::engine::Engine::announce_started`]). No timeout of its
+    /// own: without the monitor's word a standby does not start, and its
+    /// keeper keeps reporting meanwhile.
+    async fn announce(&mut self, cancel: &CancellationToken) -> anyhow::Result<Option<Cut>> {
+        self.engine.announce_started(crate::clock::now());
+        let beat = Beat {
+            engine: &mut self.engine,
+            link: &mut self.link,
+            probe: &self.probe,
+            fence: &self.fence,
+            published: &self.published,
+            wake: &self.wake,
+            pgdata: &self.config.pgdata,
+            system_identifier: self.system_identifier,
+            noted: &mut self.beside_note,
+        };
+        match beside(std::future::pending::<()>(), beat, cancel).await {
+            Err(Cut::Confirmed) => Ok(None),
+            Err(cut) => Ok(Some(cut)),
+            Ok(()) => unreachable!("a pending future never ends"),
+        }
     }
 
     /// Tells the engine what a step did (between steps: never beside one).
@@ -201,6 +233,8 @@ async fn step_io(
             pg.start().await?;
             Done::Nothing
         }
+        // Run by the driver itself (`Agent::announce`): it needs the engine.
+        Step::Announce => Done::Nothing,
         Step::Checkpoint => {
             checkpoint_before_stop(pg).await;
             Done::Nothing

@@ -52,6 +52,7 @@ impl Engine {
     /// state's steps) and reports beside them until they end.
     pub fn steps_started(&mut self, goal: &Goal) {
         self.busy = Some(goal.clone());
+        self.announce = None;
     }
 
     /// The goal of the steps under way, if any.
@@ -63,13 +64,19 @@ impl Engine {
     /// steps finished, or the driver dropped them (cancelled).
     pub fn steps_ended(&mut self) {
         self.busy = None;
+        self.announce = None;
     }
 
     /// How long until the next report beside the steps: one poll interval
     /// after the last report was sent (whatever came of it), sooner when
     /// the fencing deadline comes first.
     pub fn beat_wait(&self, now: Mono, last_sent: Option<Mono>) -> Duration {
-        let due = last_sent.map_or(now, |t| t + self.poll_interval());
+        // An announcement goes out at once (see [`super::announce`]).
+        let due = match last_sent {
+            _ if self.announce_unsent(last_sent) => now,
+            None => now,
+            Some(t) => t + self.poll_interval(),
+        };
         let mut wait = due.saturating_sub(now);
         if let Some(d) = self.fence_deadline() {
             wait = wait.min(d.saturating_sub(now) + Duration::from_millis(1));
@@ -134,6 +141,9 @@ impl Engine {
                     busy.state, from.node_id, to.node_id
                 ));
             }
+        }
+        if let Some(verdict) = self.on_announce_reply(sent_at, newer, &busy, &goal) {
+            return verdict;
         }
         // A fetch toward a goal the monitor moved away from (the winner
         // gave way, or the operator promotes it without the fetch) would

@@ -98,6 +98,7 @@ impl Engine {
         self.exempt_seen = None;
         // Fencing ends whatever ran: the steps were dropped.
         self.busy = None;
+        self.announce = None;
     }
 
     /// Until the next round: the poll interval, or sooner when the fencing

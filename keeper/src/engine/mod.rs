@@ -66,6 +66,7 @@
 //! steps: see [`Beside`] for what it can ask instead.
 
 mod adopt;
+mod announce;
 mod beside;
 mod budget;
 mod fencing;
@@ -162,6 +163,8 @@ pub struct Engine {
     /// The goal of the steps under way (a transition, or a steady state's
     /// steps), while they run beside the heartbeat.
     busy: Option<Goal>,
+    /// Before a standby's start after a copy or a rewind ([`announce`]).
+    announce: Option<announce::Announce>,
 }
 
 impl Engine {
@@ -190,6 +193,7 @@ impl Engine {
             applied_role: None,
             transition_error: String::new(),
             busy: None,
+            announce: None,
         }
     }
 
@@ -392,12 +396,14 @@ impl Engine {
             node_id: self.state.node_id,
             reported_state: self.state.current as i32,
             generation_seen: self.state.generation_seen,
-            pg_running: plan::report_pg_running(
-                self.obs.running,
-                self.state.current,
-                self.obs.has_pgdata,
-                self.budget.spent(now),
-            ),
+            // Announcing a start (see [`announce`]): counted as running.
+            pg_running: self.announcing()
+                || plan::report_pg_running(
+                    self.obs.running,
+                    self.state.current,
+                    self.obs.has_pgdata,
+                    self.budget.spent(now),
+                ),
             timeline: status.map_or(0, |s| s.timeline),
             lsn: status.map_or(0, |s| s.lsn.0),
             replication_state: status
@@ -506,6 +512,7 @@ impl Engine {
         self.dirty = true;
         self.transition_error.clear();
         self.busy = None;
+        self.announce = None;
     }
 
     /// A step failed; the error goes with every report until a transition
@@ -513,6 +520,7 @@ impl Engine {
     pub fn transition_failed(&mut self, err: String) {
         self.transition_error = err;
         self.busy = None;
+        self.announce = None;
     }
 
     pub fn record_rejoin(&mut self, record: RejoinRecord) {

@@ -178,3 +178,46 @@ fn a_node_on_its_way_into_a_writable_state_gets_no_lease_from_a_goal_without_wri
         "only the reply that assigned wait_primary lent a lease"
     );
 }
+
+/// Seed 539495 of the simulation: a copy that finished as a promotion was
+/// decided must not start streaming from the old primary. Before its
+/// start it reports PostgreSQL running, and starts only on a reply to
+/// that report that keeps the goal.
+#[test]
+fn a_start_after_a_copy_waits_for_the_monitors_word_and_a_newer_generation_ends_it() {
+    let (mut e, _) = copying();
+    e.announce_started(s(20.0));
+    assert!(
+        e.request(s(20.0)).pg_running,
+        "the report announces the start"
+    );
+    assert_eq!(
+        e.beat_wait(s(20.0), Some(s(19.9))),
+        MIN_WAIT,
+        "the announcement goes out at once"
+    );
+    // A reply to a report sent before the announcement says nothing of it.
+    let v = e.on_reply_beside(s(19.9), s(20.1), reply_naming(Catchingup, 5, &[2, 3], 2));
+    assert_eq!(v, Beside::Continue);
+    assert!(!e.announce_confirmed());
+    // One to the announcement that keeps the goal: go.
+    let v = e.on_reply_beside(s(20.0), s(20.1), reply_naming(Catchingup, 5, &[2, 3], 2));
+    assert_eq!(v, Beside::Continue);
+    assert!(e.announce_confirmed());
+
+    // The monitor moved on meanwhile (an election: a newer generation,
+    // nobody to follow): the steps end before PostgreSQL starts.
+    let (mut e, _) = copying();
+    e.announce_started(s(20.0));
+    let v = e.on_reply_beside(s(20.0), s(20.1), reply(Catchingup, 6, &[2, 3]));
+    assert!(
+        matches!(&v, Beside::Abandon(w) if w.contains("did not start PostgreSQL")),
+        "{v:?}"
+    );
+    assert!(!e.announce_confirmed());
+    // Another node to follow, same generation: ended too.
+    let (mut e, _) = copying();
+    e.announce_started(s(20.0));
+    let v = e.on_reply_beside(s(20.0), s(20.1), reply_naming(Catchingup, 5, &[2, 3], 3));
+    assert!(matches!(v, Beside::Abandon(_)), "{v:?}");
+}
