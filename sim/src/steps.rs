@@ -84,6 +84,7 @@ impl World {
                 if !self.engine(i).announce_confirmed() {
                     return Err("the announced start is not confirmed".into());
                 }
+                self.engine(i).announce_went_on();
             }
             Step::WaitSyncStandby => {
                 let me = &self.nodes[i];

@@ -149,7 +149,10 @@ impl Agent {
             noted: &mut self.beside_note,
         };
         match beside(std::future::pending::<()>(), beat, cancel).await {
-            Err(Cut::Confirmed) => Ok(None),
+            Err(Cut::Confirmed) => {
+                self.engine.announce_went_on();
+                Ok(None)
+            }
             Err(cut) => Ok(Some(cut)),
             Ok(()) => unreachable!("a pending future never ends"),
         }

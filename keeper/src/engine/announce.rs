@@ -23,6 +23,9 @@ use crate::plan::Goal;
 pub(super) struct Announce {
     since: Mono,
     confirmed: bool,
+    /// The driver went on past the announcement: the start under way
+    /// still counts as running in reports, but no reply ends a step.
+    went_on: bool,
 }
 
 impl Engine {
@@ -32,13 +35,22 @@ impl Engine {
         self.announce = Some(Announce {
             since: now,
             confirmed: false,
+            went_on: false,
         });
     }
 
     /// A reply to a report sent since the announcement kept the goal:
-    /// PostgreSQL may start.
+    /// PostgreSQL may start (and the driver has not gone on yet).
     pub fn announce_confirmed(&self) -> bool {
-        self.announce.is_some_and(|a| a.confirmed)
+        self.announce.is_some_and(|a| a.confirmed && !a.went_on)
+    }
+
+    /// The driver goes on to the start. Until the steps end the reports
+    /// still say PostgreSQL runs: it is being started, and may stream.
+    pub fn announce_went_on(&mut self) {
+        if let Some(a) = self.announce.as_mut() {
+            a.went_on = true;
+        }
     }
 
     /// An announcement is under way and no report since it was sent.
@@ -62,7 +74,7 @@ impl Engine {
         goal: &Goal,
     ) -> Option<Beside> {
         let a = self.announce.as_mut()?;
-        if sent_at < a.since {
+        if sent_at < a.since || a.went_on {
             return None;
         }
         let follows = |g: &Goal| g.primary.as_ref().map(|u| u.node_id);

@@ -204,6 +204,13 @@ fn a_start_after_a_copy_waits_for_the_monitors_word_and_a_newer_generation_ends_
     let v = e.on_reply_beside(s(20.0), s(20.1), reply_naming(Catchingup, 5, &[2, 3], 2));
     assert_eq!(v, Beside::Continue);
     assert!(e.announce_confirmed());
+    // The driver goes on to the start: replies beside it end nothing, and
+    // the reports still say PostgreSQL runs (it is being started).
+    e.announce_went_on();
+    assert!(!e.announce_confirmed());
+    let v = e.on_reply_beside(s(21.0), s(21.1), reply_naming(Catchingup, 5, &[2, 3], 2));
+    assert_eq!(v, Beside::Continue);
+    assert!(e.request(s(21.0)).pg_running);
 
     // The monitor moved on meanwhile (an election: a newer generation,
     // nobody to follow): the steps end before PostgreSQL starts.
