@@ -256,6 +256,16 @@ pub enum Show {
         #[arg(long)]
         formation: Option<String>,
     },
+    /// A systemd unit (Type=notify, with a watchdog) for the monitor or
+    /// node of --pgdata; no monitor is asked.
+    Systemd {
+        /// Data directory of the monitor or node.
+        #[arg(long, env = "PGDATA")]
+        pgdata: PathBuf,
+        /// User= of the unit [default: the owner of DIR.pgpilot].
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// The synchronous_standby_names the formation's primary must apply.
     StandbyNames {
         #[command(flatten)]

@@ -7,6 +7,7 @@ mod operator;
 mod progress;
 mod settings;
 mod show;
+mod systemd;
 
 use std::path::Path;
 

@@ -23,4 +23,5 @@ mod standby_restart;
 mod supervision;
 mod switchover;
 mod switchover_bench;
+mod systemd;
 mod unknown_status;
