@@ -73,6 +73,10 @@ pub struct DemoArgs {
     /// Number of PostgreSQL nodes.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub nodes: u8,
+    /// Log PostgreSQL's and the keepers' lines to stderr too [default:
+    /// only to demo.log in the demo's directory].
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -496,12 +500,18 @@ pub fn init_tracing(cli: &Cli) {
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match (&cli.command, cli.log_format) {
+        // A quiet demo: its log goes to a file (see `logfile`).
+        (Command::Demo(DemoArgs { verbose: false, .. }), format) => {
+            let builder = builder.with_ansi(false).with_writer(crate::logfile::Writer);
+            match format {
+                LogFormat::Text => builder.init(),
+                LogFormat::Json => builder.json().init(),
+            }
+        }
+        (_, LogFormat::Text) => builder.with_writer(std::io::stderr).init(),
+        (_, LogFormat::Json) => builder.with_writer(std::io::stderr).json().init(),
     }
     std::panic::set_hook(Box::new(|info| {
         tracing::error!("panic: {info}");
