@@ -78,14 +78,18 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
         }),
         timings: Timings::default(),
     };
+    let log = if args.verbose {
+        "stderr".to_string()
+    } else {
+        dir.join(LOG_FILE).display().to_string()
+    };
     println!(
-        "starting a monitor and {} node{} in {}; their log is in {}{}",
+        "starting a monitor and {} node{} in {}; their log goes to {log}{}",
         args.nodes,
         if args.nodes == 1 { "" } else { "s" },
         dir.display(),
-        dir.join(LOG_FILE).display(),
         if args.verbose {
-            " and on stderr"
+            ""
         } else {
             " (--verbose shows it)"
         },
@@ -130,8 +134,8 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
              Then:        pgpilot show state --monitor {uri}   (or show events)\n\
              Log:         {}{}\n\
              Ctrl-C stops the demo.",
-            dir.join(LOG_FILE).display(),
-            if args.keep {
+            log,
+            if args.keep || args.verbose {
                 ""
             } else {
                 " (gone at Ctrl-C unless --keep)"
