@@ -60,6 +60,41 @@ pub enum Command {
     Stop(StopArgs),
     /// Run a local demo on loopback in a temporary directory until Ctrl-C.
     Demo(DemoArgs),
+    /// Read, change or check the monitor.toml or keeper.toml of --pgdata.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print one setting (secrets print as ***).
+    Get {
+        /// Data directory of the monitor or node.
+        #[arg(long, env = "PGDATA")]
+        pgdata: PathBuf,
+        /// The key, as in the file (`timings.lease` for a monitor's
+        /// timings).
+        key: String,
+    },
+    /// Change one setting: the whole resulting file is validated as
+    /// `pgpilot run` validates it, and written only if it passes. Says
+    /// what the change takes to apply.
+    Set {
+        /// Data directory of the monitor or node.
+        #[arg(long, env = "PGDATA")]
+        pgdata: PathBuf,
+        /// The key, as in the file.
+        key: String,
+        /// The new value (a duration as "2s", a rate as "50M", ...).
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Validate the file as `pgpilot run` does at start.
+    Check {
+        /// Data directory of the monitor or node.
+        #[arg(long, env = "PGDATA")]
+        pgdata: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
