@@ -80,7 +80,7 @@ KillMode=mixed",
             "\
 # The monitor's probe loop sends a keep-alive after every round. A round
 # takes a few seconds at most (probe_timeout and retries per node, plus
-# up to 30 s waiting for a connection to its own database while its
+# up to 5 s waiting for a connection to its own database while its
 # PostgreSQL restarts): a monitor silent for 60 s is hung, and systemd
 # kills it (SIGABRT) and starts it again (Restart=always).
 WatchdogSec=60s",
@@ -100,8 +100,8 @@ KillMode=process",
 # twice the longest. A keeper silent that long is hung; systemd kills it
 # (SIGABRT) alone, PostgreSQL keeps running, and the keeper systemd starts
 # again adopts it (with postgres_dies_with_keeper = true, PostgreSQL dies
-# with it instead). Meanwhile the keeper's fencing watchdog still stops a
-# primary whose lease ran out.
+# with it instead). Meanwhile the keeper's fencing watchdog (a task of its
+# own) still stops a primary whose lease ran out.
 WatchdogSec=120s",
         ),
     };
