@@ -60,6 +60,41 @@ pub enum Command {
     Stop(StopArgs),
     /// Run a local demo on loopback in a temporary directory until Ctrl-C.
     Demo(DemoArgs),
+    /// Read, change or check the monitor.toml or keeper.toml of --pgdata.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print one setting (secrets print as ***).
+    Get {
+        /// Data directory of the monitor or node.
+        #[arg(long, env = "PGDATA")]
+        pgdata: PathBuf,
+        /// The key, as in the file (`timings.lease` for a monitor's
+        /// timings).
+        key: String,
+    },
+    /// Change one setting: the whole resulting file is validated as
+    /// `pgpilot run` validates it, and written only if it passes. Says
+    /// what the change takes to apply.
+    Set {
+        /// Data directory of the monitor or node.
+        #[arg(long, env = "PGDATA")]
+        pgdata: PathBuf,
+        /// The key, as in the file.
+        key: String,
+        /// The new value (a duration as "2s", a rate as "50M", ...).
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Validate the file as `pgpilot run` does at start.
+    Check {
+        /// Data directory of the monitor or node.
+        #[arg(long, env = "PGDATA")]
+        pgdata: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -73,6 +108,10 @@ pub struct DemoArgs {
     /// Number of PostgreSQL nodes.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub nodes: u8,
+    /// Log PostgreSQL's and the keepers' lines to stderr too [default:
+    /// only to demo.log in the demo's directory].
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -255,6 +294,16 @@ pub enum Show {
         target: Target,
         #[arg(long)]
         formation: Option<String>,
+    },
+    /// A systemd unit (Type=notify, with a watchdog) for the monitor or
+    /// node of --pgdata; no monitor is asked.
+    Systemd {
+        /// Data directory of the monitor or node.
+        #[arg(long, env = "PGDATA")]
+        pgdata: PathBuf,
+        /// User= of the unit [default: the owner of DIR.pgpilot].
+        #[arg(long)]
+        user: Option<String>,
     },
     /// The synchronous_standby_names the formation's primary must apply.
     StandbyNames {
@@ -486,12 +535,18 @@ pub fn init_tracing(cli: &Cli) {
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match (&cli.command, cli.log_format) {
+        // A quiet demo: its log goes to a file (see `logfile`).
+        (Command::Demo(DemoArgs { verbose: false, .. }), format) => {
+            let builder = builder.with_ansi(false).with_writer(crate::logfile::Writer);
+            match format {
+                LogFormat::Text => builder.init(),
+                LogFormat::Json => builder.json().init(),
+            }
+        }
+        (_, LogFormat::Text) => builder.with_writer(std::io::stderr).init(),
+        (_, LogFormat::Json) => builder.with_writer(std::io::stderr).json().init(),
     }
     std::panic::set_hook(Box::new(|info| {
         tracing::error!("panic: {info}");

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod logfile;
 mod output;
 
 use clap::Parser;

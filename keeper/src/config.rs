@@ -198,7 +198,14 @@ impl KeeperConfig {
                 pgdata.display()
             )
         })?;
-        let config: KeeperConfig = toml::from_str(&text).with_context(|| {
+        Self::parse(&text, &path)
+    }
+
+    /// Parses and validates the text of keeper.toml (at `path`, for the
+    /// messages): what [`KeeperConfig::load`] does once it read the file,
+    /// so that `pgpilot config set|check` refuse exactly what `run` does.
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<KeeperConfig> {
+        let config: KeeperConfig = toml::from_str(text).with_context(|| {
             format!(
                 "{} is not a valid keeper configuration: fix it or re-create the node",
                 path.display()

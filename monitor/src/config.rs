@@ -231,10 +231,24 @@ impl MonitorConfig {
         format!("http://{host}:{}", self.listen.port())
     }
 
+    /// Writes monitor.toml crash-safely (mode 0600: `database_url` may
+    /// hold a password).
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let text = toml::to_string(self).context("encode the monitor configuration")?;
+        crate::files::write_durably(path, text.as_bytes(), 0o600)
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<MonitorConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("read the monitor configuration {}", path.display()))?;
-        let config: MonitorConfig = toml::from_str(&text)
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates the text of monitor.toml (at `path`, for the
+    /// messages): what [`MonitorConfig::load`] does once it read the file,
+    /// so that `pgpilot config set|check` refuse exactly what `run` does.
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<MonitorConfig> {
+        let config: MonitorConfig = toml::from_str(text)
             .with_context(|| format!("parse the monitor configuration {}", path.display()))?;
         config
             .timings

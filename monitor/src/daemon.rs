@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use pgpilot_pgproc::PgBin;
+use pgpilot_pgproc::{systemd, PgBin};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MonitorConfig;
@@ -86,7 +86,22 @@ pub async fn run_monitor(config: MonitorConfig, cancel: CancellationToken) -> an
             started,
         );
         control.rebase_clocks(started).await?;
+        // The listener is bound and the store open: connections from here
+        // on are served (the first ones wait in the listen backlog).
+        systemd::ready(&format!("serving gRPC on {}", config.listen));
+        let stopping = tokio::spawn({
+            let cancel = cancel.clone();
+            async move {
+                cancel.cancelled().await;
+                systemd::stopping("stopping: gRPC first, then PostgreSQL");
+            }
+        });
         let served = serve(control, listener, http, cancel.clone()).await;
+        if cancel.is_cancelled() {
+            stopping.await.ok();
+        } else {
+            stopping.abort();
+        }
         store.pool.close().await;
         served
     }

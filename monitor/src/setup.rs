@@ -74,8 +74,7 @@ pub async fn create_monitor(req: &CreateMonitor) -> anyhow::Result<(Created, Mon
     };
     let sdir = state_dir(&pgdata);
     std::fs::create_dir_all(&sdir).with_context(|| format!("create {}", sdir.display()))?;
-    let text = toml::to_string(&config).context("encode the monitor configuration")?;
-    write_durably(&monitor_config_path(&pgdata), text.as_bytes(), 0o600)?;
+    config.save(&monitor_config_path(&pgdata))?;
 
     match &config.database_url {
         Some(url) => {

@@ -14,6 +14,8 @@
 //! - [`server`]: [`PostgresHandle`], a postmaster as a supervised child
 //!   (or adopted from an earlier process, see [`Lifetime`]) with its log
 //!   lines forwarded to tracing.
+//! - [`systemd`]: telling a service manager (systemd `Type=notify`) that
+//!   the service is ready, stopping, or alive (`WatchdogSec=`).
 
 pub mod bin;
 pub mod cluster;
@@ -22,6 +24,7 @@ pub mod files;
 mod log;
 pub mod postmaster;
 pub mod server;
+pub mod systemd;
 pub mod user;
 
 pub use bin::PgBin;

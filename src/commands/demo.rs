@@ -5,6 +5,12 @@
 //! primary and its secondaries, prints `show state` and `show uri`, and
 //! runs until Ctrl-C. Then it stops every keeper (each stops its
 //! PostgreSQL), the monitor, and removes the directory unless `--keep`.
+//!
+//! Quiet: before Ctrl-C it prints a line of progress per process, the
+//! tables and what to try; the log (PostgreSQL's lines and every
+//! keeper's) goes to `demo.log` in the directory, or to stderr with
+//! `--verbose`. A demo that fails keeps its directory and prints the end
+//! of the log.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,6 +26,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{DemoArgs, Show, Target};
 
+/// The demo's log, in its directory.
+const LOG_FILE: &str = "demo.log";
+
+/// How many of the log's last lines a failed demo prints.
+const FAILURE_TAIL: usize = 20;
+
 /// Bootstrapping a node takes a second or two here; a slow disk may need
 /// much more, but never this much.
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -29,8 +41,16 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         Some(d) => (std::path::absolute(d)?, false),
         None => (temp_dir()?, true),
     };
+    let log = dir.join(LOG_FILE);
+    if !args.verbose {
+        crate::logfile::log_to(&log).with_context(|| format!("create {}", log.display()))?;
+    }
     let result = run(&dir, &args).await;
-    if args.keep || !created_dir {
+    if result.is_err() && !args.verbose {
+        eprintln!("{}", log_tail(&log, FAILURE_TAIL));
+        eprintln!("the whole log is {}", log.display());
+    }
+    if args.keep || !created_dir || result.is_err() {
         println!("demo files kept in {}", dir.display());
     } else if let Err(e) = std::fs::remove_dir_all(&dir) {
         tracing::warn!("failed to remove {}: {e}", dir.display());
@@ -58,6 +78,22 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
         }),
         timings: Timings::default(),
     };
+    let log = if args.verbose {
+        "stderr".to_string()
+    } else {
+        dir.join(LOG_FILE).display().to_string()
+    };
+    println!(
+        "starting a monitor and {} node{} in {}; their log goes to {log}{}",
+        args.nodes,
+        if args.nodes == 1 { "" } else { "s" },
+        dir.display(),
+        if args.verbose {
+            ""
+        } else {
+            " (--verbose shows it)"
+        },
+    );
     let (_, config) = create_monitor(&req).await?;
     let uri = config.monitor_uri();
     let cancel = CancellationToken::new();
@@ -91,9 +127,19 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
             formation: None,
         })
         .await;
+        let formation = formation_uri(&uri).await;
         println!(
-            "\nTry `psql` with the formation's connection string, `pgpilot show events --monitor {uri}`, \
-             or `pgpilot show state --monitor {uri}`. Ctrl-C stops the demo."
+            "\nConnect:     psql '{formation}'\n\
+             Switchover:  pgpilot perform switchover --monitor {uri}\n\
+             Then:        pgpilot show state --monitor {uri}   (or show events)\n\
+             Log:         {}{}\n\
+             Ctrl-C stops the demo.",
+            log,
+            if args.keep || args.verbose {
+                ""
+            } else {
+                " (gone at Ctrl-C unless --keep)"
+            },
         );
         cancel.cancelled().await;
     }
@@ -124,7 +170,7 @@ async fn bring_up(
     let deadline = Instant::now() + NODE_READY_TIMEOUT;
     while pgpilot_proto::client::connect(uri).await.is_err() {
         if monitor.is_finished() || cancel.is_cancelled() || Instant::now() > deadline {
-            bail!("the monitor did not come up; see the log above");
+            bail!("the monitor did not come up; see its log");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -191,7 +237,7 @@ async fn wait_for(
             bail!("interrupted");
         }
         if monitor.is_finished() || nodes.iter().any(|n| n.is_finished()) {
-            bail!("a process of the demo stopped early; see the log above");
+            bail!("a process of the demo stopped early; see its log");
         }
         if let Ok(mut c) = pgpilot_proto::client::connect(uri).await {
             if let Ok(r) = c.show_state(pb::ShowStateRequest::default()).await {
@@ -227,6 +273,29 @@ async fn show(uri: &str, cmd: impl FnOnce(Target) -> Show) {
     if let Err(e) = super::show::show(cmd(target)).await {
         eprintln!("{e:#}");
     }
+}
+
+/// The formation's connection string, as `show uri` lists it.
+async fn formation_uri(uri: &str) -> String {
+    let entries = match pgpilot_proto::client::connect(uri).await {
+        Ok(mut c) => c
+            .show_uri(pb::ShowUriRequest::default())
+            .await
+            .map(|r| r.into_inner().entries)
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    entries
+        .into_iter()
+        .find(|e| e.r#type == "formation")
+        .map_or_else(|| "see the table above".to_string(), |e| e.uri)
+}
+
+/// The last `n` lines of the log, for a demo that failed.
+fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn temp_dir() -> anyhow::Result<PathBuf> {

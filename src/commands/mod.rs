@@ -1,5 +1,6 @@
 //! One module per command family.
 
+mod config;
 mod demo;
 mod monitor;
 pub mod node;
@@ -7,6 +8,7 @@ mod operator;
 mod progress;
 mod settings;
 mod show;
+mod systemd;
 
 use std::path::Path;
 
@@ -23,6 +25,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(args) => node::stop(&args.pgdata, args.keeper_only).await,
         Command::Run(args) => run(&args.pgdata).await,
         Command::Demo(args) => demo::demo(args).await,
+        Command::Config(cmd) => config::config(cmd),
         Command::Show(show) => show::show(show).await,
         Command::Perform(cmd) => operator::perform(cmd).await,
         Command::Set(cmd) => operator::set(cmd).await,

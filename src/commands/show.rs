@@ -1,5 +1,5 @@
 //! `show uri|state|events|settings`; `show standby-names` is in
-//! `settings.rs`.
+//! `settings.rs`, `show systemd` in `systemd.rs`.
 
 use pgpilot_proto::{pb, Lsn, NodeState};
 use serde_json::json;
@@ -141,6 +141,7 @@ pub async fn show(cmd: Show) -> anyhow::Result<()> {
                 print!("{}", table(&["Context", "Name", "Setting", "Value"], &rows));
             }
         }
+        Show::Systemd { pgdata, user } => super::systemd::show(&pgdata, user.as_deref())?,
         Show::StandbyNames { target, formation } => {
             super::settings::standby_names(&target, &formation.formation).await?;
         }

@@ -6,6 +6,7 @@
 mod support;
 
 mod bad_input;
+mod config;
 mod copy_heartbeat;
 mod demo;
 mod drop;
@@ -23,4 +24,5 @@ mod standby_restart;
 mod supervision;
 mod switchover;
 mod switchover_bench;
+mod systemd;
 mod unknown_status;

@@ -73,6 +73,9 @@ impl Beat<'_> {
                 // learns sooner that it must fence.
                 _ = self.wake.notified() => {}
             }
+            // A step may take hours (a copy): the heartbeat beside it is
+            // the loop's task too, so it keeps systemd's watchdog fed.
+            pgpilot_pgproc::systemd::watchdog_ping();
             let obs = observe_beside(self.probe, self.system_identifier).await;
             self.engine.observe(clock::now(), obs);
             let verdict = match self.link.report(self.engine).await {

@@ -96,6 +96,10 @@ pub struct Agent {
     beside_note: String,
     /// The snapshot the HTTP endpoints answer from.
     published: Published,
+    /// What the service manager was last told (`READY=1` goes with the
+    /// first one, see [`Agent::tell_service_manager`]); `None` before the
+    /// first round reported.
+    announced: Option<String>,
     metrics: Arc<Metrics>,
     /// Bound at start (a taken port is refused then), served while the
     /// loop runs.
@@ -136,6 +140,7 @@ impl Agent {
             resolved: Default::default(),
             fence: Default::default(),
             beside_note: String::new(),
+            announced: None,
         })
     }
 
@@ -186,6 +191,13 @@ impl Agent {
             ))
         });
         let result = self.main_loop(&cancel, until).await;
+        if cancel.is_cancelled() {
+            pgpilot_pgproc::systemd::stopping(if keeper_only.get() {
+                "stopping the keeper alone: PostgreSQL keeps running"
+            } else {
+                "stopping the keeper and PostgreSQL"
+            });
+        }
         watch.abort();
         watchdog.abort();
         // The endpoints go with the loop: nothing keeps their snapshot
@@ -252,6 +264,10 @@ impl Agent {
             if cancel.is_cancelled() {
                 return Ok(Stopped::Cancelled);
             }
+            // Once a round: a loop that hangs stops the keep-alives, and
+            // systemd (WatchdogSec=) kills the keeper. The heartbeat beside
+            // a long step pings too (`beside`): it is this same task.
+            pgpilot_pgproc::systemd::watchdog_ping();
             let progressed = match self.tick(cancel).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -285,7 +301,9 @@ impl Agent {
     async fn tick(&mut self, cancel: &CancellationToken) -> anyhow::Result<bool> {
         self.observe().await;
         self.supervise().await;
-        let Some((sent_at, reply)) = self.report().await else {
+        let answer = self.report().await;
+        self.tell_service_manager(answer.is_some());
+        let Some((sent_at, reply)) = answer else {
             if self.engine.on_no_reply(clock::now()) {
                 self.fence().await?;
             }
@@ -326,6 +344,33 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// `READY=1` after the first round's report, whether the monitor
+    /// answered or not, then `STATUS=` whenever the line changes. Not
+    /// later: the keeper is doing its job once it supervises PostgreSQL
+    /// and reports (a monitor outage must not fail the unit's start), and
+    /// the first round's step may be a copy that takes hours, longer than
+    /// any start timeout.
+    fn tell_service_manager(&mut self, answered: bool) {
+        let s = self.engine.state();
+        let status = if answered {
+            format!("node {:?} {} (goal {})", s.name, s.current, s.assigned)
+        } else {
+            format!(
+                "node {:?} {} (goal {}); the monitor does not answer",
+                s.name, s.current, s.assigned
+            )
+        };
+        if self.announced.as_deref() == Some(status.as_str()) {
+            return;
+        }
+        if self.announced.is_none() {
+            pgpilot_pgproc::systemd::ready(&status);
+        } else {
+            pgpilot_pgproc::systemd::status(&status);
+        }
+        self.announced = Some(status);
     }
 
     /// Writes the state file when the engine changed it. Before the next

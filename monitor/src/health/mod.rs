@@ -30,6 +30,9 @@ pub async fn run_prober(control: Control, cancel: CancellationToken) {
         if let Err(e) = probe_round(&control, &cancel).await {
             tracing::warn!("failed to run a probe round: {e:#}");
         }
+        // The prober is the monitor's loop: a round that hangs stops the
+        // keep-alives, and systemd (WatchdogSec=) restarts the monitor.
+        pgpilot_pgproc::systemd::watchdog_ping();
     }
 }
 
