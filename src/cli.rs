@@ -440,6 +440,11 @@ pub enum Maintenance {
         /// Name of the node, as in `pgpilot show state`.
         #[arg(long, value_name = "NAME")]
         name: String,
+        /// (enable only) Allow maintenance of the primary: it starts with
+        /// a switchover to the best candidate, and the old primary then
+        /// stays stopped in maintenance.
+        #[arg(long)]
+        allow_failover: bool,
     },
 }
 

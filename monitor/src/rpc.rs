@@ -211,7 +211,7 @@ impl Monitor for MonitorService {
         let name = required("node name", &req.name, "--name NODE")?;
         let group_id = self
             .control
-            .set_maintenance(formation, name, req.enable, now())
+            .set_maintenance(formation, name, req.enable, req.allow_failover, now())
             .await
             .inspect_err(|e| tracing::info!("refused maintenance: {e:#}"))?;
         Ok(Response::new(pb::SetSettingResponse { group_id }))

@@ -50,7 +50,7 @@ impl World {
             10 => (
                 format!("enable maintenance node {id}"),
                 self.monitor
-                    .operate(|core, g| core.enable_maintenance(g, id, ts)),
+                    .operate(|core, g| core.enable_maintenance(g, id, true, ts)),
             ),
             11 => {
                 // In maintenance, the operator stops its PostgreSQL (the

@@ -235,7 +235,14 @@ pub async fn maintenance(cmd: Maintenance, on: bool) -> anyhow::Result<()> {
         formation,
         wait,
         name,
+        allow_failover,
     } = cmd;
+    if allow_failover && !on {
+        anyhow::bail!(
+            "--allow-failover is for `enable maintenance` (of a primary); `disable maintenance` \
+             takes none"
+        );
+    }
     let formation = &formation.formation;
     let mut client = connect(&target).await?;
     let events = subscribe_if_waiting(&mut client, formation, wait).await?;
@@ -244,6 +251,7 @@ pub async fn maintenance(cmd: Maintenance, on: bool) -> anyhow::Result<()> {
             formation: formation.clone(),
             name: name.clone(),
             enable: on,
+            allow_failover,
         })
         .await
         .map_err(status_error)?

@@ -206,7 +206,15 @@ async fn maintenance_of_the_primary_is_a_switchover_first() {
 
     let (out, took) = operator(
         &monitor,
-        &["enable", "maintenance", "--name", "a", "--wait", "60"],
+        &[
+            "enable",
+            "maintenance",
+            "--name",
+            "a",
+            "--allow-failover",
+            "--wait",
+            "60",
+        ],
     )
     .await;
     assert!(out.status.success(), "{}", text(&out));

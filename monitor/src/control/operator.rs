@@ -160,12 +160,13 @@ impl Control {
         formation: &str,
         name: &str,
         enable: bool,
+        allow_failover: bool,
         now: Timestamp,
     ) -> Result<i32> {
         let node = self.node_named(formation, name).await?;
         self.decide(formation, node.group_id, now, |core, g| {
             if enable {
-                core.enable_maintenance(g, node.node_id, now)
+                core.enable_maintenance(g, node.node_id, allow_failover, now)
             } else {
                 core.disable_maintenance(g, node.node_id, now)
             }

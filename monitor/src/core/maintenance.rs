@@ -19,6 +19,7 @@ impl Core {
         &self,
         g: &mut GroupView,
         node_id: i64,
+        allow_failover: bool,
         now: Timestamp,
     ) -> Result<Vec<Action>> {
         let n = g
@@ -29,6 +30,14 @@ impl Core {
             return Ok(Vec::new());
         }
         let refuse = |why: String| Err(MonitorError::FailedPrecondition(why));
+        // Moving the primary is never a side effect the operator did not
+        // ask for (pg_auto_failover's `--allow-failover`).
+        if n.assigned.accepts_writes() && !allow_failover {
+            return refuse(format!(
+                "node {node_id} is the primary: maintenance of it moves the primary to another \
+                 node first (a switchover); add --allow-failover to do that"
+            ));
+        }
         if n.assigned.accepts_writes() {
             // A switchover first (refused, changing nothing, when it cannot
             // run: its reason says why); then `enter_maintenance`.

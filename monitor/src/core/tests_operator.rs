@@ -422,7 +422,7 @@ fn a_quorum_standby_leaves_the_synchronous_set_before_its_maintenance() {
         node(2, Secondary),
         node(3, Secondary),
     ]);
-    core().enable_maintenance(&mut g, 3, t0()).unwrap();
+    core().enable_maintenance(&mut g, 3, true, t0()).unwrap();
     assert_eq!(g.node(3).unwrap().assigned, WaitMaintenance);
     assert_eq!(g.node(1).unwrap().assigned, ApplySettings);
     assert!(!crate::fsm::synchronous_standby_names(&g).contains("node_3"));
@@ -459,7 +459,7 @@ fn a_standby_without_quorum_goes_into_maintenance_at_once() {
         node(2, Secondary),
         node(3, Secondary).quorum(false),
     ]);
-    core().enable_maintenance(&mut g, 3, t0()).unwrap();
+    core().enable_maintenance(&mut g, 3, true, t0()).unwrap();
     assert_eq!(g.node(3).unwrap().assigned, Maintenance);
     assert_eq!(g.node(1).unwrap().assigned, Primary);
     refused(
@@ -584,7 +584,14 @@ fn a_primary_short_of_its_synchronous_standbys_says_so() {
 #[test]
 fn maintenance_of_the_primary_is_a_switchover_first() {
     let mut g = group(vec![node(1, Primary), node(2, Secondary)]);
-    core().enable_maintenance(&mut g, 1, t0()).unwrap();
+    // Only when asked for: it moves the primary.
+    let before = g.clone();
+    refused(
+        core().enable_maintenance(&mut g, 1, false, t0()),
+        "add --allow-failover",
+    );
+    assert_eq!(g, before, "a refusal changes nothing");
+    core().enable_maintenance(&mut g, 1, true, t0()).unwrap();
     assert_eq!(g.node(1).unwrap().assigned, Draining);
     assert_eq!(g.switchover_to, Some(2));
     assert!(g.node(1).unwrap().maintenance_requested);
@@ -603,7 +610,7 @@ fn maintenance_of_the_primary_is_a_switchover_first() {
     let mut g = group(vec![node(1, Primary), node(2, Secondary).prio(0)]);
     let before = g.clone();
     refused(
-        core().enable_maintenance(&mut g, 1, t0()),
+        core().enable_maintenance(&mut g, 1, true, t0()),
         "starts with a switchover",
     );
     assert_eq!(g, before);
@@ -644,6 +651,9 @@ fn maintenance_may_not_leave_fewer_quorum_standbys_than_commits_need() {
     ]);
     g.number_sync_standbys = 2;
     let before = g.clone();
-    refused(core().enable_maintenance(&mut g, 3, t0()), "lower it first");
+    refused(
+        core().enable_maintenance(&mut g, 3, true, t0()),
+        "lower it first",
+    );
     assert_eq!(g, before);
 }

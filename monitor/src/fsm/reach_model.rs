@@ -168,7 +168,7 @@ impl Sim {
                 for on in [true, false].into_iter().filter(|on| enable || !on) {
                     let mut g = self.group.clone();
                     let r = if on {
-                        core.enable_maintenance(&mut g, n.id, self.now)
+                        core.enable_maintenance(&mut g, n.id, true, self.now)
                     } else {
                         core.disable_maintenance(&mut g, n.id, self.now)
                     };
@@ -320,7 +320,7 @@ impl Sim {
                 self.maintenance += usize::from(on);
                 let core = crate::core::Core::new(super::FsmConfig::default());
                 let _ = if on {
-                    core.enable_maintenance(&mut self.group, id, now)
+                    core.enable_maintenance(&mut self.group, id, true, now)
                 } else {
                     core.disable_maintenance(&mut self.group, id, now)
                 };
