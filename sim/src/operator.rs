@@ -180,6 +180,38 @@ impl World {
                 }
             }
         }
+        // And the run's replication quorums and number_sync_standbys: a
+        // group asked for more synchronous standbys than it has waits for
+        // exactly that, and says so (seed 654350).
+        for i in 0..self.nodes.len() {
+            let id = self.nodes[i].id;
+            let want = self.params.quorum.get(i).copied().unwrap_or(true);
+            if self
+                .monitor
+                .stored
+                .node(id)
+                .is_some_and(|n| n.replication_quorum != want)
+            {
+                if let Ok(changes) = self
+                    .monitor
+                    .operate(|core, g| core.set_replication_quorum(g, id, want, ts))
+                {
+                    self.log(format!(
+                        "OPERATOR set node {id} replication-quorum {want} (after the heal)"
+                    ));
+                    self.note_assignments(changes);
+                }
+            }
+        }
+        if self.monitor.stored.number_sync_standbys > 1 {
+            if let Ok(changes) = self
+                .monitor
+                .operate(|core, g| core.set_number_sync_standbys(g, 1, ts))
+            {
+                self.log("OPERATOR set formation number-sync-standbys 1 (after the heal)".into());
+                self.note_assignments(changes);
+            }
+        }
         let ids: Vec<i64> = self
             .monitor
             .stored

@@ -69,7 +69,6 @@ impl Engine {
     pub(super) fn on_announce_reply(
         &mut self,
         sent_at: Mono,
-        newer: bool,
         busy: &Goal,
         goal: &Goal,
     ) -> Option<Beside> {
@@ -77,14 +76,18 @@ impl Engine {
         if sent_at < a.since || a.went_on {
             return None;
         }
+        // A newer generation alone ends nothing: the monitor answered the
+        // announcing report (it counts this node as running from then),
+        // and still names the same node to follow. During an election it
+        // names none. (Ending a rejoin after its rewind costs a whole copy
+        // next time: pg_rewind refuses a target left in recovery.)
         let follows = |g: &Goal| g.primary.as_ref().map(|u| u.node_id);
-        if newer || goal.state != busy.state || follows(goal) != follows(busy) {
+        if goal.state != busy.state || follows(goal) != follows(busy) {
             return Some(Beside::Abandon(format!(
                 "did not start PostgreSQL as a standby of node {}: the monitor moved on before \
-                 confirming it (goal {}{}, following {})",
+                 confirming it (goal {}, following {})",
                 follows(busy).map_or("?".into(), |id| id.to_string()),
                 goal.state,
-                if newer { ", a newer generation" } else { "" },
                 follows(goal).map_or("nobody".into(), |id| format!("node {id}"))
             )));
         }

@@ -142,7 +142,7 @@ impl Engine {
                 ));
             }
         }
-        if let Some(verdict) = self.on_announce_reply(sent_at, newer, &busy, &goal) {
+        if let Some(verdict) = self.on_announce_reply(sent_at, &busy, &goal) {
             return verdict;
         }
         // A fetch toward a goal the monitor moved away from (the winner

@@ -143,6 +143,11 @@ impl Core {
             .then(|| n.replication_stall_since.unwrap_or(now));
         }
         n.reported = r.reported;
+        // A state without writes: whatever it wrote under its exemption
+        // is over (see `NodeView::failed_over_at`).
+        if !r.reported.accepts_writes() {
+            n.failed_over_at = None;
+        }
         n.pg_running = r.pg_running;
         if r.system_identifier.is_some() {
             n.system_identifier = r.system_identifier;

@@ -42,7 +42,7 @@ fn the_old_writer_of_a_forced_failover_is_fenced_a_lease_after_the_command() {
     reports(&mut g, 2, PreparePromotion, 5.2);
     core.tick(&mut g, at(5.2));
     reports(&mut g, 2, StopReplication, 5.3);
-    for s in [5.3, 7.0, 9.0] {
+    for s in [5.3, 7.0, 9.0, 9.2] {
         core.tick(&mut g, at(s));
         assert_eq!(
             g.node(2).unwrap().assigned,
@@ -50,6 +50,8 @@ fn the_old_writer_of_a_forced_failover_is_fenced_a_lease_after_the_command() {
             "writable at {s} s while node 1 may still write under its exemption"
         );
     }
-    core.tick(&mut g, at(9.1));
+    // A lease and the margin after the candidate was told to promote (at
+    // 5.2 s): the voters had stopped streaming before that.
+    core.tick(&mut g, at(9.3));
     assert_eq!(g.node(2).unwrap().assigned, WaitPrimary);
 }

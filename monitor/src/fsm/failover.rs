@@ -90,6 +90,10 @@ pub(super) fn elect(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<Actio
             reported(n)
                 && n.candidate_priority > 0
                 && is_healthy(n, now, cfg)
+                // One that gave way after its fetch wins again only once
+                // it reported report_lsn (the keeper has no fast_forward
+                // -> fast_forward step; review: it looped in one decision).
+                && n.reported != FastForward
                 && (holds_all(n) || fast_forward_source(g, n, now, cfg).is_some())
         })
         .max_by_key(|n| (n.candidate_priority, n.tli, n.lsn, std::cmp::Reverse(n.id)));

@@ -231,7 +231,20 @@ pub(super) fn lease_gate(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Vec<
         return vec![];
     };
     let others: Vec<&NodeView> = g.nodes.iter().filter(|o| o.id != c.id).collect();
-    if others.iter().any(|o| !is_fenced(o, now, cfg)) {
+    // After the operator's `perform failover` the old writer's exemption
+    // ("every other node streams from me") ran until the first voter
+    // stopped streaming, which happened before the candidate was told to
+    // promote: a lease (and the margin) from then (review of the
+    // seed-592520 fix: voters may stop well after the command).
+    let exempt_after_forced = |o: &NodeView| {
+        o.failed_over_at.is_some()
+            && o.reported.accepts_writes()
+            && age(c.goal_changed_at, now) <= cfg.lease + cfg.clock_margin
+    };
+    if others
+        .iter()
+        .any(|o| !is_fenced(o, now, cfg) || exempt_after_forced(o))
+    {
         return vec![];
     }
     let why_old = |o: &NodeView| {

@@ -62,6 +62,17 @@ fn fast_forward_rules() {
             "from node 4 first",
         ),
         case(
+            "a winner that gave way after its fetch wins again only once it reported report_lsn",
+            vec![
+                old(),
+                node(2, ReportLsn).lsn_mb(110).prio(0),
+                node(3, FastForward).goal(ReportLsn).lsn_mb(100).prio(90),
+            ],
+            t0(),
+            vec![],
+            "",
+        ),
+        case(
             "a winner on an older timeline cannot stream from a newer one: no fetch",
             vec![
                 old(),
@@ -171,4 +182,25 @@ fn perform_failover_gives_up_a_fast_forward_only_when_told_to() {
             .any(|n| n.contains("DATA LOSS") && n.contains("0/6400000..0/6E00000")),
         "{notes:?}"
     );
+}
+
+/// Not fast_forward, a wait beside it: more synchronous standbys asked
+/// for than nodes with replication quorum (simulation, seed 654350: a
+/// node that lost its quorum while it was the primary is a standby now).
+#[test]
+fn too_few_quorum_standbys_for_number_sync_standbys_is_a_named_wait() {
+    let mut g = group(vec![
+        node(1, Primary).changed_at(at(-30.0)),
+        node(2, Secondary),
+        node(3, Secondary).quorum(false),
+    ]);
+    g.number_sync_standbys = 2;
+    let cfg = crate::fsm::FsmConfig::default();
+    let (id, why) = crate::fsm::current_wait(&g, t0(), &cfg).expect("a named wait");
+    assert_eq!(id, 1);
+    assert!(
+        why.contains("only 1 standbys have replication quorum"),
+        "{why}"
+    );
+    assert!(why.contains("set node replication-quorum"), "{why}");
 }

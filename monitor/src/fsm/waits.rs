@@ -430,7 +430,22 @@ fn short_of_sync_standbys(g: &GroupView, now: Timestamp, cfg: &FsmConfig) -> Opt
     if healthy >= k {
         return None;
     }
-    let missing = standbys().find(|s| !(is_in(s, Secondary) && is_healthy(s, now, cfg)))?;
+    let Some(missing) = standbys().find(|s| !(is_in(s, Secondary) && is_healthy(s, now, cfg)))
+    else {
+        // Every quorum standby is a healthy secondary, and there are fewer
+        // than k of them (a node that lost its replication quorum while it
+        // was the primary is a standby now; simulation, seed 654350).
+        return Some((
+            p.id,
+            format!(
+                "writes on primary node {} wait: each commit needs {k} synchronous standbys \
+                 (number_sync_standbys) and only {healthy} standbys have replication quorum; give \
+                 another node replication quorum (`pgpilot set node replication-quorum --name NAME \
+                 true`), or lower it (`pgpilot set formation number-sync-standbys {healthy}`)",
+                p.id
+            ),
+        ));
+    };
     Some((
         missing.id,
         format!(
