@@ -6,6 +6,7 @@
 mod support;
 
 mod bad_input;
+mod conflict;
 mod copy_heartbeat;
 mod demo;
 mod drop;

@@ -151,8 +151,20 @@ impl Agent {
         goal: &Goal,
         cancel: &CancellationToken,
     ) -> anyhow::Result<Option<Cut>> {
+        let rogue = self.engine.out_of_recovery();
         let steps = self.engine.steady_steps(crate::clock::now(), goal);
-        if steps.len() > 1 {
+        if rogue {
+            // A human must look: something outside pgpilot promoted or
+            // started this PostgreSQL.
+            tracing::error!(
+                state = %goal.state,
+                "leadership conflict: PostgreSQL is out of recovery in state {}, which the monitor \
+                 did not make writable; fencing it: stop, rewind from node {:?}, restart as a standby",
+                goal.state,
+                goal.primary.as_ref().map(|u| u.node_id)
+            );
+            self.metrics.fenced();
+        } else if steps.len() > 1 {
             tracing::info!(
                 "following node {:?} now: rewinding before it streams from it",
                 goal.primary.as_ref().map(|u| u.node_id)

@@ -77,6 +77,8 @@ mod tests_adopt;
 #[cfg(test)]
 mod tests_beside;
 #[cfg(test)]
+mod tests_conflict;
+#[cfg(test)]
 mod tests_shutdown;
 mod types;
 
@@ -418,6 +420,9 @@ impl Engine {
                 .shutdown_lsn
                 .filter(|_| !self.obs.running)
                 .map(|l| l.0),
+            // What the monitor checks leadership conflicts with: a
+            // standby's state with PostgreSQL out of recovery.
+            in_recovery: status.map(|s| s.in_recovery),
         }
     }
 
