@@ -4,7 +4,7 @@
 //! and counts it in `pgpilot_leadership_conflicts_total`; the standby's
 //! keeper fences the rogue PostgreSQL (stops it, rewinds it from the
 //! primary, restarts it as a standby) within a bound; the primary's
-//! writer never fails.
+//! writer, with another synchronous standby, never fails.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,8 @@ struct NodeWriter {
     stop: Arc<AtomicBool>,
     commits: Arc<AtomicU64>,
     failures: Arc<Mutex<Vec<String>>>,
+    /// The longest time between two commits.
+    max_gap: Arc<Mutex<Duration>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -45,9 +47,16 @@ impl NodeWriter {
         let stop = Arc::new(AtomicBool::new(false));
         let commits = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
-        let (s, c, f) = (stop.clone(), commits.clone(), failures.clone());
+        let max_gap = Arc::new(Mutex::new(Duration::ZERO));
+        let (s, c, f, g) = (
+            stop.clone(),
+            commits.clone(),
+            failures.clone(),
+            max_gap.clone(),
+        );
         let task = tokio::spawn(async move {
             let mut conn = None;
+            let mut last = Instant::now();
             while !s.load(Ordering::Relaxed) {
                 if conn.is_none() {
                     match opts.connect().await {
@@ -67,6 +76,9 @@ impl NodeWriter {
                     match r {
                         Ok(Ok(_)) => {
                             c.fetch_add(1, Ordering::Relaxed);
+                            let mut gap = g.lock().unwrap();
+                            *gap = (*gap).max(last.elapsed());
+                            last = Instant::now();
                         }
                         Ok(Err(e)) => {
                             f.lock().unwrap().push(format!("insert: {e}"));
@@ -85,23 +97,33 @@ impl NodeWriter {
             stop,
             commits,
             failures,
+            max_gap,
             task,
         }
     }
 
-    async fn stop(self) -> (u64, Vec<String>) {
+    /// Commits, failures and the longest gap between two commits.
+    async fn stop(self) -> (u64, Vec<String>, Duration) {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap();
         let failures = self.failures.lock().unwrap().clone();
-        (self.commits.load(Ordering::Relaxed), failures)
+        let gap = *self.max_gap.lock().unwrap();
+        (self.commits.load(Ordering::Relaxed), failures, gap)
     }
 }
 
-/// One write to `k` on a fresh connection; `Ok` if it committed.
+/// One write to `k` on a fresh connection; `Ok` if it committed. The
+/// session asks for read-write transactions, which any client can: a
+/// standby's `default_transaction_read_only = on` is no fence once
+/// PostgreSQL is out of recovery.
 async fn try_write(k: &KeeperProc, i: i64) -> Result<(), String> {
     let attempt = async {
         let mut c = connect_options(k)
             .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        sqlx::query("SET default_transaction_read_only = off")
+            .execute(&mut c)
             .await
             .map_err(|e| e.to_string())?;
         sqlx::query("INSERT INTO rogue_writes VALUES ($1)")
@@ -127,7 +149,11 @@ async fn conflicts_counted(monitor: &MonitorProc) -> f64 {
 async fn a_standby_promoted_by_hand_is_an_error_event_a_metric_and_fenced() {
     let dir = TestDir::new("k-conflict");
     let monitor = MonitorProc::start(&dir).await;
-    let (a, b) = primary_and_secondary(&dir, &monitor).await;
+    // Two standbys, either one enough for a synchronous commit: while the
+    // rogue is out of the stream, commits on a go on through c (with one
+    // standby they would wait for the rogue's return, as synchronous
+    // replication must).
+    let (a, b, _c) = primary_and_two_secondaries(&dir, &monitor).await;
     a.query("CREATE TABLE primary_writes (i bigint)")
         .await
         .unwrap();
@@ -201,7 +227,7 @@ async fn a_standby_promoted_by_hand_is_an_error_event_a_metric_and_fenced() {
         "{event}"
     );
     assert!(
-        std::fs::read_to_string(dir.join("monitor.log"))
+        std::fs::read_to_string(dir.join("monitor.err"))
             .unwrap()
             .lines()
             .any(|l| l.contains("ERROR") && l.contains("leadership conflict")),
@@ -246,12 +272,17 @@ async fn a_standby_promoted_by_hand_is_an_error_event_a_metric_and_fenced() {
 
     // The primary's writer never noticed; nothing was counted twice.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (commits, failures) = writer.stop().await;
+    let (commits, failures, gap) = writer.stop().await;
     eprintln!(
-        "writer on a: {commits} commits, {} failures",
-        failures.len()
+        "writer on a: {commits} commits, {} failures, longest gap between commits {} ms",
+        failures.len(),
+        gap.as_millis()
     );
     assert!(failures.is_empty(), "{failures:?}");
+    assert!(
+        gap < Duration::from_secs(2),
+        "a's commits stopped for {gap:?}"
+    );
     assert!(commits > 100, "{commits}");
     assert_eq!(conflicts_counted(&monitor).await, 1.0);
     assert_eq!(monitor.count_events("ERROR leadership conflict").await, 1);
