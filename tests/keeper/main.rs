@@ -14,6 +14,7 @@ mod election;
 mod fast_forward;
 mod fencing;
 mod forced_failover;
+mod hooks;
 mod http_endpoints;
 mod keeper_restart;
 mod lease_bound;

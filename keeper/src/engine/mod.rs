@@ -199,6 +199,11 @@ impl Engine {
         &self.state
     }
 
+    /// PostgreSQL's timeline as last observed (for hooks).
+    pub fn timeline(&self) -> Option<u32> {
+        self.obs.status.as_ref().map(|s| s.timeline)
+    }
+
     /// The state changed and must be written before the next report.
     pub fn needs_save(&self) -> bool {
         self.dirty
