@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::DEFAULT_LEASE;
 use crate::files::{config_path, write_durably};
+use crate::hooks::{HookCommand, DEFAULT_HOOK_TIMEOUT};
 
 /// How the other nodes authenticate to this node's PostgreSQL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +91,31 @@ pub struct KeeperConfig {
     /// registration. Empty until then.
     #[serde(default)]
     pub replication_password: String,
+    /// Run by the candidate's keeper just before it promotes (see
+    /// [`crate::hooks`]): a non-zero exit or a timeout fails that
+    /// promotion. A string for `/bin/sh -c`, or a list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_promote: Option<HookCommand>,
+    /// Run after every change of role, beside the keeper's loop (see
+    /// [`crate::hooks`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_role_change: Option<HookCommand>,
+    /// How long a hook may run before it is killed (and, for
+    /// `pre_promote`, the promotion fails).
+    #[serde(
+        default = "default_hook_timeout",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_hook_timeout"
+    )]
+    pub hook_timeout: Duration,
+}
+
+fn default_hook_timeout() -> Duration {
+    DEFAULT_HOOK_TIMEOUT
+}
+
+fn is_default_hook_timeout(d: &Duration) -> bool {
+    *d == DEFAULT_HOOK_TIMEOUT
 }
 
 /// pg_auto_failover's default.
@@ -137,6 +163,19 @@ impl KeeperConfig {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         parse_backup_rate(&self.maximum_backup_rate)?;
+        if self.hook_timeout.is_zero() {
+            bail!("hook_timeout must be above zero");
+        }
+        for (what, h) in [
+            ("pre_promote", &self.pre_promote),
+            ("on_role_change", &self.on_role_change),
+        ] {
+            if matches!(h, Some(HookCommand::Argv(v)) if v.is_empty())
+                || matches!(h, Some(HookCommand::Shell(s)) if s.trim().is_empty())
+            {
+                bail!("{what} is empty: remove it or give a command");
+            }
+        }
         self.http_listen()?;
         if !self.pgdata.is_absolute() {
             bail!("pgdata {} must be an absolute path", self.pgdata.display());
@@ -249,6 +288,9 @@ pub(crate) fn sample(pgdata: &Path) -> KeeperConfig {
         http_listen: None,
         postgres_dies_with_keeper: false,
         replication_password: String::new(),
+        pre_promote: None,
+        on_role_change: None,
+        hook_timeout: crate::hooks::DEFAULT_HOOK_TIMEOUT,
     }
 }
 

@@ -12,6 +12,7 @@
 //!   answer, pure; [`http`]: the listener serving them and `/metrics`
 //!   ([`metrics`]).
 //! - [`config`], [`statefile`], [`files`]: the keeper's own files.
+//! - [`hooks`]: the operator's `pre_promote` and `on_role_change` commands.
 //! - [`service`]: `run` and `stop` for a node.
 
 pub mod agent;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod endpoints;
 pub mod engine;
 pub mod files;
+pub mod hooks;
 pub mod http;
 pub mod metrics;
 pub mod pg;

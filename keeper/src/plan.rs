@@ -72,6 +72,13 @@ pub enum Step {
     /// Wait until replay reached this LSN (a fast_forward's source's
     /// final LSN), streaming from the source meanwhile.
     WaitReplayedTo(Lsn),
+    /// The operator's `pre_promote` hook (a no-op without one), just
+    /// before [`Step::Promote`]: its failure fails the promotion. Carries
+    /// the states the hook is told of.
+    PrePromote {
+        from: NodeState,
+        to: NodeState,
+    },
     Promote,
     /// A CHECKPOINT on a promoted node, once it takes writes: pg_control
     /// names the new timeline only after the first checkpoint since the
@@ -133,6 +140,7 @@ pub fn plan(from: NodeState, goal: &Goal, seen: Observed) -> Result<Vec<Step>, P
                 Configure(Role::Standby { upstream: None }),
                 Start,
                 WaitReplayed,
+                PrePromote { from, to },
                 Promote,
             ]);
         }

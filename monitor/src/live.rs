@@ -35,6 +35,8 @@ pub struct LiveReport {
     pub status_unknown: bool,
     /// PostgreSQL stopped cleanly at this LSN (see `NodeView::shutdown_lsn`).
     pub shutdown_lsn: Option<Lsn>,
+    /// See `NodeView::in_recovery`.
+    pub in_recovery: Option<bool>,
 }
 
 impl LiveReport {
@@ -49,6 +51,7 @@ impl LiveReport {
             transition_error: n.transition_error.clone(),
             status_unknown: n.status_unknown,
             shutdown_lsn: n.shutdown_lsn,
+            in_recovery: n.in_recovery,
         }
     }
 }
@@ -111,6 +114,7 @@ impl Live {
                 view.transition_error = live.transition_error;
                 view.status_unknown = live.status_unknown;
                 view.shutdown_lsn = live.shutdown_lsn;
+                view.in_recovery = live.in_recovery;
                 view.heard = true;
             }
             // This process has not heard from the keeper: what the row says of
@@ -127,6 +131,7 @@ impl Live {
                 view.heard = false;
                 view.status_unknown = true;
                 view.shutdown_lsn = None;
+                view.in_recovery = None;
                 view.last_report = Some(self.started_at);
             }
         }

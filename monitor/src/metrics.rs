@@ -18,8 +18,8 @@
 //! | `pgpilot_failovers_total` | counter | formation, group | promotion decisions other than planned switchovers (automatic, operator's `perform failover`, a dropped primary, an election's winner giving way) |
 //! | `pgpilot_switchovers_total` | counter | formation, group | planned switchovers and promotions the monitor started |
 //! | `pgpilot_fence_events_total` | counter | formation, group, node_id, node | reports of a writer that fenced itself (demote_timeout it was not assigned) |
-//! | `pgpilot_events_total` | counter | kind, cause | events recorded: kind goal, wait, removal, note; cause register, report, probe, tick, operator, drop, start |
-//! | `pgpilot_leadership_conflicts_total` | counter | | monitors that found another one leading (0 until monitors can run side by side) |
+//! | `pgpilot_events_total` | counter | kind, cause | events recorded: kind goal, wait, removal, note, conflict; cause register, report, probe, tick, operator, drop, start |
+//! | `pgpilot_leadership_conflicts_total` | counter | | leadership conflicts begun: a node accepting writes in a standby's state, or two nodes reporting writable states (`fsm::conflict_of`); each counted once, when found |
 //! | `pgpilot_node_active_duration_seconds` | histogram | outcome | NodeActive handling, ok or error |
 //! | `pgpilot_probe_duration_seconds` | histogram | outcome | one probe attempt: accepting, rejecting, no_response |
 
@@ -187,7 +187,7 @@ impl Metrics {
         );
         r.register(
             "pgpilot_leadership_conflicts",
-            "Times this monitor found another monitor leading the same store",
+            "Leadership conflicts found: a node accepting writes the monitor did not assign, or two writable nodes",
             m.leadership_conflicts.clone(),
         );
         r.register_with_unit(
@@ -220,8 +220,7 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Another monitor leads the same store (counted by the leadership
-    /// check; exported at 0 until then).
+    /// A leadership conflict began (see `fsm::conflict_of`).
     pub fn leadership_conflict(&self) {
         self.leadership_conflicts.inc();
     }
@@ -247,6 +246,10 @@ impl Metrics {
                 Action::RemoveNode { .. } => "removal",
                 Action::Wait { .. } => "wait",
                 Action::Note { .. } => "note",
+                Action::Conflict { .. } => {
+                    self.leadership_conflict();
+                    "conflict"
+                }
                 _ => continue,
             };
             self.events

@@ -90,6 +90,23 @@ impl NodeState {
         )
     }
 
+    /// Whether PostgreSQL in this state must run in recovery: a standby's
+    /// state under which no step ever promotes it (prepare_promotion and
+    /// stop_replication are not, a promotion runs under them; stopped
+    /// states are not either). Out of recovery in one of these, a node
+    /// takes writes nobody assigned it: a leadership conflict, which the
+    /// monitor records and the keeper fences.
+    pub fn requires_recovery(self) -> bool {
+        matches!(
+            self,
+            NodeState::Catchingup
+                | NodeState::Secondary
+                | NodeState::ReportLsn
+                | NodeState::FastForward
+                | NodeState::WaitMaintenance
+        )
+    }
+
     /// What clients get from a node that reports this state.
     pub fn connection(self) -> Connection {
         match self {

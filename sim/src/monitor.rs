@@ -16,6 +16,10 @@ pub struct SimMonitor {
     pub core: Core,
     /// The heartbeat table; lost when the monitor restarts.
     live: Live,
+    /// Leadership conflicts the core found (`Action::Conflict`): no fault
+    /// of the simulation promotes or starts a PostgreSQL outside its
+    /// keeper, so each one is a false alarm, counted by the sweep.
+    pub conflicts: u32,
 }
 
 /// One goal the monitor assigned, for the invariant checks and the trace.
@@ -43,6 +47,7 @@ impl SimMonitor {
             },
             core,
             live: Live::new(now),
+            conflicts: 0,
         }
     }
 
@@ -82,6 +87,7 @@ impl SimMonitor {
                     reason: reason.clone(),
                 }),
                 Action::RemoveNode { node_id, .. } => self.live.forget(*node_id),
+                Action::Conflict { .. } => self.conflicts += 1,
                 _ => {}
             }
         }

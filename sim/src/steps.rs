@@ -124,6 +124,8 @@ impl World {
                     ));
                 }
             }
+            // No hooks in the simulation.
+            Step::PrePromote { .. } => {}
             Step::Promote => {
                 let rec = self.new_record();
                 let n = &mut self.nodes[i];

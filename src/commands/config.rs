@@ -80,6 +80,9 @@ const KEEPER_KEYS: &[Key] = &[
     key("maximum_backup_rate", Effect::Restart),
     key("http_listen", Effect::Restart),
     key("postgres_dies_with_keeper", Effect::PgRestart),
+    key("pre_promote", Effect::Restart),
+    key("on_role_change", Effect::Restart),
+    key("hook_timeout", Effect::Restart),
     Key {
         name: "replication_password",
         effect: Effect::Refused("the monitor hands it out at registration"),
@@ -357,6 +360,10 @@ mod tests {
         let pgdata = dir.path().join("n");
         let mut c = crate::commands::node::config_from(&test_args(&pgdata)).unwrap();
         c.http_listen = Some("off".parse().unwrap());
+        // Optional keys are written only when set.
+        c.pre_promote = Some(pgpilot_keeper::hooks::HookCommand::Shell("true".into()));
+        c.on_role_change = Some(pgpilot_keeper::hooks::HookCommand::Shell("true".into()));
+        c.hook_timeout = std::time::Duration::from_secs(5);
         let t: Table = toml::to_string(&c).unwrap().parse().unwrap();
         let mut fields: Vec<&str> = t.keys().map(String::as_str).collect();
         fields.sort();

@@ -201,6 +201,9 @@ async fn bring_up(
             // must not leave PostgreSQL servers behind.
             postgres_dies_with_keeper: true,
             replication_password: String::new(),
+            pre_promote: None,
+            on_role_change: None,
+            hook_timeout: pgpilot_keeper::hooks::DEFAULT_HOOK_TIMEOUT,
         };
         let token = nodes_cancel.child_token();
         nodes.push(tokio::spawn(async move {

@@ -31,6 +31,9 @@ fn keeper_toml(pgdata: &Path) -> std::path::PathBuf {
         maximum_backup_rate: "100M".into(),
         http_listen: None,
         postgres_dies_with_keeper: false,
+        pre_promote: None,
+        on_role_change: None,
+        hook_timeout: Duration::from_secs(30),
         replication_password: "s3cret-pw".into(),
     }
     .save()

@@ -7,6 +7,7 @@ mod support;
 
 mod bad_input;
 mod config;
+mod conflict;
 mod copy_heartbeat;
 mod demo;
 mod drop;
@@ -14,6 +15,7 @@ mod election;
 mod fast_forward;
 mod fencing;
 mod forced_failover;
+mod hooks;
 mod http_endpoints;
 mod keeper_restart;
 mod lease_bound;

@@ -52,6 +52,7 @@ impl Report {
             transition_error: self.transition_error.clone(),
             status_unknown: false,
             shutdown_lsn: None,
+            in_recovery: None,
         }
     }
 

@@ -332,6 +332,7 @@ impl Agent {
                 match self.transition(from, &goal, cancel).await {
                     Ok(None) => {
                         self.engine.transition_ok(goal.state);
+                        self.role_changed(from, goal.state).await;
                         self.arm();
                         self.persist()?;
                         Ok(true)
@@ -434,6 +435,45 @@ impl Agent {
         }
     }
 
+    /// Starts the `on_role_change` hook if the role changed from `from`'s
+    /// to `to`'s ([`crate::hooks::role_of`]). It runs in a task of its
+    /// own: neither the loop nor fencing waits for it.
+    async fn role_changed(&mut self, from: NodeState, to: NodeState) {
+        let Some(cmd) = self.config.on_role_change.clone() else {
+            return;
+        };
+        if crate::hooks::role_of(from) == crate::hooks::role_of(to) {
+            return;
+        }
+        if to.wants_running() {
+            // The timeline the new role runs on (a promotion's new one).
+            self.observe().await;
+        }
+        let env = crate::hooks::HookEnv::role_change(
+            self.engine.state().node_id,
+            self.engine.state().name.clone(),
+            self.config.formation.clone(),
+            from,
+            to,
+            self.engine.timeline(),
+        );
+        let (pgdata, timeout) = (self.config.pgdata.clone(), self.config.hook_timeout);
+        tracing::info!(
+            "role changed from {} to {}: running the on_role_change hook",
+            crate::hooks::role_of(from),
+            crate::hooks::role_of(to)
+        );
+        // Not tracked for shutdown: a hook outliving its keeper's exit is
+        // killed with the runtime (kill_on_drop), which is what a hook
+        // timeout does too.
+        tokio::spawn(async move {
+            if let Err(e) = crate::hooks::run("on_role_change", &cmd, &env, &pgdata, timeout).await
+            {
+                tracing::warn!("failed to run the on_role_change hook: {e:#}");
+            }
+        });
+    }
+
     /// Self-fencing (DESIGN.md §7): the lease ran out.
     async fn fence(&mut self) -> anyhow::Result<()> {
         tracing::error!(
@@ -449,7 +489,9 @@ impl Agent {
         // Immediate shutdown ends every session at once; acknowledged
         // commits are already on a synchronous standby.
         self.pg.stop_immediately().await?;
+        let from = self.engine.state().current;
         self.engine.fenced();
+        self.role_changed(from, NodeState::DemoteTimeout).await;
         self.metrics.fenced();
         self.arm();
         self.persist()

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::beside::{beside, Beat, Cut};
 use super::Agent;
 use crate::config::KeeperConfig;
+use crate::hooks::{self, HookEnv};
 use crate::pg::copy::Rejoined;
 use crate::pg::{sql, LocalPg};
 use crate::plan::{Goal, Role, Step};
@@ -108,7 +109,8 @@ impl Agent {
                 continue;
             }
             let node_id = self.engine.state().node_id;
-            let io = step_io(&mut self.pg, &self.config, node_id, step);
+            let name = self.engine.state().name.clone();
+            let io = step_io(&mut self.pg, &self.config, node_id, &name, step);
             let beat = Beat {
                 engine: &mut self.engine,
                 link: &mut self.link,
@@ -186,8 +188,20 @@ impl Agent {
         goal: &Goal,
         cancel: &CancellationToken,
     ) -> anyhow::Result<Option<Cut>> {
+        let rogue = self.engine.out_of_recovery();
         let steps = self.engine.steady_steps(crate::clock::now(), goal);
-        if steps.len() > 1 {
+        if rogue {
+            // A human must look: something outside pgpilot promoted or
+            // started this PostgreSQL.
+            tracing::error!(
+                state = %goal.state,
+                "leadership conflict: PostgreSQL is out of recovery in state {}, which the monitor \
+                 did not make writable; fencing it: stop, rewind from node {:?}, restart as a standby",
+                goal.state,
+                goal.primary.as_ref().map(|u| u.node_id)
+            );
+            self.metrics.fenced();
+        } else if steps.len() > 1 {
             tracing::info!(
                 "following node {:?} now: rewinding before it streams from it",
                 goal.primary.as_ref().map(|u| u.node_id)
@@ -215,6 +229,7 @@ async fn step_io(
     pg: &mut LocalPg,
     config: &KeeperConfig,
     node_id: i64,
+    name: &str,
     step: &Step,
 ) -> anyhow::Result<Done> {
     let password = &config.replication_password;
@@ -270,6 +285,35 @@ async fn step_io(
             tracing::info!(
                 "fast_forward: replayed up to {lsn} (the voter's final LSN is {target})"
             );
+            Done::Nothing
+        }
+        Step::PrePromote { from, to } => {
+            if let Some(cmd) = &config.pre_promote {
+                let timeline = match pg.connect().await {
+                    Ok(mut c) => sql::status(&mut c).await.ok().map(|s| s.timeline),
+                    Err(_) => None,
+                };
+                let env = HookEnv {
+                    node_id,
+                    node_name: name.to_string(),
+                    formation: config.formation.clone(),
+                    old: *from,
+                    new: *to,
+                    old_role: hooks::role_of(*from),
+                    new_role: "primary",
+                    timeline,
+                };
+                tracing::info!("running the pre_promote hook before promoting");
+                hooks::run(
+                    "pre_promote",
+                    cmd,
+                    &env,
+                    &config.pgdata,
+                    config.hook_timeout,
+                )
+                .await
+                .context("the pre_promote hook refused the promotion")?;
+            }
             Done::Nothing
         }
         Step::Promote => {

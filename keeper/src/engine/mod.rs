@@ -78,6 +78,8 @@ mod tests_adopt;
 #[cfg(test)]
 mod tests_beside;
 #[cfg(test)]
+mod tests_conflict;
+#[cfg(test)]
 mod tests_shutdown;
 mod types;
 
@@ -199,6 +201,11 @@ impl Engine {
 
     pub fn state(&self) -> &KeeperState {
         &self.state
+    }
+
+    /// PostgreSQL's timeline as last observed (for hooks).
+    pub fn timeline(&self) -> Option<u32> {
+        self.obs.status.as_ref().map(|s| s.timeline)
     }
 
     /// The state changed and must be written before the next report.
@@ -424,6 +431,9 @@ impl Engine {
                 .shutdown_lsn
                 .filter(|_| !self.obs.running)
                 .map(|l| l.0),
+            // What the monitor checks leadership conflicts with: a
+            // standby's state with PostgreSQL out of recovery.
+            in_recovery: status.map(|s| s.in_recovery),
         }
     }
 

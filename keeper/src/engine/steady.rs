@@ -45,6 +45,9 @@ impl Engine {
     /// diverged from that upstream's in a way the node it follows does not
     /// show (the upstream itself was rewound; simulation seed 96626).
     pub fn steady_steps(&mut self, now: Mono, goal: &Goal) -> Vec<Step> {
+        if self.out_of_recovery() {
+            return fence_rogue(goal);
+        }
         let rejoin = |u: &Upstream, role: &Role| {
             vec![
                 Step::Stop,
@@ -107,6 +110,17 @@ impl Engine {
         }
     }
 
+    /// A leadership conflict on this node: its state is a standby's
+    /// ([`NodeState::requires_recovery`]) but its PostgreSQL runs out of
+    /// recovery, so it takes writes the monitor never assigned (promoted
+    /// or started by hand, a data directory restored without
+    /// standby.signal). [`Engine::steady_steps`] fences it.
+    pub fn out_of_recovery(&self) -> bool {
+        self.state.current.requires_recovery()
+            && self.obs.running
+            && self.obs.status.as_ref().is_some_and(|s| !s.in_recovery)
+    }
+
     /// The monitor's last reply says the node to follow reports a writable
     /// state and is healthy (so a standby that cannot stream from it is not
     /// merely waiting for a primary that is down: stopping it to rewind
@@ -123,4 +137,24 @@ impl Engine {
             })
         })
     }
+}
+
+/// The steps that fence a standby found out of recovery
+/// ([`Engine::out_of_recovery`]): stop it at once (a fast shutdown ends
+/// every session and leaves a clean shutdown for pg_rewind), make it a
+/// standby again before anything else (so that a restart after a failed
+/// step comes up in recovery), rewind it from the node to follow (its
+/// timeline forked when it was promoted) and start it as a standby. With
+/// no node to follow it only restarts in recovery; the stuck-standby
+/// rewind takes over once an upstream is up.
+fn fence_rogue(goal: &Goal) -> Vec<Step> {
+    let role = Role::Standby {
+        upstream: goal.primary.clone(),
+    };
+    let mut steps = vec![Step::Stop, Step::Configure(role.clone())];
+    if let Some(u) = &goal.primary {
+        steps.extend([Step::Rewind(u.clone()), Step::Configure(role)]);
+    }
+    steps.push(Step::Start);
+    steps
 }

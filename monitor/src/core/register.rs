@@ -158,6 +158,7 @@ impl Core {
             lsn: Lsn(0),
             status_unknown: false,
             shutdown_lsn: None,
+            in_recovery: None,
             heard: true,
             replication_state: String::new(),
             upstream_silent: None,

@@ -6,7 +6,7 @@ use pgpilot_proto::{pb, Lsn, NodeState};
 
 use super::{unknown_node, Core};
 use crate::error::{MonitorError, Result};
-use crate::fsm::{Action, GroupView, Timestamp};
+use crate::fsm::{self, Action, GroupView, Timestamp};
 
 /// Longest keeper error kept in an event.
 const MAX_ERROR_CHARS: usize = 500;
@@ -29,6 +29,9 @@ pub struct Report {
     pub upstream_silent: Option<Duration>,
     pub system_identifier: Option<u64>,
     pub transition_error: String,
+    /// PostgreSQL runs and is (true) or is not (false) in recovery;
+    /// `None` when unknown (no status, stopped, or an older keeper).
+    pub in_recovery: Option<bool>,
 }
 
 impl Report {
@@ -60,6 +63,9 @@ impl Report {
             upstream_silent: wal.upstream_silent_ms.map(Duration::from_millis),
             system_identifier: (req.system_identifier != 0).then_some(req.system_identifier),
             transition_error: req.transition_error.clone(),
+            in_recovery: req
+                .in_recovery
+                .filter(|_| req.pg_running && !req.status_unknown),
         })
     }
 }
@@ -86,6 +92,7 @@ impl Core {
     /// refused report changes nothing.
     pub fn report(&self, g: &mut GroupView, r: &Report, now: Timestamp) -> Result<Vec<Action>> {
         let (generation, group_sysid) = (g.generation, g.system_identifier);
+        let conflict_before = fsm::conflict_of(g, r.node_id, now, &self.cfg);
         let n = g
             .nodes
             .iter_mut()
@@ -149,6 +156,7 @@ impl Core {
             n.failed_over_at = None;
         }
         n.pg_running = r.pg_running;
+        n.in_recovery = r.in_recovery;
         if r.system_identifier.is_some() {
             n.system_identifier = r.system_identifier;
         }
@@ -195,12 +203,44 @@ impl Core {
                 description: format!("node {id} {name:?} reports PostgreSQL {what}"),
             });
         }
+        conflict_news(
+            conflict_before,
+            fsm::conflict_of(g, id, now, &self.cfg),
+            &name,
+            &mut out,
+        );
         if g.system_identifier.is_none() && r.system_identifier.is_some() {
             g.system_identifier = r.system_identifier;
             out.push(Action::SaveGroupSystemIdentifier);
         }
         self.settle(g, now, &mut out);
         Ok(out)
+    }
+}
+
+/// A leadership conflict that began with this report is an ERROR event
+/// (once: a report that finds it under way already adds nothing); one that
+/// ended is a note.
+fn conflict_news(
+    before: Option<fsm::Conflict>,
+    after: Option<fsm::Conflict>,
+    name: &str,
+    out: &mut Vec<Action>,
+) {
+    match (before, after) {
+        (None, Some(c)) => out.push(Action::Conflict {
+            node_id: c.node_id,
+            other: c.other,
+            description: c.description,
+        }),
+        (Some(c), None) => out.push(Action::Note {
+            node_id: c.node_id,
+            description: format!(
+                "node {} {name:?} is in no leadership conflict any more",
+                c.node_id
+            ),
+        }),
+        _ => {}
     }
 }
 

@@ -64,3 +64,116 @@ fn a_forced_drop_of_a_standby_makes_the_primary_reapply_its_settings_then_remove
     );
     assert!(g.node(3).is_some());
 }
+
+/// A report of node `id` in `state` whose PostgreSQL is (or is not) in
+/// recovery.
+fn report_of(id: i64, state: pgpilot_proto::NodeState, in_recovery: bool) -> super::Report {
+    super::Report::from_wire(&pgpilot_proto::pb::NodeActiveRequest {
+        node_id: id,
+        reported_state: state as i32,
+        pg_running: true,
+        timeline: 1,
+        lsn: 100 * MB,
+        in_recovery: Some(in_recovery),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn conflicts(actions: &[Action]) -> Vec<(i64, Option<i64>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Conflict { node_id, other, .. } => Some((*node_id, *other)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_standby_found_out_of_recovery_is_one_conflict_while_it_lasts() {
+    let mut g = group(vec![node(1, Primary), node(2, Secondary)]);
+    let c = core();
+    let a = c
+        .report(&mut g, &report_of(1, Primary, false), at(0.5))
+        .unwrap();
+    assert_eq!(conflicts(&a), vec![]);
+    let a = c
+        .report(&mut g, &report_of(2, Secondary, true), at(0.5))
+        .unwrap();
+    assert_eq!(conflicts(&a), vec![]);
+    // Promoted by hand: one ERROR event naming both nodes.
+    let a = c
+        .report(&mut g, &report_of(2, Secondary, false), at(1.0))
+        .unwrap();
+    assert_eq!(conflicts(&a), vec![(2, Some(1))], "{a:?}");
+    let Some(Action::Conflict { description, .. }) =
+        a.iter().find(|a| matches!(a, Action::Conflict { .. }))
+    else {
+        unreachable!()
+    };
+    assert!(
+        description.contains("node 2 \"node_2\"") && description.contains("node 1 \"node_1\""),
+        "{description}"
+    );
+    // No goal changes: the keeper fences it by itself.
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::AssignGoal { .. })),
+        "{a:?}"
+    );
+    // Every later report while it lasts, from either node: nothing new.
+    for t in [1.5, 2.0, 2.5] {
+        let a = c
+            .report(&mut g, &report_of(2, Secondary, false), at(t))
+            .unwrap();
+        assert_eq!(conflicts(&a), vec![], "{a:?}");
+        let a = c
+            .report(&mut g, &report_of(1, Primary, false), at(t))
+            .unwrap();
+        assert_eq!(conflicts(&a), vec![], "{a:?}");
+    }
+    // Fenced (back in recovery): a note, then a new conflict is new.
+    let a = c
+        .report(&mut g, &report_of(2, Secondary, true), at(3.0))
+        .unwrap();
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Note { description, .. }
+            if description.contains("no leadership conflict"))),
+        "{a:?}"
+    );
+    let a = c
+        .report(&mut g, &report_of(2, Secondary, false), at(3.5))
+        .unwrap();
+    assert_eq!(conflicts(&a), vec![(2, Some(1))]);
+}
+
+#[test]
+fn an_older_keeper_that_does_not_say_is_no_conflict() {
+    let mut g = group(vec![node(1, Primary), node(2, Secondary)]);
+    let mut r = report_of(2, Secondary, false);
+    r.in_recovery = None;
+    let a = core().report(&mut g, &r, at(1.0)).unwrap();
+    assert_eq!(conflicts(&a), vec![]);
+}
+
+#[test]
+fn a_second_writer_is_one_conflict_naming_the_first() {
+    let mut g = group(vec![node(1, Primary), node(2, Secondary)]);
+    let c = core();
+    c.report(&mut g, &report_of(1, Primary, false), at(0.5))
+        .unwrap();
+    // As if node 2 reported a writable state (a keeper on a restored
+    // data directory): the core checks the report first, so put the view
+    // where that report is allowed.
+    g.nodes[1].reported = Single;
+    g.nodes[1].assigned = Single;
+    let a = c
+        .report(&mut g, &report_of(2, Single, false), at(1.0))
+        .unwrap();
+    assert_eq!(conflicts(&a), vec![(2, Some(1))], "{a:?}");
+    let a = c
+        .report(&mut g, &report_of(1, Primary, false), at(1.5))
+        .unwrap();
+    assert_eq!(conflicts(&a), vec![], "{a:?}");
+}

@@ -28,6 +28,7 @@ pub fn node(id: i64, state: NodeState) -> NodeView {
         system_identifier: None,
         status_unknown: false,
         shutdown_lsn: None,
+        in_recovery: None,
         heard: true,
         last_probe: None,
         transition_error: String::new(),

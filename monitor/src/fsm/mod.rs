@@ -24,6 +24,7 @@
 //! (RestartAsPrimary). If the monitor did fail over meanwhile, the node's
 //! goal is already draining/demote_timeout/demoted and it stays stopped.
 
+mod conflict;
 mod failover;
 mod fast_forward;
 mod health;
@@ -48,6 +49,7 @@ mod tests_failover;
 #[cfg(test)]
 mod tests_fast_forward;
 
+pub use conflict::{conflict_of, Conflict};
 pub use health::{is_fenced, is_healthy, is_in, is_unhealthy, keeper_silent, lease_expired, secs};
 pub use model::*;
 pub use ssn::synchronous_standby_names;
@@ -181,7 +183,8 @@ fn changes(g: &GroupView, a: &Action) -> bool {
         | Action::SaveGroupSystemIdentifier
         | Action::SaveDbname
         | Action::SaveFormationSettings
-        | Action::Note { .. } => false,
+        | Action::Note { .. }
+        | Action::Conflict { .. } => false,
     }
 }
 
@@ -220,7 +223,8 @@ pub fn apply(group: &mut GroupView, actions: &[Action], now: Timestamp) {
             | Action::SaveGroupSystemIdentifier
             | Action::SaveDbname
             | Action::SaveFormationSettings
-            | Action::Note { .. } => {}
+            | Action::Note { .. }
+            | Action::Conflict { .. } => {}
         }
     }
 }

@@ -73,6 +73,11 @@ pub struct NodeView {
     /// shutdown, which ended at this LSN (its shutdown checkpoint): every
     /// commit the node ever acknowledged lies before it.
     pub shutdown_lsn: Option<Lsn>,
+    /// The keeper's last report said PostgreSQL runs in recovery (true)
+    /// or out of it (false); `None` when it did not say (no status, or an
+    /// older keeper). Out of recovery in a standby's state is a
+    /// leadership conflict ([`super::conflict_of`]).
+    pub in_recovery: Option<bool>,
     /// This monitor process has had a report from the keeper. After a
     /// restart the stored fields are what an earlier process heard, and
     /// `last_report` only says "not before our start".
@@ -200,6 +205,15 @@ pub enum Action {
     /// An event about a node with no goal change (a report, a health
     /// change, a keeper's error, an operator's request).
     Note { node_id: i64, description: String },
+    /// A leadership conflict began (see [`super::conflict_of`]): an
+    /// ERROR event on `node_id` that names `other` too, counted in
+    /// `pgpilot_leadership_conflicts_total`. Emitted once per conflict,
+    /// when it starts, not with every report while it lasts.
+    Conflict {
+        node_id: i64,
+        other: Option<i64>,
+        description: String,
+    },
 }
 
 /// Timings and thresholds of the state machine (DESIGN.md section 8).

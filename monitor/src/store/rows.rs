@@ -122,6 +122,7 @@ impl NodeRow {
             lsn: Lsn(u64_from_db(self.reported_lsn)),
             status_unknown: false,
             shutdown_lsn: None,
+            in_recovery: None,
             heard: false,
             replication_state: self.replication_state.clone(),
             upstream_silent: self

@@ -230,6 +230,12 @@ impl GroupTx {
                 node_id,
                 description,
             } => self.event(*node_id, description.clone()).await?,
+            // A human must look (STYLE.md 8): logged at ERROR.
+            Action::Conflict {
+                node_id,
+                description,
+                ..
+            } => self.record(*node_id, description.clone(), true).await?,
         }
         Ok(())
     }
@@ -318,6 +324,16 @@ impl GroupTx {
     /// Records an event about a node, with its states as written so far;
     /// it is published after commit.
     async fn event(&mut self, node_id: i64, description: String) -> anyhow::Result<()> {
+        self.record(node_id, description, false).await
+    }
+
+    /// [`Self::event`], logged at ERROR when `error`.
+    async fn record(
+        &mut self,
+        node_id: i64,
+        description: String,
+        error: bool,
+    ) -> anyhow::Result<()> {
         let Some(n) = self.written.node(node_id).cloned() else {
             bail!("event for unknown node {node_id}");
         };
@@ -338,10 +354,17 @@ impl GroupTx {
         .fetch_one(&mut *self.tx)
         .await
         .context("insert an event")?;
-        tracing::info!(
-            formation = %formation, group = group_id, node_id = n.id,
-            reported = %n.reported, assigned = %n.assigned, "{description}"
-        );
+        if error {
+            tracing::error!(
+                formation = %formation, group = group_id, node_id = n.id,
+                reported = %n.reported, assigned = %n.assigned, "{description}"
+            );
+        } else {
+            tracing::info!(
+                formation = %formation, group = group_id, node_id = n.id,
+                reported = %n.reported, assigned = %n.assigned, "{description}"
+            );
+        }
         self.events.push(pb::Event {
             event_id,
             time: self.now.to_rfc3339(),
