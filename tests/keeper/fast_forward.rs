@@ -14,41 +14,12 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use pgpilot_proto::node_slot_name;
-
 use super::forced_failover::{operator, text};
 use crate::support::*;
 
 const STEP: Duration = Duration::from_secs(60);
 const ROWS: u32 = 20;
 const COUNT: &str = "SELECT count(*)::text FROM acked";
-
-/// A process stopped with SIGSTOP, continued on drop (also when the test
-/// fails, so that its keeper can stop it).
-struct Frozen(Option<i32>);
-
-impl Frozen {
-    fn stop(pid: i32) -> Frozen {
-        kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP");
-        Frozen(Some(pid))
-    }
-
-    fn resume(&mut self) {
-        if let Some(pid) = self.0.take() {
-            kill(Pid::from_raw(pid), Signal::SIGCONT).expect("SIGCONT");
-        }
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_winner_by_priority_fetches_what_a_priority_0_voter_has_first() {
@@ -75,23 +46,8 @@ async fn the_winner_by_priority_fetches_what_a_priority_0_voter_has_first() {
 
     // A stops receiving WAL: its WAL receiver is frozen until P's
     // walsender gave up on it (wal_sender_timeout).
-    let receiver: i32 = a
-        .query("SELECT pid::text FROM pg_stat_wal_receiver")
-        .await
-        .unwrap()
-        .expect("A's WAL receiver runs")
-        .parse()
-        .unwrap();
-    let mut frozen = Frozen::stop(receiver);
-    let a_id = a.state()["node_id"].as_i64().expect("node id");
-    let sender = format!(
-        "SELECT count(*)::text FROM pg_stat_replication WHERE application_name = '{}'",
-        node_slot_name(a_id)
-    );
-    eventually("P lets A's WAL receiver go", STEP, || async {
-        (p.query(&sender).await.ok().flatten().as_deref() == Some("0")).then_some(())
-    })
-    .await;
+    let mut frozen = Frozen::default();
+    let receiver = freeze_wal_receiver(&a, &p, &mut frozen).await;
 
     // Commits that only B acknowledged (ANY 1 of A and B).
     commit_rows(&p, ROWS).await;
@@ -102,7 +58,7 @@ async fn the_winner_by_priority_fetches_what_a_priority_0_voter_has_first() {
 
     // P dies, then A's WAL receiver resumes: nobody sends it P's WAL now.
     p.kill9();
-    frozen.resume();
+    frozen.resume(receiver);
     let a_rows = a.query(COUNT).await.ok().flatten();
     eprintln!("A holds {a_rows:?} of the {ROWS} rows; B holds all");
     assert_ne!(

@@ -32,10 +32,8 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use pgpilot_proto::pb::ShowStateRequest;
-use pgpilot_proto::{node_slot_name, Lsn};
+use pgpilot_proto::Lsn;
 
 use crate::support::*;
 
@@ -54,31 +52,6 @@ const ELECTED: [&str; 6] = [
     "single",
     "apply_settings",
 ];
-
-/// Processes stopped with SIGSTOP; every one still stopped is continued on
-/// drop, also when the test fails, so that the keepers can stop them.
-#[derive(Default)]
-struct Frozen(Vec<i32>);
-
-impl Frozen {
-    fn stop(&mut self, pid: i32) {
-        kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("SIGSTOP");
-        self.0.push(pid);
-    }
-
-    fn resume(&mut self, pid: i32) {
-        kill(Pid::from_raw(pid), Signal::SIGCONT).expect("SIGCONT");
-        self.0.retain(|p| *p != pid);
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        for pid in self.0.drain(..) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
-        }
-    }
-}
 
 /// The LSN the monitor holds for node `name`.
 async fn stored_lsn(monitor: &MonitorProc, name: &str) -> Lsn {
@@ -178,7 +151,7 @@ async fn a_standby_with_unknown_status_is_not_outvoted_by_a_less_advanced_one() 
     // Declared after the keepers: dropped, so continued, before them.
     let mut frozen = Frozen::default();
     let node_id = |k: &KeeperProc| k.state()["node_id"].as_i64().expect("node id");
-    let (behind_id, unknown_id) = (node_id(&behind), node_id(&unknown));
+    let unknown_id = node_id(&unknown);
 
     // B's PostgreSQL answers new connections only after a second: its
     // keeper's status reads (1 s budget, connection included) time out,
@@ -193,22 +166,7 @@ async fn a_standby_with_unknown_status_is_not_outvoted_by_a_less_advanced_one() 
     // A stops receiving WAL: its WAL receiver is frozen until P's
     // walsender gave up on it (wal_sender_timeout), so that nothing
     // committed from now on is even on its way to A.
-    let receiver: i32 = behind
-        .query("SELECT pid::text FROM pg_stat_wal_receiver")
-        .await
-        .unwrap()
-        .expect("A's WAL receiver runs")
-        .parse()
-        .unwrap();
-    frozen.stop(receiver);
-    let sender = format!(
-        "SELECT count(*)::text FROM pg_stat_replication WHERE application_name = '{}'",
-        node_slot_name(behind_id)
-    );
-    eventually("P lets A's WAL receiver go", STEP, || async {
-        (p.query(&sender).await.ok().flatten().as_deref() == Some("0")).then_some(())
-    })
-    .await;
+    let receiver = freeze_wal_receiver(&behind, &p, &mut frozen).await;
 
     // Commits that only B acknowledged (ANY 1 of A and B).
     commit_rows(&p, ROWS).await;

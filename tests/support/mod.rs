@@ -684,3 +684,72 @@ pub async fn new_primary_among(
     })
     .await
 }
+
+/// Processes stopped with SIGSTOP; every one still stopped is continued on
+/// drop, also when the test fails, so that the keepers can stop them.
+#[derive(Default)]
+pub struct Frozen(Vec<i32>);
+
+impl Frozen {
+    pub fn stop(&mut self, pid: i32) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .expect("SIGSTOP");
+        self.0.push(pid);
+    }
+
+    pub fn resume(&mut self, pid: i32) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGCONT,
+        )
+        .expect("SIGCONT");
+        self.0.retain(|p| *p != pid);
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in self.0.drain(..) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+    }
+}
+
+/// Freezes `standby`'s WAL receiver (into `frozen`) and waits until
+/// `primary`'s walsender gave up on it (wal_sender_timeout): nothing
+/// committed from then on is even on its way to `standby`. Returns the
+/// receiver's pid, to resume it.
+pub async fn freeze_wal_receiver(
+    standby: &KeeperProc,
+    primary: &KeeperProc,
+    frozen: &mut Frozen,
+) -> i32 {
+    let receiver: i32 = standby
+        .query("SELECT pid::text FROM pg_stat_wal_receiver")
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{}'s WAL receiver runs", standby.name))
+        .parse()
+        .unwrap();
+    frozen.stop(receiver);
+    let id = standby.state()["node_id"].as_i64().expect("node id");
+    let sender = format!(
+        "SELECT count(*)::text FROM pg_stat_replication WHERE application_name = '{}'",
+        pgpilot_proto::node_slot_name(id)
+    );
+    eventually(
+        "the primary lets the WAL receiver go",
+        Duration::from_secs(60),
+        || async {
+            (primary.query(&sender).await.ok().flatten().as_deref() == Some("0")).then_some(())
+        },
+    )
+    .await;
+    receiver
+}

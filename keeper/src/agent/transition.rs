@@ -46,6 +46,24 @@ enum Done {
     Role(Option<Role>),
 }
 
+/// The heartbeat's share of the agent ([`Beat`]), borrowed field by field
+/// so that a step's I/O may hold the PostgreSQL handle meanwhile.
+macro_rules! beat {
+    ($agent:expr) => {
+        Beat {
+            engine: &mut $agent.engine,
+            link: &mut $agent.link,
+            probe: &$agent.probe,
+            fence: &$agent.fence,
+            published: &$agent.published,
+            wake: &$agent.wake,
+            pgdata: &$agent.config.pgdata,
+            system_identifier: $agent.system_identifier,
+            noted: &mut $agent.beside_note,
+        }
+    };
+}
+
 impl Agent {
     /// Runs the steps from `from` to `goal.state`. On success (`None`) the
     /// caller records the new state ([`crate::engine::Engine::transition_ok`]);
@@ -111,17 +129,7 @@ impl Agent {
             let node_id = self.engine.state().node_id;
             let name = self.engine.state().name.clone();
             let io = step_io(&mut self.pg, &self.config, node_id, &name, step);
-            let beat = Beat {
-                engine: &mut self.engine,
-                link: &mut self.link,
-                probe: &self.probe,
-                fence: &self.fence,
-                published: &self.published,
-                wake: &self.wake,
-                pgdata: &self.config.pgdata,
-                system_identifier: self.system_identifier,
-                noted: &mut self.beside_note,
-            };
+            let beat = beat!(self);
             let done = match beside(io, beat, cancel).await {
                 Ok(done) => done.with_context(|| format!("step {step:?}"))?,
                 Err(cut) => return Ok(Some(cut)),
@@ -139,17 +147,7 @@ impl Agent {
     /// keeper keeps reporting meanwhile.
     async fn announce(&mut self, cancel: &CancellationToken) -> anyhow::Result<Option<Cut>> {
         self.engine.announce_started(crate::clock::now());
-        let beat = Beat {
-            engine: &mut self.engine,
-            link: &mut self.link,
-            probe: &self.probe,
-            fence: &self.fence,
-            published: &self.published,
-            wake: &self.wake,
-            pgdata: &self.config.pgdata,
-            system_identifier: self.system_identifier,
-            noted: &mut self.beside_note,
-        };
+        let beat = beat!(self);
         match beside(std::future::pending::<()>(), beat, cancel).await {
             Err(Cut::Confirmed) => {
                 self.engine.announce_went_on();
