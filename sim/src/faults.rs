@@ -120,9 +120,12 @@ impl World {
             return;
         }
         if now > self.params.heal_at_ms {
-            // About 5 s after the heal on average.
+            // About 5 s after the heal on average, and at the latest 20 s
+            // after it: the group needs the rest of the convergence window
+            // to go on without it (seed 662784: lost 0.4 s before the end).
             let lost_one = self.nodes.iter().any(|n| n.lost);
-            if self.params.lose_one && !lost_one && self.rng.random_bool(0.02) {
+            let last_chance = now >= self.params.heal_at_ms + 20_000;
+            if self.params.lose_one && !lost_one && (last_chance || self.rng.random_bool(0.02)) {
                 self.lose_machine();
             }
             return;
