@@ -177,9 +177,19 @@ fn an_old_primary_that_dies_mid_switchover_makes_it_an_election_when_others_may_
 fn an_old_primary_that_dies_mid_switchover_of_two_nodes_leaves_the_candidate_to_promote() {
     let mut g = group(vec![node(1, Primary), node(2, Secondary)]);
     core().switchover(&mut g, None, t0()).unwrap();
-    // Node 1's keeper went silent before it stopped.
+    // Node 1's keeper went silent before it stopped, but node 2 still
+    // streams from it: cut off from the monitor only, it may still write
+    // (its fencing exemption): no promotion (simulation, seed 663964).
+    let mut quiet = g.clone();
+    for n in [4.0, 5.0] {
+        reports(&mut quiet, 2, Secondary, at(n));
+        core().tick(&mut quiet, at(n));
+    }
+    assert_eq!(quiet.node(2).unwrap().assigned, Secondary);
+    // Its machine died: node 2 lost its stream as well.
     for n in [4.0, 5.0] {
         reports(&mut g, 2, Secondary, at(n));
+        node_mut(&mut g, 2).upstream_silent = Some(std::time::Duration::from_secs_f64(n));
         core().tick(&mut g, at(n));
     }
     assert_eq!(g.node(2).unwrap().assigned, StopReplication);

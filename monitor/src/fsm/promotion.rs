@@ -98,14 +98,28 @@ fn old_primary<'a>(
                 o.id
             ),
         ),
-        _ if keeper_silent(o, now, cfg) => OldPrimary::Died(
-            o,
-            format!(
-                "old primary node {}'s keeper went silent during the switchover ({})",
-                o.id,
-                silence(o, now).map_or("never reported".into(), secs)
-            ),
-        ),
+        // A silent keeper is one witness; the second, as for any failover,
+        // is the candidate's lost stream. A primary cut off from the
+        // monitor alone still writes, under its fencing exemption while
+        // every standby streams from it, and the lease gate would not
+        // know (simulation, seed 663964: two writable nodes). Without the
+        // second witness the switchover is given up after
+        // promotion_timeout (`switchover_abort`).
+        _ if keeper_silent(o, now, cfg)
+            && c.upstream_silent
+                .is_some_and(|d| d >= cfg.replication_lost_timeout) =>
+        {
+            OldPrimary::Died(
+                o,
+                format!(
+                    "old primary node {}'s keeper went silent during the switchover ({}), and node \
+                     {} lost its stream",
+                    o.id,
+                    silence(o, now).map_or("never reported".into(), secs),
+                    c.id
+                ),
+            )
+        }
         _ => OldPrimary::Wait,
     }
 }
