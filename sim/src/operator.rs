@@ -139,8 +139,18 @@ impl World {
                     // so far, and what the old writer acknowledges until
                     // it stops; nothing else may be lost.
                     self.acked.clear();
+                    // Also one whose PostgreSQL is down for now but whose
+                    // keeper is in a writable state: it restarts it as a
+                    // writer while its lease lasts (seed 688592).
                     self.forgiven = (0..self.nodes.len())
-                        .filter(|i| self.nodes[*i].pg.accepts_writes())
+                        .filter(|i| {
+                            self.nodes[*i].pg.accepts_writes()
+                                || self.nodes[*i]
+                                    .keeper
+                                    .engine
+                                    .as_ref()
+                                    .is_some_and(|e| e.state().current.accepts_writes())
+                        })
                         .collect();
                 }
                 self.note_assignments(changes);
