@@ -133,7 +133,17 @@ impl Core {
         if g.number_sync_standbys == n {
             return Ok(Vec::new());
         }
-        at_rest(g)?;
+        // Lowering it is the way out of a primary whose writes wait for
+        // more synchronous standbys than it has, and such a group is not at
+        // rest (simulation, seed 695654: a fenced primary restarting as
+        // primary waited for two standbys for good, and the override the
+        // wait names was refused). It loses nothing: commits acknowledged
+        // so far are on at least as many standbys as the new value says,
+        // and every failover rule counting on k takes the new, smaller
+        // one. Raising it waits for the group to be at rest.
+        if n > g.number_sync_standbys {
+            at_rest(g)?;
+        }
         let old = std::mem::replace(&mut g.number_sync_standbys, n);
         let mut out = vec![Action::SaveFormationSettings];
         if let Some(p) = g.nodes.iter().find(|p| p.assigned.accepts_writes()) {
