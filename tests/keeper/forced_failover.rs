@@ -428,6 +428,19 @@ async fn forced_failover_on_a_healthy_primary_is_refused_and_changes_nothing() {
     let monitor = MonitorProc::start(&dir).await;
     let _diag = diagnostics(&monitor);
     let (a, b) = primary_and_secondary(&dir, &monitor).await;
+    // Both probed healthy first: the prober's health events are not
+    // changes the command made (the standby's first one once landed
+    // inside the quiet window, on a loaded machine).
+    for k in [&a, &b] {
+        let probed = format!("node {} \"{}\" health changed from ", node_id(k), k.name);
+        eventually("both nodes probed healthy", STEP, || async {
+            let events = monitor.events().await;
+            // The node's last health change made it good.
+            let last = events.iter().rev().find(|e| e.contains(&probed));
+            last.is_some_and(|e| e.contains("to good")).then_some(())
+        })
+        .await;
+    }
 
     let before = snapshot(&monitor).await;
     let events_before = monitor.events().await;
