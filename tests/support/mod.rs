@@ -24,14 +24,25 @@ pub fn pgpilot_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pgpilot")
 }
 
-/// A port nobody listens on right now. Parallel tests may race for it;
-/// binding a fresh ephemeral port makes a collision very unlikely.
+/// A port nobody listens on right now, and never handed out before in
+/// this test process: parallel tests each take several (PostgreSQL, gRPC,
+/// HTTP), and the kernel may give a just-closed ephemeral port out again
+/// (a monitor's HTTP port was once taken by another test's).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh free port in 1000 tries")
 }
 
 /// A per-test directory, removed on success and kept on failure.
