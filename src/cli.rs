@@ -63,6 +63,19 @@ pub enum Command {
     /// Read, change or check the monitor.toml or keeper.toml of --pgdata.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Replace a credential.
+    #[command(subcommand)]
+    Rotate(Rotate),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Rotate {
+    /// A new join token: the old one stops registering nodes at once;
+    /// registered nodes are unaffected. Prints the new token.
+    JoinToken {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,6 +197,18 @@ pub struct CreatePostgresArgs {
     /// next keeper adopts it.
     #[arg(long)]
     pub postgres_dies_with_keeper: bool,
+    /// The formation's join token (`pgpilot show join-token`), needed to
+    /// register. Prefer the environment variable or --join-token-file: a
+    /// flag's value shows in `ps` while the command runs.
+    #[arg(long, env = "PGPILOT_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// A file holding the join token.
+    #[arg(long, conflicts_with = "join_token")]
+    pub join_token_file: Option<PathBuf>,
+    /// The monitor's CA certificate (PEM) [default: fetched from the
+    /// monitor and checked against the join token's fingerprint].
+    #[arg(long, env = "PGPILOT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Continue as the keeper service once created.
     #[arg(long)]
     pub run: bool,
@@ -221,6 +246,21 @@ pub struct CreateMonitorArgs {
     /// its port + 3000].
     #[arg(long)]
     pub http_listen: Option<pgpilot_proto::HttpListen>,
+    /// No TLS on the gRPC API: credentials then cross the network in
+    /// clear text. Only for a network you trust; `show uri` says so.
+    #[arg(long, conflicts_with_all = ["ssl_ca_file", "server_cert", "server_key"])]
+    pub no_ssl: bool,
+    /// Your own CA certificate (PEM) instead of a private CA made here;
+    /// with --server-cert and --server-key.
+    #[arg(long, requires_all = ["server_cert", "server_key"])]
+    pub ssl_ca_file: Option<PathBuf>,
+    /// The monitor's certificate (PEM), signed by --ssl-ca-file, naming
+    /// the host keepers use (--hostname).
+    #[arg(long, requires_all = ["ssl_ca_file", "server_key"])]
+    pub server_cert: Option<PathBuf>,
+    /// The key of --server-cert (PEM).
+    #[arg(long, requires_all = ["ssl_ca_file", "server_cert"])]
+    pub server_key: Option<PathBuf>,
     /// Continue as the monitor service once created.
     #[arg(long)]
     pub run: bool,
@@ -256,6 +296,16 @@ pub struct Target {
     /// names the monitor.
     #[arg(long)]
     pub pgdata: Option<PathBuf>,
+    /// The monitor's CA certificate (PEM), to verify an https:// --monitor
+    /// [default with --pgdata: the monitor's or node's own copy].
+    #[arg(long, env = "PGPILOT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// A file holding the credential to present (the operator, read or a
+    /// node credential); the environment variable PGPILOT_TOKEN may hold
+    /// the credential itself [default with --pgdata: the monitor's
+    /// operator credential, or the node's own credential].
+    #[arg(long, env = "PGPILOT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -304,6 +354,14 @@ pub enum Show {
         /// User= of the unit [default: the owner of DIR.pgpilot].
         #[arg(long)]
         user: Option<String>,
+    },
+    /// The formation's join token, read from the monitor's own files:
+    /// `create postgres` needs it (PGPILOT_JOIN_TOKEN). It carries the
+    /// monitor's CA fingerprint, so nothing else is needed to join.
+    JoinToken {
+        /// Data directory of the monitor.
+        #[arg(long, env = "PGDATA")]
+        pgdata: PathBuf,
     },
     /// The synchronous_standby_names the formation's primary must apply.
     StandbyNames {

@@ -24,6 +24,7 @@ pub mod files;
 pub mod hooks;
 pub mod http;
 pub mod metrics;
+pub mod monitor_auth;
 pub mod pg;
 pub mod plan;
 pub mod service;

@@ -14,8 +14,10 @@ use pgpilot_proto::{pb, NodeState};
 
 use crate::config::KeeperConfig;
 use crate::files::{state_dir, state_path};
+use crate::monitor_auth::{prepare_join, save_credential, Join};
 use crate::pg::LocalPg;
 use crate::statefile::KeeperState;
+use pgpilot_proto::client::ClientAuth;
 
 /// Attempts to reach the monitor before `create postgres` gives up.
 const REGISTER_ATTEMPTS: u32 = 5;
@@ -33,6 +35,7 @@ pub enum Created {
 /// Returns the node's state file.
 pub async fn create_node(
     mut config: KeeperConfig,
+    join: Option<&Join>,
 ) -> anyhow::Result<(Created, KeeperConfig, KeeperState)> {
     config.validate()?;
     let pgdata = config.pgdata.clone();
@@ -48,6 +51,11 @@ pub async fn create_node(
         }
         return Ok((Created::Resumed, existing, state));
     }
+    let Some(join) = join else {
+        bail!(
+            "registering a node needs the formation's join token: set PGPILOT_JOIN_TOKEN or pass              --join-token-file FILE (`pgpilot show join-token --pgdata MONITOR_DIR` prints it)"
+        );
+    };
     check_pgdata(&pgdata)?;
     check_port_free(config.pgport)?;
     check_http_free(&config.http_listen()?)?;
@@ -66,6 +74,7 @@ pub async fn create_node(
     // are 0600.
     set_mode(&dir, 0o711)?;
     config.save()?;
+    let auth = prepare_join(&config, join).await?;
 
     let req = pb::RegisterRequest {
         formation: config.formation.clone(),
@@ -78,9 +87,16 @@ pub async fn create_node(
         replication_quorum: config.replication_quorum,
         initial_state: NodeState::Init as i32,
     };
-    let reply = register(&config.monitor, req).await?;
+    let reply = register(&config.monitor, &auth, req).await?;
+    let unsaved = |what: &str| {
+        format!(
+            "registered as node {} but could not save {what}: drop node {} on the monitor before trying again",
+            reply.node_id, reply.node_id
+        )
+    };
+    save_credential(&pgdata, &reply.node_credential).with_context(|| unsaved("its credential"))?;
     config.replication_password = reply.replication_password.clone();
-    config.save()?;
+    config.save().with_context(|| unsaved("keeper.toml"))?;
     let assigned = NodeState::from_wire(reply.assigned_state)
         .map_err(|e| anyhow::anyhow!("the monitor assigned an unknown state: {e}"))?;
     let state = KeeperState {
@@ -109,10 +125,14 @@ pub async fn create_node(
     Ok((Created::New, config, state))
 }
 
-async fn register(uri: &str, req: pb::RegisterRequest) -> anyhow::Result<pb::RegisterResponse> {
+async fn register(
+    uri: &str,
+    auth: &ClientAuth,
+    req: pb::RegisterRequest,
+) -> anyhow::Result<pb::RegisterResponse> {
     let mut last = None;
     for attempt in 1..=REGISTER_ATTEMPTS {
-        match pgpilot_proto::client::connect(uri).await {
+        match pgpilot_proto::client::connect(uri, auth).await {
             Ok(mut client) => {
                 return client
                     .register(req)

@@ -200,8 +200,16 @@ pub struct MonitorConfig {
     /// [`MonitorConfig::http_listen`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<HttpListen>,
+    /// TLS on the gRPC API (`DIR.pgpilot/tls/`). Off only when asked for
+    /// (`create monitor --no-ssl`); `show uri` then says so.
+    #[serde(default = "default_ssl")]
+    pub ssl: bool,
     #[serde(default)]
     pub timings: Timings,
+}
+
+fn default_ssl() -> bool {
+    true
 }
 
 pub fn default_pg_user() -> String {
@@ -221,14 +229,16 @@ impl MonitorConfig {
         }
     }
 
-    /// The URI keepers use: `http://hostname:port`.
+    /// The URI keepers use: `https://hostname:port` (`http://` with
+    /// `ssl = false`).
     pub fn monitor_uri(&self) -> String {
         let host = if self.hostname.contains(':') && !self.hostname.starts_with('[') {
             format!("[{}]", self.hostname)
         } else {
             self.hostname.clone()
         };
-        format!("http://{host}:{}", self.listen.port())
+        let scheme = if self.ssl { "https" } else { "http" };
+        format!("{scheme}://{host}:{}", self.listen.port())
     }
 
     /// Writes monitor.toml crash-safely (mode 0600: `database_url` may

@@ -79,12 +79,21 @@ pub async fn run_monitor(config: MonitorConfig, cancel: CancellationToken) -> an
             0o644,
         )?;
         let started = crate::clock::now();
+        let keys = crate::auth::Keys::load(&config.pgdata)?;
+        let tls = if config.ssl {
+            Some(crate::tls::server_identity(&config.pgdata)?)
+        } else {
+            tracing::warn!("TLS is off (ssl = false in monitor.toml): credentials cross the network in clear text");
+            None
+        };
         let control = Control::new(
             store.clone(),
             config.timings.clone(),
             config.monitor_uri(),
+            keys,
             started,
         );
+        control.load_credentials().await?;
         control.rebase_clocks(started).await?;
         // The listener is bound and the store open: connections from here
         // on are served (the first ones wait in the listen backlog).
@@ -96,7 +105,7 @@ pub async fn run_monitor(config: MonitorConfig, cancel: CancellationToken) -> an
                 systemd::stopping("stopping: gRPC first, then PostgreSQL");
             }
         });
-        let served = serve(control, listener, http, cancel.clone()).await;
+        let served = serve(control, listener, tls, http, cancel.clone()).await;
         if cancel.is_cancelled() {
             stopping.await.ok();
         } else {

@@ -13,7 +13,9 @@
 //! - [`health`]: the prober (a real connection handshake per node).
 //! - [`events`]: the bus that feeds Watch streams after commit.
 //! - [`metrics`]: the Prometheus metrics served as `/metrics`.
-//! - [`rpc`]: the gRPC service and the one client constructor.
+//! - [`auth`]: who may call what (credentials, the one authorisation layer).
+//! - [`tls`]: the monitor's CA and server certificate.
+//! - [`rpc`]: the gRPC service.
 //! - [`server`]: wiring and ordered shutdown of a running monitor.
 //! - [`config`]: the configuration file and the validated timings.
 //! - [`setup`], [`daemon`], [`private_pg`], [`files`]: `create monitor`,
@@ -21,8 +23,10 @@
 //! - [`error`]: [`MonitorError`](error::MonitorError), mapped to gRPC codes.
 #![deny(clippy::print_stdout)]
 
+pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod conn_limit;
 pub mod control;
 pub mod core;
 pub mod daemon;
@@ -38,3 +42,4 @@ pub mod rpc;
 pub mod server;
 pub mod setup;
 pub mod store;
+pub mod tls;

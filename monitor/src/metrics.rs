@@ -82,6 +82,7 @@ pub struct Metrics {
     fence_events: Family<Labels, Counter>,
     events: Family<Labels, Counter>,
     leadership_conflicts: Counter,
+    auth_refusals: Family<Labels, Counter>,
     node_active: Histograms,
     probes: Histograms,
     /// Refreshing the per-node gauges and encoding is one step: two
@@ -134,6 +135,7 @@ impl Metrics {
             fence_events: Family::default(),
             events: Family::default(),
             leadership_conflicts: Counter::default(),
+            auth_refusals: Family::default(),
             node_active: Family::new_with_constructor(node_active_histogram),
             probes: Family::new_with_constructor(probe_histogram),
             scrape: Mutex::new(()),
@@ -190,6 +192,11 @@ impl Metrics {
             "Leadership conflicts found: a node accepting writes the monitor did not assign, or two writable nodes",
             m.leadership_conflicts.clone(),
         );
+        r.register(
+            "pgpilot_auth_refusals",
+            "gRPC requests refused for their credential, by reason",
+            m.auth_refusals.clone(),
+        );
         r.register_with_unit(
             "pgpilot_node_active_duration",
             "Time to handle a keeper's NodeActive report",
@@ -218,6 +225,13 @@ impl Metrics {
         self.probes
             .get_or_create(&vec![("outcome", outcome.to_string())])
             .observe(took.as_secs_f64());
+    }
+
+    /// A request was refused for its credential.
+    pub fn auth_refused(&self, reason: &'static str) {
+        self.auth_refusals
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
     }
 
     /// A leadership conflict began (see `fsm::conflict_of`).

@@ -48,7 +48,17 @@ impl Monitor for MonitorService {
         req: Request<pb::NodeActiveRequest>,
     ) -> Result<Response<pb::NodeActiveResponse>, Status> {
         let started = std::time::Instant::now();
-        let result = self.control.node_active(req.into_inner(), now()).await;
+        // The layer checked the credential; here, that it is this node's.
+        let result = match crate::auth::caller(&req)
+            .and_then(|caller| crate::auth::acting_for(caller, req.get_ref().node_id))
+        {
+            Ok(()) => self.control.node_active(req.into_inner(), now()).await,
+            Err(refused) => {
+                tracing::info!("refused report: {}", refused.message());
+                self.control.metrics.node_active(false, started.elapsed());
+                return Err(refused);
+            }
+        };
         self.control
             .metrics
             .node_active(result.is_ok(), started.elapsed());
@@ -126,6 +136,7 @@ impl Monitor for MonitorService {
         &self,
         req: Request<pb::DropNodeRequest>,
     ) -> Result<Response<pb::DropNodeResponse>, Status> {
+        crate::auth::acting_for(crate::auth::caller(&req)?, req.get_ref().node_id)?;
         let req = req.into_inner();
         self.control
             .drop_node(req.node_id, req.force, now())
@@ -247,6 +258,22 @@ impl Monitor for MonitorService {
             .inspect_err(|e| tracing::info!("refused number_sync_standbys: {e:#}"))?;
         Ok(Response::new(pb::SetSettingResponse { group_id }))
     }
+
+    #[instrument(skip_all, fields(peer = %peer(&req)))]
+    async fn rotate_join_token(
+        &self,
+        req: Request<pb::RotateJoinTokenRequest>,
+    ) -> Result<Response<pb::RotateJoinTokenResponse>, Status> {
+        let by = crate::auth::caller(&req)?.describe();
+        let token = self.control.keys.rotate_join_token().map_err(|e| {
+            tracing::error!("failed to rotate the join token: {e:#}");
+            Status::internal(format!("could not write the new join token: {e:#}"))
+        })?;
+        tracing::info!("{by} rotated the join token: the old one no longer registers nodes");
+        Ok(Response::new(pb::RotateJoinTokenResponse {
+            join_token: token.to_text(),
+        }))
+    }
 }
 
 /// Where a request came from, for the log line of its handler.
@@ -273,11 +300,4 @@ fn switchover_response(s: crate::control::SwitchoverStarted) -> pb::PerformSwitc
         old_primary_name,
         group_id: s.group_id,
     }
-}
-
-/// Kept for callers of the monitor crate; see [`pgpilot_proto::client`].
-pub async fn connect(
-    uri: &str,
-) -> anyhow::Result<pb::monitor_client::MonitorClient<tonic::transport::Channel>> {
-    Ok(pgpilot_proto::client::connect(uri).await?)
 }

@@ -1,6 +1,8 @@
 //! Wiring of a running monitor: gRPC server, `/metrics`, prober, ordered
 //! shutdown.
 
+use crate::auth::AuthLayer;
+use crate::conn_limit::{incoming, MAX_CONNECTIONS};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -8,13 +10,21 @@ use axum::response::{IntoResponse, Response};
 use pgpilot_proto::pb::monitor_server::MonitorServer;
 use pgpilot_proto::HttpListen;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::control::Control;
 use crate::health::run_prober;
 use crate::rpc::MonitorService;
+
+/// How long a client may take to finish its TLS handshake: a connection
+/// that never does holds one of the bounded connections only this long.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The largest request the monitor decodes. Its requests are a few
+/// hundred bytes; anything near this is hostile or broken.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Requests in flight on one connection: a keeper needs one or two.
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 
 /// How long in-flight RPCs get to finish once shutdown starts.
 const RPC_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -75,6 +85,7 @@ async fn scrape(State(control): State<Control>) -> Response {
 pub async fn serve(
     control: Control,
     listener: TcpListener,
+    tls: Option<tonic::transport::Identity>,
     http: Option<TcpListener>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -87,10 +98,28 @@ pub async fn serve(
 
     let addr = listener.local_addr().context("read the listen address")?;
     tracing::info!(%addr, uri = %control.monitor_uri, "monitor serving gRPC");
-    let server = tonic::transport::Server::builder()
-        .add_service(MonitorServer::new(MonitorService::new(control)))
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        // Dead peers are noticed and their connection (and permit) freed.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)));
+    if let Some(identity) = tls {
+        builder = builder
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(identity)
+                    .timeout(TLS_HANDSHAKE_TIMEOUT),
+            )
+            .context("load the monitor's TLS certificate and key (DIR.pgpilot/tls/)")?;
+    }
+    let auth = AuthLayer::new(control.keys.clone(), control.metrics.clone());
+    let service = MonitorServer::new(MonitorService::new(control))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let server = builder
+        .layer(auth)
+        .add_service(service)
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            incoming(listener, MAX_CONNECTIONS),
             cancel.clone().cancelled_owned(),
         );
     let mut server = std::pin::pin!(server);

@@ -32,6 +32,11 @@ pub struct CreateMonitor {
     /// `--http-listen`; `None`: the default (see
     /// [`MonitorConfig::http_listen`]), written out.
     pub http_listen: Option<pgpilot_proto::HttpListen>,
+    /// TLS on the gRPC API (`--no-ssl` turns it off).
+    pub ssl: bool,
+    /// `--ssl-ca-file --server-cert --server-key`: the operator's own
+    /// certificates instead of a private CA.
+    pub certs: Option<crate::tls::SuppliedCerts>,
     pub timings: Timings,
 }
 
@@ -48,6 +53,9 @@ pub async fn create_monitor(req: &CreateMonitor) -> anyhow::Result<(Created, Mon
         .with_context(|| format!("resolve {}", req.pgdata.display()))?;
     if monitor_created_marker(&pgdata).is_file() {
         let config = MonitorConfig::load(&monitor_config_path(&pgdata))?;
+        // A monitor from before TLS and credentials gets what it lacks;
+        // existing files are kept.
+        make_credentials(&config, None)?;
         return Ok((Created::AlreadyDone, config));
     }
     req.timings.validate()?;
@@ -64,8 +72,12 @@ pub async fn create_monitor(req: &CreateMonitor) -> anyhow::Result<(Created, Mon
         database_url: req.database_url.clone(),
         pg_user: req.pg_user.clone(),
         http_listen: req.http_listen.clone(),
+        ssl: req.ssl,
         timings: req.timings.clone(),
     };
+    if !req.ssl && req.certs.is_some() {
+        bail!("--no-ssl and certificate files contradict each other: pass one or the other");
+    }
     // Written out, default included, so that monitor.toml says where
     // /metrics is; a port without a default is refused here.
     let config = MonitorConfig {
@@ -75,6 +87,7 @@ pub async fn create_monitor(req: &CreateMonitor) -> anyhow::Result<(Created, Mon
     let sdir = state_dir(&pgdata);
     std::fs::create_dir_all(&sdir).with_context(|| format!("create {}", sdir.display()))?;
     config.save(&monitor_config_path(&pgdata))?;
+    make_credentials(&config, req.certs.as_ref())?;
 
     match &config.database_url {
         Some(url) => {
@@ -91,6 +104,27 @@ pub async fn create_monitor(req: &CreateMonitor) -> anyhow::Result<(Created, Mon
     }
     write_durably(&monitor_created_marker(&pgdata), b"", 0o600)?;
     Ok((Created::New, config))
+}
+
+/// The TLS material (unless `ssl = false`) and the tokens; what exists is
+/// kept, so nodes holding the CA or a token are unaffected by a re-run.
+fn make_credentials(
+    config: &MonitorConfig,
+    certs: Option<&crate::tls::SuppliedCerts>,
+) -> anyhow::Result<()> {
+    let fingerprint = if config.ssl {
+        match certs {
+            Some(c) => crate::tls::import(&config.pgdata, c)?,
+            None => crate::tls::generate(
+                &config.pgdata,
+                &crate::tls::default_names(&config.hostname, config.listen),
+            )?,
+        }
+        Some(crate::tls::ca_fingerprint(&config.pgdata)?)
+    } else {
+        None
+    };
+    crate::auth::ensure_tokens(&config.pgdata, fingerprint.as_deref())
 }
 
 async fn create_private(config: &MonitorConfig) -> anyhow::Result<()> {

@@ -6,11 +6,15 @@
 //! - [`lsn`]: [`Lsn`], PostgreSQL's `X/X` write-ahead log position.
 //! - [`edges`]: the one table of (from, to) edges the monitor may assign,
 //!   each with the keeper action that reaches it.
-//! - [`client`]: the one way to build a monitor client.
+//! - [`client`]: the one way to build a monitor client (TLS, credential).
+//! - [`credential`]: the tokens callers present, and how they are checked.
+//! - [`discover`]: fetching the monitor's CA by the join token's fingerprint.
 //! - [`listen`]: [`HttpListen`], where an HTTP listener binds (`--http-listen`).
 //! - [`error`]: [`ErrorCode`], mapped to and from `tonic::Code`.
 
 pub mod client;
+pub mod credential;
+pub mod discover;
 pub mod edges;
 pub mod error;
 pub mod listen;

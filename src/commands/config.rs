@@ -105,6 +105,13 @@ const MONITOR_KEYS: &[Key] = &[
     },
     key("pg_user", Effect::Restart),
     key("http_listen", Effect::Restart),
+    key(
+        "ssl",
+        Effect::Refused(
+            "every keeper holds the monitor's URI with its scheme (https:// or http://) and its CA; \
+             TLS is chosen at `create monitor`",
+        ),
+    ),
     key("timings.probe_interval", Effect::Restart),
     key("timings.probe_timeout", Effect::Restart),
     key("timings.probe_retries", Effect::Restart),
@@ -377,6 +384,7 @@ mod tests {
             database_url: Some("postgres://x".into()),
             pg_user: "postgres".into(),
             http_listen: Some("off".parse().unwrap()),
+            ssl: true,
             timings: Default::default(),
         };
         let t: Table = toml::to_string(&m).unwrap().parse().unwrap();

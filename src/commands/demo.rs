@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use pgpilot_keeper::config::{Auth, KeeperConfig};
+use pgpilot_keeper::monitor_auth::Join;
 use pgpilot_monitor::config::Timings;
 use pgpilot_monitor::daemon::run_monitor;
 use pgpilot_monitor::setup::{create_monitor, CreateMonitor};
+use pgpilot_proto::credential::JoinToken;
 use pgpilot_proto::{pb, NodeState};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +78,9 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
             host: "127.0.0.1".into(),
             port: free_port()?,
         }),
+        // TLS and credentials on, as in production.
+        ssl: true,
+        certs: None,
         timings: Timings::default(),
     };
     let log = if args.verbose {
@@ -95,7 +100,18 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
         },
     );
     let (_, config) = create_monitor(&req).await?;
-    let uri = config.monitor_uri();
+    let monitor_dir = config.pgdata.clone();
+    let (uri, auth) = super::monitor_target(&local_target(&monitor_dir))?;
+    let join_text = std::fs::read_to_string(pgpilot_monitor::auth::join_token_path(&monitor_dir))?;
+    let remote = Remote {
+        uri: uri.clone(),
+        auth,
+        monitor_dir: monitor_dir.clone(),
+        join: Join {
+            token: JoinToken::parse(&join_text)?,
+            ca_file: None,
+        },
+    };
     let cancel = CancellationToken::new();
     super::cancel_on_signals(cancel.clone())?;
     let monitor = tokio::spawn(run_monitor(config, cancel.child_token()));
@@ -105,7 +121,7 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
     let started = bring_up(
         dir,
         args,
-        &uri,
+        &remote,
         &cancel,
         &nodes_cancel,
         &mut nodes,
@@ -116,22 +132,24 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
         eprintln!("demo failed: {e:#}");
     } else {
         println!("\npgpilot demo in {}\n", dir.display());
-        show(&uri, |target| Show::State {
+        show(&remote, |target| Show::State {
             target,
             formation: None,
         })
         .await;
         println!();
-        show(&uri, |target| Show::Uri {
+        show(&remote, |target| Show::Uri {
             target,
             formation: None,
         })
         .await;
-        let formation = formation_uri(&uri).await;
+        let formation = formation_uri(&remote).await;
+        let m = monitor_dir.display();
         println!(
             "\nConnect:     psql '{formation}'\n\
-             Switchover:  pgpilot perform switchover --monitor {uri}\n\
-             Then:        pgpilot show state --monitor {uri}   (or show events)\n\
+             Switchover:  pgpilot perform switchover --pgdata {m}\n\
+             Then:        pgpilot show state --pgdata {m}   (or show events)\n\
+             Join token:  pgpilot show join-token --pgdata {m}\n\
              Log:         {}{}\n\
              Ctrl-C stops the demo.",
             log,
@@ -160,7 +178,7 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
 async fn bring_up(
     dir: &Path,
     args: &DemoArgs,
-    uri: &str,
+    remote: &Remote,
     cancel: &CancellationToken,
     nodes_cancel: &CancellationToken,
     nodes: &mut Vec<JoinHandle<anyhow::Result<()>>>,
@@ -168,7 +186,8 @@ async fn bring_up(
 ) -> anyhow::Result<()> {
     // Nodes register at once; the monitor must be up first.
     let deadline = Instant::now() + NODE_READY_TIMEOUT;
-    while pgpilot_proto::client::connect(uri).await.is_err() {
+    let uri = remote.uri.as_str();
+    while remote.connect().await.is_err() {
         if monitor.is_finished() || cancel.is_cancelled() || Instant::now() > deadline {
             bail!("the monitor did not come up; see its log");
         }
@@ -206,20 +225,29 @@ async fn bring_up(
             hook_timeout: pgpilot_keeper::hooks::DEFAULT_HOOK_TIMEOUT,
         };
         let token = nodes_cancel.child_token();
+        let join = remote.join.clone();
         nodes.push(tokio::spawn(async move {
-            super::node::create_and_run(config, true, token, Default::default()).await
+            super::node::create_and_run(config, Some(join), true, token, Default::default()).await
         }));
         let want: &[NodeState] = if i == 1 {
             &[NodeState::Single]
         } else {
             &[NodeState::Secondary]
         };
-        wait_for(uri, &format!("node{i}"), want, cancel, monitor, nodes).await?;
+        wait_for(remote, &format!("node{i}"), want, cancel, monitor, nodes).await?;
     }
     if args.nodes > 1 {
         // The primary turns synchronous replication on right after its
         // first secondary caught up.
-        wait_for(uri, "node1", &[NodeState::Primary], cancel, monitor, nodes).await?;
+        wait_for(
+            remote,
+            "node1",
+            &[NodeState::Primary],
+            cancel,
+            monitor,
+            nodes,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -227,7 +255,7 @@ async fn bring_up(
 /// Waits until node `name` is in one of `want` (reported and assigned)
 /// and the monitor has probed it.
 async fn wait_for(
-    uri: &str,
+    remote: &Remote,
     name: &str,
     want: &[NodeState],
     cancel: &CancellationToken,
@@ -242,7 +270,7 @@ async fn wait_for(
         if monitor.is_finished() || nodes.iter().any(|n| n.is_finished()) {
             bail!("a process of the demo stopped early; see its log");
         }
-        if let Ok(mut c) = pgpilot_proto::client::connect(uri).await {
+        if let Ok(mut c) = remote.connect().await {
             if let Ok(r) = c.show_state(pb::ShowStateRequest::default()).await {
                 let ready = r.into_inner().nodes.iter().any(|n| {
                     // Probed too, so the table shows no "?".
@@ -267,20 +295,42 @@ async fn wait_for(
     }
 }
 
-async fn show(uri: &str, cmd: impl FnOnce(Target) -> Show) {
-    let target = Target {
-        monitor: Some(uri.to_string()),
-        pgdata: None,
+/// How the demo reaches its monitor: as an operator on the monitor's
+/// machine does, through the monitor's directory.
+struct Remote {
+    uri: String,
+    auth: pgpilot_proto::client::ClientAuth,
+    monitor_dir: PathBuf,
+    /// What the demo's nodes present to register.
+    join: Join,
+}
+
+impl Remote {
+    async fn connect(&self) -> anyhow::Result<pgpilot_proto::client::Client> {
+        Ok(pgpilot_proto::client::connect(&self.uri, &self.auth).await?)
+    }
+}
+
+fn local_target(monitor_dir: &Path) -> Target {
+    Target {
+        monitor: None,
+        pgdata: Some(monitor_dir.to_path_buf()),
+        ca_file: None,
+        token_file: None,
         json: false,
-    };
+    }
+}
+
+async fn show(remote: &Remote, cmd: impl FnOnce(Target) -> Show) {
+    let target = local_target(&remote.monitor_dir);
     if let Err(e) = super::show::show(cmd(target)).await {
         eprintln!("{e:#}");
     }
 }
 
 /// The formation's connection string, as `show uri` lists it.
-async fn formation_uri(uri: &str) -> String {
-    let entries = match pgpilot_proto::client::connect(uri).await {
+async fn formation_uri(remote: &Remote) -> String {
+    let entries = match remote.connect().await {
         Ok(mut c) => c
             .show_uri(pb::ShowUriRequest::default())
             .await

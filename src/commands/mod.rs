@@ -16,7 +16,8 @@ use anyhow::{bail, Context};
 use pgpilot_monitor::files::monitor_config_path;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, Create, Drop, Target};
+use crate::cli::{Cli, Command, Create, Drop, Rotate, Target};
+use pgpilot_proto::client::ClientAuth;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -26,6 +27,19 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run(&args.pgdata).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Config(cmd) => config::config(cmd),
+        Command::Rotate(Rotate::JoinToken { target }) => {
+            let mut client = connect(&target).await?;
+            let reply = client
+                .rotate_join_token(pgpilot_proto::pb::RotateJoinTokenRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{}", reply.join_token);
+            eprintln!(
+                "the old join token no longer registers nodes; registered nodes are unaffected"
+            );
+            Ok(())
+        }
         Command::Show(show) => show::show(show).await,
         Command::Perform(cmd) => operator::perform(cmd).await,
         Command::Set(cmd) => operator::set(cmd).await,
@@ -143,20 +157,44 @@ pub fn cancel_on_node_signals(
     Ok(())
 }
 
-/// The monitor URI a command talks to: --monitor, else the configuration
-/// found through --pgdata.
-pub fn monitor_uri(target: &Target) -> anyhow::Result<String> {
-    if let Some(uri) = &target.monitor {
-        return Ok(uri.clone());
-    }
-    let Some(pgdata) = &target.pgdata else {
-        bail!("say which monitor to ask: pass --monitor URI (or set PGPILOT_MONITOR), or --pgdata DIR of the monitor or of a node");
+/// The monitor a command talks to and how: --monitor (with --ca-file and
+/// a credential from --token-file or PGPILOT_TOKEN), else what --pgdata
+/// holds: a monitor's URI, CA and operator credential, or a node's
+/// monitor URI, its copy of the CA and its own credential.
+pub fn monitor_target(target: &Target) -> anyhow::Result<(String, ClientAuth)> {
+    let (uri, mut auth) = match (&target.monitor, &target.pgdata) {
+        (Some(uri), _) => (uri.clone(), ClientAuth::default()),
+        (None, None) => bail!("say which monitor to ask: pass --monitor URI (or set PGPILOT_MONITOR), or --pgdata DIR of the monitor or of a node"),
+        (None, Some(pgdata)) => from_pgdata(&std::path::absolute(pgdata)?)?,
     };
-    let abs = std::path::absolute(pgdata)?;
-    let path = monitor_config_path(&abs);
+    if let Some(file) = &target.ca_file {
+        auth.ca_pem = Some(
+            std::fs::read(file).with_context(|| format!("read --ca-file {}", file.display()))?,
+        );
+    }
+    if let Some(file) = &target.token_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("read --token-file {}", file.display()))?;
+        auth.token = Some(text.trim().to_string());
+    } else if let Ok(token) = std::env::var("PGPILOT_TOKEN") {
+        auth.token = Some(token.trim().to_string());
+    }
+    if auth.token.is_none() {
+        bail!(
+            "no credential to present to {uri}: set PGPILOT_TOKEN or pass --token-file FILE (the \
+             monitor's DIR.pgpilot/credentials/operator-token, or read-token for show commands), \
+             or run on the monitor's machine with --pgdata MONITOR_DIR"
+        );
+    }
+    Ok((uri, auth))
+}
+
+fn from_pgdata(abs: &Path) -> anyhow::Result<(String, ClientAuth)> {
+    let path = monitor_config_path(abs);
     if path.is_file() {
         let config = pgpilot_monitor::config::MonitorConfig::load(&path)?;
-        // From this machine, reach the monitor where it listens.
+        // From this machine, reach the monitor where it listens (its
+        // certificate names loopback and the listen address too).
         let addr = config.listen;
         let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
@@ -165,7 +203,26 @@ pub fn monitor_uri(target: &Target) -> anyhow::Result<String> {
         } else {
             addr.ip().to_string()
         };
-        return Ok(format!("http://{host}:{}", addr.port()));
+        let scheme = if config.ssl { "https" } else { "http" };
+        let ca_pem = if config.ssl {
+            Some(pgpilot_monitor::tls::ca_pem(abs)?)
+        } else {
+            None
+        };
+        let token =
+            pgpilot_monitor::auth::read_token(&pgpilot_monitor::auth::operator_token_path(abs))?;
+        return Ok((
+            format!("{scheme}://{host}:{}", addr.port()),
+            ClientAuth {
+                ca_pem,
+                token: Some(token.token()),
+            },
+        ));
+    }
+    if pgpilot_keeper::files::config_path(abs).is_file() {
+        let config = pgpilot_keeper::config::KeeperConfig::load(abs)?;
+        let auth = pgpilot_keeper::monitor_auth::client_auth(&config)?;
+        return Ok((config.monitor.clone(), auth));
     }
     bail!(
         "{} has no pgpilot monitor or node configuration: pass --monitor URI instead",
@@ -173,14 +230,22 @@ pub fn monitor_uri(target: &Target) -> anyhow::Result<String> {
     )
 }
 
-pub async fn connect(
-    target: &Target,
-) -> anyhow::Result<pgpilot_proto::pb::monitor_client::MonitorClient<tonic::transport::Channel>> {
-    let uri = monitor_uri(target)?;
-    pgpilot_monitor::rpc::connect(&uri).await
+pub async fn connect(target: &Target) -> anyhow::Result<pgpilot_proto::client::Client> {
+    let (uri, auth) = monitor_target(target)?;
+    Ok(pgpilot_proto::client::connect(&uri, &auth).await?)
 }
 
-/// A refused request, as the operator should read it.
+/// A refused request, as the operator should read it. A transport
+/// failure on the first request (a lazy connection) gets the hint
+/// `connect` would have given.
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("the monitor refused: {}", status.message())
+    let text = pgpilot_proto::client::explain_status(&status);
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+            if text != status.message() =>
+        {
+            anyhow::anyhow!("cannot talk to the monitor: {text}")
+        }
+        _ => anyhow::anyhow!("the monitor refused: {}", status.message()),
+    }
 }

@@ -17,6 +17,17 @@ pub async fn create(args: CreateMonitorArgs) -> anyhow::Result<()> {
         database_url: args.database_url,
         pg_user: args.pg_user,
         http_listen: args.http_listen,
+        ssl: !args.no_ssl,
+        certs: match (args.ssl_ca_file, args.server_cert, args.server_key) {
+            (Some(ca_file), Some(cert_file), Some(key_file)) => {
+                Some(pgpilot_monitor::tls::SuppliedCerts {
+                    ca_file,
+                    cert_file,
+                    key_file,
+                })
+            }
+            _ => None,
+        },
         timings: Timings::default(),
     };
     let (created, config) = create_monitor(&req).await?;

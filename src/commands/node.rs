@@ -3,10 +3,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use pgpilot_keeper::agent::KeeperOnly;
 use pgpilot_keeper::config::{Auth, KeeperConfig};
+use pgpilot_keeper::monitor_auth::Join;
 use pgpilot_keeper::service::{self, CREATED_STATES};
 use pgpilot_keeper::setup::{create_node, Created};
+use pgpilot_proto::credential::JoinToken;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AuthArg, CreatePostgresArgs};
@@ -48,21 +52,42 @@ pub fn config_from(args: &CreatePostgresArgs) -> anyhow::Result<KeeperConfig> {
 
 pub async fn create(args: CreatePostgresArgs) -> anyhow::Result<()> {
     let config = config_from(&args)?;
+    let join = join_from(&args)?;
     let cancel = CancellationToken::new();
     let keeper_only = KeeperOnly::default();
     super::cancel_on_node_signals(cancel.clone(), keeper_only.clone())?;
-    create_and_run(config, args.run, cancel, keeper_only).await
+    create_and_run(config, join, args.run, cancel, keeper_only).await
+}
+
+/// The join token of `--join-token`, PGPILOT_JOIN_TOKEN or
+/// `--join-token-file`, checked; `None` when none was given (fine for a
+/// node that is already registered).
+fn join_from(args: &CreatePostgresArgs) -> anyhow::Result<Option<Join>> {
+    let text = match (&args.join_token, &args.join_token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("read --join-token-file {}", f.display()))?,
+        (None, None) => return Ok(None),
+    };
+    let token = JoinToken::parse(&text).map_err(|e| {
+        anyhow::anyhow!("the join token is not valid: {e}; `pgpilot show join-token --pgdata MONITOR_DIR` prints it")
+    })?;
+    Ok(Some(Join {
+        token,
+        ca_file: args.ca_file.clone(),
+    }))
 }
 
 /// Creates (or resumes creating) a node, then runs its keeper until it
 /// reached its first steady state, or until cancelled with `run`.
 pub async fn create_and_run(
     config: KeeperConfig,
+    join: Option<Join>,
     run: bool,
     cancel: CancellationToken,
     keeper_only: KeeperOnly,
 ) -> anyhow::Result<()> {
-    let (created, config, state) = create_node(config).await?;
+    let (created, config, state) = create_node(config, join.as_ref()).await?;
     let pgdata = config.pgdata.clone();
     match created {
         Created::New => println!(

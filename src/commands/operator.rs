@@ -193,7 +193,7 @@ pub async fn set(cmd: Set) -> anyhow::Result<()> {
 /// Follows a settings change until the group reached its goals, then
 /// prints the result (`operation`, the change as JSON, and its text).
 async fn converge(
-    client: &mut pb::monitor_client::MonitorClient<tonic::transport::Channel>,
+    client: &mut pgpilot_proto::client::Client,
     events: Option<tonic::Streaming<pb::Event>>,
     target: &Target,
     formation: &str,
@@ -276,7 +276,7 @@ pub async fn maintenance(cmd: Maintenance, on: bool) -> anyhow::Result<()> {
 /// The event stream, subscribed before the request is sent; none with
 /// `--wait 0`, which does not follow the change.
 async fn subscribe_if_waiting(
-    client: &mut pb::monitor_client::MonitorClient<tonic::transport::Channel>,
+    client: &mut pgpilot_proto::client::Client,
     formation: &str,
     wait: WaitArg,
 ) -> anyhow::Result<Option<tonic::Streaming<pb::Event>>> {

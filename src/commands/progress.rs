@@ -6,16 +6,16 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use pgpilot_proto::pb::{self, monitor_client::MonitorClient};
+use pgpilot_proto::pb;
 use pgpilot_proto::NodeState;
 use serde_json::json;
 use tokio::time::Instant;
-use tonic::{transport::Channel, Streaming};
+use tonic::Streaming;
 
 use super::show::{event_json, node_json, state_name};
 use super::status_error;
 
-type Client = MonitorClient<Channel>;
+type Client = pgpilot_proto::client::Client;
 
 /// How often `show state` is read when no event arrives: a Watch stream
 /// that fell behind skips events (the monitor drops them rather than

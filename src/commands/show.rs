@@ -14,6 +14,20 @@ pub(super) fn state_name(v: i32) -> String {
 
 pub async fn show(cmd: Show) -> anyhow::Result<()> {
     match cmd {
+        Show::JoinToken { pgdata } => {
+            let abs = std::path::absolute(&pgdata)?;
+            let path = pgpilot_monitor::auth::join_token_path(&abs);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "read {}: {e}; --pgdata must be the monitor's data directory, on the monitor's machine",
+                    path.display()
+                )
+            })?;
+            pgpilot_proto::credential::JoinToken::parse(&text).map_err(|e| {
+                anyhow::anyhow!("{} holds no valid join token: {e}", path.display())
+            })?;
+            println!("{}", text.trim());
+        }
         Show::Uri { target, formation } => {
             let mut client = connect(&target).await?;
             let reply = client

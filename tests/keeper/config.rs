@@ -166,6 +166,7 @@ fn monitor_config_get_set_check() {
         database_url: Some("postgres://u:pw@db/x".into()),
         pg_user: "postgres".into(),
         http_listen: None,
+        ssl: true,
         timings: Timings::default(),
     }
     .save(&path)

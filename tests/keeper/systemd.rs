@@ -94,6 +94,7 @@ async fn run_notifies_ready_watchdog_and_stopping() {
     assert!(fixture.stop().success());
     let monitor_pgdata = fixture.pgdata.clone();
     let uri = fixture.uri.clone();
+    let auth = fixture.auth();
 
     let unit = pgpilot_ok(&["show", "systemd", "--pgdata", path_str(&monitor_pgdata)]);
     assert!(unit.lines().any(|l| l == "KillMode=mixed"), "{unit}");
@@ -116,7 +117,7 @@ async fn run_notifies_ready_watchdog_and_stopping() {
     );
     let ready = mm.expect("READY=1", Duration::from_secs(90), &mut monitor);
     assert!(ready.contains("STATUS=serving gRPC on"), "{ready}");
-    assert!(pgpilot_monitor::rpc::connect(&uri).await.is_ok());
+    assert!(pgpilot_proto::client::connect(&uri, &auth).await.is_ok());
     // The probe loop's keep-alives (every round, a second apart).
     mm.expect("WATCHDOG=1", Duration::from_secs(10), &mut monitor);
     mm.expect("WATCHDOG=1", Duration::from_secs(10), &mut monitor);

@@ -4,7 +4,9 @@ use pgpilot_proto::pb;
 use pgpilot_proto::NodeState;
 use tonic::Code;
 
-use crate::keeper::{bootstrapped, event_descriptions, register_request, Bootstrapped, Report};
+use crate::keeper::{
+    bootstrapped, event_descriptions, register_request, signed, Bootstrapped, Report,
+};
 use crate::support::{path_str, pgpilot, MonitorProc, TestDir};
 
 /// Everything an operator can see: every node's full JSON and every event.
@@ -43,6 +45,7 @@ async fn refused_requests_change_nothing() {
         a_pg,
         mut c,
         sysid,
+        join,
         a: a_report,
         b: b_report,
         b_pg: _b_pg_held,
@@ -51,18 +54,29 @@ async fn refused_requests_change_nothing() {
     let uri = monitor.uri.as_str();
     let before = snapshot(uri);
 
-    // Unknown node id.
+    // Unknown node id: no credential can exist for it.
     let mut r = Report::new(999, NodeState::Secondary);
+    r.credential = pgpilot_proto::credential::Credential::Node {
+        node_id: 999,
+        secret: pgpilot_proto::credential::Credential::new_secret(),
+    }
+    .token();
     assert_refused(
-        c.node_active(r.request()).await,
-        Code::NotFound,
-        "node 999 is not registered",
+        c.node_active(r.signed()).await,
+        Code::Unauthenticated,
+        "not registered",
+    );
+    // Node a's credential reporting for node 999.
+    assert_refused(
+        c.node_active(a_report.sign(r.request())).await,
+        Code::PermissionDenied,
+        "cannot act for node 999",
     );
     // A state the node cannot be in: a secondary claiming to be primary.
     r = b_report.clone();
     r.state = NodeState::Primary;
     assert_refused(
-        c.node_active(r.request()).await,
+        c.node_active(r.signed()).await,
         Code::FailedPrecondition,
         "reported primary",
     );
@@ -70,7 +84,7 @@ async fn refused_requests_change_nothing() {
     let mut req = b_report.request();
     req.reported_state = 99;
     assert_refused(
-        c.node_active(req).await,
+        c.node_active(b_report.sign(req)).await,
         Code::InvalidArgument,
         "unknown node state",
     );
@@ -78,7 +92,7 @@ async fn refused_requests_change_nothing() {
     r = b_report.clone();
     r.generation_seen = 7;
     assert_refused(
-        c.node_active(r.request()).await,
+        c.node_active(r.signed()).await,
         Code::FailedPrecondition,
         "generation 7",
     );
@@ -86,21 +100,21 @@ async fn refused_requests_change_nothing() {
     r = a_report.clone();
     r.system_identifier = sysid ^ 1;
     assert_refused(
-        c.node_active(r.request()).await,
+        c.node_active(r.signed()).await,
         Code::FailedPrecondition,
         "system identifier",
     );
     // Duplicate name.
     let mut reg = register_request("a", 1);
     assert_refused(
-        c.register(reg.clone()).await,
+        c.register(signed(reg.clone(), &join)).await,
         Code::AlreadyExists,
         "already has a node named \"a\"",
     );
     // Duplicate host:port.
     reg = register_request("c", a_pg.port);
     assert_refused(
-        c.register(reg.clone()).await,
+        c.register(signed(reg.clone(), &join)).await,
         Code::AlreadyExists,
         "already registered as node",
     );
@@ -108,7 +122,7 @@ async fn refused_requests_change_nothing() {
     reg = register_request("c", 2);
     reg.system_identifier = sysid ^ 1;
     assert_refused(
-        c.register(reg.clone()).await,
+        c.register(signed(reg.clone(), &join)).await,
         Code::FailedPrecondition,
         "different database cluster",
     );
@@ -116,7 +130,7 @@ async fn refused_requests_change_nothing() {
     reg = register_request("c", 2);
     reg.formation = "nope".into();
     assert_refused(
-        c.register(reg.clone()).await,
+        c.register(signed(reg.clone(), &join)).await,
         Code::NotFound,
         "formation \"nope\" does not exist",
     );
@@ -124,27 +138,27 @@ async fn refused_requests_change_nothing() {
     reg = register_request("c", 2);
     reg.candidate_priority = 101;
     assert_refused(
-        c.register(reg.clone()).await,
+        c.register(signed(reg.clone(), &join)).await,
         Code::InvalidArgument,
         "candidate priority 101",
     );
     reg = register_request("c", 0);
     assert_refused(
-        c.register(reg.clone()).await,
+        c.register(signed(reg.clone(), &join)).await,
         Code::InvalidArgument,
         "port 0",
     );
     reg = register_request("c", 2);
     reg.initial_state = NodeState::Primary as i32;
     assert_refused(
-        c.register(reg.clone()).await,
+        c.register(signed(reg.clone(), &join)).await,
         Code::InvalidArgument,
         "initial state",
     );
     reg = register_request("c", 2);
     reg.dbname = "other".into();
     assert_refused(
-        c.register(reg.clone()).await,
+        c.register(signed(reg.clone(), &join)).await,
         Code::FailedPrecondition,
         "serves database \"postgres\"",
     );
@@ -253,13 +267,14 @@ async fn create_monitor_refuses_foreign_dirs_and_is_idempotent() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let uri = format!("http://127.0.0.1:{port}");
+    let uri = format!("https://127.0.0.1:{port}");
+    let auth = monitor.auth();
     let state = crate::support::eventually(
         "restarted monitor answers",
         std::time::Duration::from_secs(60),
         || {
-            let uri = uri.clone();
-            async move { pgpilot_monitor::rpc::connect(&uri).await.ok() }
+            let (uri, auth) = (uri.clone(), auth.clone());
+            async move { pgpilot_proto::client::connect(&uri, &auth).await.ok() }
         },
     )
     .await;

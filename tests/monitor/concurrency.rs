@@ -34,7 +34,8 @@ async fn concurrent_reports_never_make_two_writable_nodes() {
     let b_pg = NodePg::create(&dir, "b").await;
     let mut c = monitor.client().await;
     let sysid = a_pg.system_identifier().await;
-    let (a_report, b_report) = bootstrap(&mut c, a_pg.port, b_pg.port, sysid).await;
+    let (a_report, b_report) =
+        bootstrap(&mut c, &monitor.join_token(), a_pg.port, b_pg.port, sysid).await;
 
     // A's Postgres dies; its keeper keeps racing reports that flip between
     // "running" and "down", while B's keeper races reports of lost
@@ -56,7 +57,7 @@ async fn concurrent_reports_never_make_two_writable_nodes() {
                 } else {
                     r.upstream_silent_ms = Some(if rng.chance(70) { 5_000 } else { 0 });
                 }
-                match c.node_active(r.request()).await {
+                match c.node_active(r.signed()).await {
                     Ok(reply) => {
                         let reply = reply.into_inner();
                         let goal = NodeState::from_wire(reply.assigned_state).unwrap();

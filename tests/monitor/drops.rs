@@ -11,11 +11,7 @@ use pgpilot_proto::{pb, NodeState};
 use crate::keeper::{bootstrapped, register_request, show_state, triple, Bootstrapped};
 use crate::support::{eventually, TestDir};
 
-async fn drop_node(
-    c: &mut pgpilot_proto::pb::monitor_client::MonitorClient<tonic::transport::Channel>,
-    node_id: i64,
-    force: bool,
-) {
+async fn drop_node(c: &mut pgpilot_proto::client::Client, node_id: i64, force: bool) {
     c.drop_node(pb::DropNodeRequest { node_id, force })
         .await
         .unwrap_or_else(|e| panic!("drop node {node_id} (force {force}) refused: {e}"));
@@ -84,7 +80,7 @@ async fn forced_drops_and_a_new_cluster_after_the_last_node() {
     let mut req = register_request("fresh", crate::support::free_port());
     req.system_identifier = 12345;
     let reply = c
-        .register(req)
+        .register(crate::keeper::signed(req, &monitor.join_token()))
         .await
         .unwrap_or_else(|e| panic!("a new first node was refused: {e}"))
         .into_inner();

@@ -1,8 +1,7 @@
 //! A keeper driven by hand: registration and NodeActive reports.
 
-use pgpilot_proto::pb::{self, monitor_client::MonitorClient};
+use pgpilot_proto::pb;
 use pgpilot_proto::NodeState;
-use tonic::transport::Channel;
 
 /// What one report says; tests change the fields they care about.
 #[derive(Clone, Debug)]
@@ -17,11 +16,30 @@ pub struct Report {
     pub upstream_silent_ms: Option<u64>,
     pub system_identifier: u64,
     pub transition_error: String,
+    /// The node's own credential, as Register gave it ("" for a node
+    /// that never registered).
+    pub credential: String,
+}
+
+/// A credential to sign requests with, whatever the client's own.
+pub fn signed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    pgpilot_proto::client::with_credential(msg, token).unwrap()
 }
 
 impl Report {
+    /// The reports of the node `reg` registered.
+    pub fn of(reg: &pb::RegisterResponse, state: NodeState) -> Report {
+        Report {
+            credential: reg.node_credential.clone(),
+            ..Report::new(reg.node_id, state)
+        }
+    }
+
+    /// Reports of node `node_id` with no credential (a node that never
+    /// registered); see [`Report::of`].
     pub fn new(node_id: i64, state: NodeState) -> Report {
         Report {
+            credential: String::new(),
             node_id,
             state,
             generation_seen: 1,
@@ -56,13 +74,26 @@ impl Report {
         }
     }
 
+    /// `msg` with this node's credential.
+    pub fn sign<T>(&self, msg: T) -> tonic::Request<T> {
+        if self.credential.is_empty() {
+            return tonic::Request::new(msg);
+        }
+        signed(msg, &self.credential)
+    }
+
+    /// The report with this node's credential.
+    pub fn signed(&self) -> tonic::Request<pb::NodeActiveRequest> {
+        self.sign(self.request())
+    }
+
     /// Sends the report; returns the assigned state and the whole reply.
     pub async fn send(
         &self,
-        client: &mut MonitorClient<Channel>,
+        client: &mut pgpilot_proto::client::Client,
     ) -> (NodeState, pb::NodeActiveResponse) {
         let reply = client
-            .node_active(self.request())
+            .node_active(self.signed())
             .await
             .unwrap_or_else(|e| panic!("report {self:?} refused: {e}"))
             .into_inner();
@@ -84,13 +115,15 @@ pub fn register_request(name: &str, port: u16) -> pb::RegisterRequest {
     }
 }
 
+/// Registers with the formation's join token (`join`).
 pub async fn register(
-    client: &mut MonitorClient<Channel>,
+    client: &mut pgpilot_proto::client::Client,
+    join: &str,
     name: &str,
     port: u16,
 ) -> pb::RegisterResponse {
     client
-        .register(register_request(name, port))
+        .register(signed(register_request(name, port), join))
         .await
         .unwrap_or_else(|e| panic!("register {name} refused: {e}"))
         .into_inner()
@@ -139,17 +172,18 @@ pub fn triple(name: &str, reported: &str, assigned: &str) -> (String, String, St
 /// Registers A and B and drives them to primary / secondary.
 /// Returns the two keepers' reports in their steady state.
 pub async fn bootstrap(
-    c: &mut MonitorClient<Channel>,
+    c: &mut pgpilot_proto::client::Client,
+    join: &str,
     a_port: u16,
     b_port: u16,
     sysid: u64,
 ) -> (Report, Report) {
-    let a = register(c, "a", a_port).await.node_id;
-    let mut ar = Report::new(a, NodeState::Single);
+    let a = register(c, join, "a", a_port).await;
+    let mut ar = Report::of(&a, NodeState::Single);
     ar.system_identifier = sysid;
     ar.send(c).await;
-    let b = register(c, "b", b_port).await.node_id;
-    let mut br = Report::new(b, NodeState::WaitStandby);
+    let b = register(c, join, "b", b_port).await;
+    let mut br = Report::of(&b, NodeState::WaitStandby);
     ar.state = NodeState::WaitPrimary;
     ar.send(c).await;
     assert_eq!(br.send(c).await.0, NodeState::Catchingup);
@@ -176,7 +210,9 @@ pub struct Bootstrapped {
     pub a_pg: crate::support::NodePg,
     #[allow(dead_code)]
     pub b_pg: crate::support::NodePg,
-    pub c: MonitorClient<Channel>,
+    pub c: pgpilot_proto::client::Client,
+    /// The formation's join token.
+    pub join: String,
     pub sysid: u64,
     pub a: Report,
     pub b: Report,
@@ -188,13 +224,15 @@ pub async fn bootstrapped(dir: &crate::support::TestDir) -> Bootstrapped {
     let b_pg = crate::support::NodePg::create(dir, "b").await;
     let mut c = monitor.client().await;
     let sysid = a_pg.system_identifier().await;
-    let (a, b) = bootstrap(&mut c, a_pg.port, b_pg.port, sysid).await;
+    let join = monitor.join_token();
+    let (a, b) = bootstrap(&mut c, &join, a_pg.port, b_pg.port, sysid).await;
     wait_probed(&c).await;
     Bootstrapped {
         monitor,
         a_pg,
         b_pg,
         c,
+        join,
         sysid,
         a,
         b,
@@ -204,7 +242,7 @@ pub async fn bootstrapped(dir: &crate::support::TestDir) -> Bootstrapped {
 /// Waits until the monitor's probes have judged every node: health going
 /// from unknown to good is a change no request caused, so tests that count
 /// writes or events start after it.
-pub async fn wait_probed(c: &MonitorClient<Channel>) {
+pub async fn wait_probed(c: &pgpilot_proto::client::Client) {
     crate::support::eventually(
         "every node probed good",
         std::time::Duration::from_secs(60),

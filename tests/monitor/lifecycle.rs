@@ -20,10 +20,11 @@ async fn bootstrap_failover_and_rejoin() {
     let uri = monitor.uri.as_str();
 
     // --- Bootstrap: A alone is single.
-    let ra = register(&mut c, "a", a_pg.port).await;
+    let join = monitor.join_token();
+    let ra = register(&mut c, &join, "a", a_pg.port).await;
     assert_eq!(NodeState::from_wire(ra.assigned_state).unwrap(), Single);
     let a = ra.node_id;
-    let mut a_report = Report::new(a, Single);
+    let mut a_report = Report::of(&ra, Single);
     a_report.system_identifier = a_pg.system_identifier().await;
     let (goal, reply) = a_report.send(&mut c).await;
     assert_eq!(goal, Single);
@@ -41,7 +42,7 @@ async fn bootstrap_failover_and_rejoin() {
         .into_inner();
 
     // B joins: it waits for A, which prepares for a standby.
-    let rb = register(&mut c, "b", b_pg.port).await;
+    let rb = register(&mut c, &join, "b", b_pg.port).await;
     let pushed = tokio::time::timeout(DEADLINE, watch.message())
         .await
         .unwrap()
@@ -56,7 +57,7 @@ async fn bootstrap_failover_and_rejoin() {
         WaitStandby
     );
     let b = rb.node_id;
-    let mut b_report = Report::new(b, WaitStandby);
+    let mut b_report = Report::of(&rb, WaitStandby);
     assert_eq!(a_report.send(&mut c).await.0, WaitPrimary);
     a_report.state = WaitPrimary;
     assert_eq!(a_report.send(&mut c).await.0, WaitPrimary);

@@ -30,8 +30,9 @@ async fn metrics_follow_the_group_through_a_failover_and_a_fence() {
         ..
     } = bootstrapped(&dir).await;
     let port = monitor.http_port;
-    // A report that is refused (no such node) is timed too.
-    let bogus = Report::new(999, Secondary).request();
+    // A report that is refused (node a's credential, for no such node) is
+    // timed too.
+    let bogus = a_report.sign(Report::new(999, Secondary).request());
     assert!(c.node_active(bogus).await.is_err());
 
     // --- Steady: a primary, b 256 bytes behind it.

@@ -3,23 +3,22 @@
 //! and the CLI follows a change on the Watch stream until it is done.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pgpilot_proto::pb::{self, monitor_client::MonitorClient};
+use pgpilot_proto::pb;
 use pgpilot_proto::NodeState;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::bad_input::{assert_refused, snapshot};
 use crate::keeper::{bootstrapped, register, wait_probed, Bootstrapped, Report};
-use crate::support::{pgpilot, pgpilot_bin, pgpilot_ok, MonitorProc, NodePg, TestDir};
+use crate::support::{pgpilot, pgpilot_ok, MonitorProc, NodePg, TestDir};
 
 /// What `snapshot` sees, plus every setting (number_sync_standbys is in
 /// no node's row).
 async fn full_snapshot(
     uri: &str,
-    c: &mut MonitorClient<Channel>,
+    c: &mut pgpilot_proto::client::Client,
 ) -> ((serde_json::Value, Vec<String>), Vec<pb::Setting>) {
     let settings = c
         .show_settings(pb::ShowSettingsRequest::default())
@@ -182,8 +181,8 @@ async fn switchover_needs_a_primary_and_a_standby() {
     );
     // A single node.
     let a_pg = NodePg::create(&dir, "a").await;
-    let a = register(&mut c, "a", a_pg.port).await.node_id;
-    let mut ar = Report::new(a, NodeState::Single);
+    let a = register(&mut c, &monitor.join_token(), "a", a_pg.port).await;
+    let mut ar = Report::of(&a, NodeState::Single);
     ar.system_identifier = a_pg.system_identifier().await;
     ar.send(&mut c).await;
     wait_probed(&c).await;
@@ -215,7 +214,7 @@ async fn switchover_needs_a_primary_and_a_standby() {
 /// One round of fake keepers that reach every goal at once: each reports
 /// the goal it was last given. Returns whether every node already
 /// reported its goal.
-async fn keepers_round(c: &mut MonitorClient<Channel>, reports: &mut [&mut Report]) -> bool {
+async fn keepers_round(c: &mut pgpilot_proto::client::Client, reports: &mut [&mut Report]) -> bool {
     let mut converged = true;
     for r in reports.iter_mut() {
         let (goal, _) = r.send(c).await;
@@ -231,13 +230,10 @@ async fn keepers_round(c: &mut MonitorClient<Channel>, reports: &mut [&mut Repor
 /// goals; returns its exit success and stdout.
 async fn run_while_keepers_follow(
     args: &[&str],
-    c: &mut MonitorClient<Channel>,
+    c: &mut pgpilot_proto::client::Client,
     reports: &mut [&mut Report],
 ) -> (bool, String) {
-    let mut child = Command::new(pgpilot_bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
+    let mut child = crate::support::pgpilot_command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

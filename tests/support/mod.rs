@@ -16,8 +16,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pgpilot_pgproc::{self as pgproc, OsUser, PgBin, PostgresHandle, ShutdownMode, StartOptions};
-use pgpilot_proto::pb::monitor_client::MonitorClient;
-use tonic::transport::Channel;
 
 /// The pgpilot binary under test.
 pub fn pgpilot_bin() -> &'static str {
@@ -77,14 +75,47 @@ impl Drop for TestDir {
     }
 }
 
-/// Runs `pgpilot ARGS` to completion.
+/// Monitors started by this test process, by URI: their directory (for
+/// the CA and the operator credential).
+static MONITORS: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// The environment a CLI command needs to reach `uri` as the operator
+/// (PGPILOT_CA_FILE, PGPILOT_TOKEN_FILE) when it is a test monitor.
+pub fn operator_env(uri: &str) -> Vec<(&'static str, PathBuf)> {
+    let monitors = MONITORS.lock().unwrap();
+    let Some((_, pgdata)) = monitors.iter().find(|(u, _)| u == uri) else {
+        return Vec::new();
+    };
+    vec![
+        ("PGPILOT_CA_FILE", pgpilot_monitor::tls::ca_path(pgdata)),
+        (
+            "PGPILOT_TOKEN_FILE",
+            pgpilot_monitor::auth::operator_token_path(pgdata),
+        ),
+    ]
+}
+
+/// Runs `pgpilot ARGS` to completion. With `--monitor URI` of a test
+/// monitor, as its operator: the CA and credential are passed in the
+/// environment, as an operator would set them.
 pub fn pgpilot(args: &[&str]) -> Output {
-    Command::new(pgpilot_bin())
-        .args(args)
+    pgpilot_command(args).output().expect("run pgpilot")
+}
+
+/// The command [`pgpilot`] runs, for callers that spawn it themselves.
+pub fn pgpilot_command(args: &[&str]) -> Command {
+    let env = args
+        .iter()
+        .position(|a| *a == "--monitor")
+        .and_then(|i| args.get(i + 1))
+        .map(|uri| operator_env(uri))
+        .unwrap_or_default();
+    let mut cmd = Command::new(pgpilot_bin());
+    cmd.args(args)
+        .envs(env)
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run pgpilot")
+        .stdin(Stdio::null());
+    cmd
 }
 
 /// Runs `pgpilot ARGS`, asserts success, returns stdout.
@@ -136,12 +167,14 @@ impl MonitorProc {
             .stderr(std::fs::File::create(dir.join("monitor.err")).unwrap())
             .spawn()
             .expect("spawn the monitor");
+        let uri = format!("https://127.0.0.1:{port}");
+        MONITORS.lock().unwrap().push((uri.clone(), pgdata.clone()));
         let mut m = MonitorProc {
             child,
             port,
             http_port,
             pgdata,
-            uri: format!("http://127.0.0.1:{port}"),
+            uri,
             log,
         };
         m.wait_ready().await;
@@ -154,8 +187,14 @@ impl MonitorProc {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("monitor exited early with {status}: {}", self.stderr());
             }
-            if pgpilot_monitor::rpc::connect(&self.uri).await.is_ok() {
-                return;
+            // The credentials exist once `create monitor` is done.
+            if let Ok(auth) = self.try_auth() {
+                if pgpilot_proto::client::connect(&self.uri, &auth)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
             }
             assert!(
                 Instant::now() < deadline,
@@ -170,8 +209,37 @@ impl MonitorProc {
         std::fs::read_to_string(self.log.with_file_name("monitor.err")).unwrap_or_default()
     }
 
-    pub async fn client(&self) -> MonitorClient<Channel> {
-        pgpilot_monitor::rpc::connect(&self.uri).await.unwrap()
+    /// The operator's CA and credential, as the monitor's files hold them.
+    pub fn auth(&self) -> pgpilot_proto::client::ClientAuth {
+        self.try_auth()
+            .expect("read the monitor's CA and operator credential")
+    }
+
+    fn try_auth(&self) -> anyhow::Result<pgpilot_proto::client::ClientAuth> {
+        Ok(pgpilot_proto::client::ClientAuth {
+            ca_pem: Some(pgpilot_monitor::tls::ca_pem(&self.pgdata)?),
+            token: Some(
+                pgpilot_monitor::auth::read_token(&pgpilot_monitor::auth::operator_token_path(
+                    &self.pgdata,
+                ))?
+                .token(),
+            ),
+        })
+    }
+
+    /// The formation's join token, as `show join-token` prints it.
+    pub fn join_token(&self) -> String {
+        std::fs::read_to_string(pgpilot_monitor::auth::join_token_path(&self.pgdata))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// An operator's client.
+    pub async fn client(&self) -> pgpilot_proto::client::Client {
+        pgpilot_proto::client::connect(&self.uri, &self.auth())
+            .await
+            .unwrap()
     }
 
     /// Starts the stopped monitor again (`pgpilot run`, same port and data).
@@ -412,6 +480,12 @@ impl KeeperProc {
             name,
             "--http-listen",
             &http_listen,
+            // The join token of the test's monitor (always DIR/monitor),
+            // from its file: nothing secret on the command line.
+            "--join-token-file",
+            path_str(&pgpilot_monitor::auth::join_token_path(
+                &dir.join("monitor"),
+            )),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -589,7 +663,7 @@ fn tail(text: &str, n: usize) -> String {
 
 /// (reported, assigned) of every node, by name, from `show state`.
 pub async fn node_states(
-    client: &mut MonitorClient<Channel>,
+    client: &mut pgpilot_proto::client::Client,
 ) -> std::collections::BTreeMap<String, (String, String)> {
     use pgpilot_proto::NodeState;
     let name = |v: i32| NodeState::from_wire(v).map_or("?".into(), |s| s.name().to_string());

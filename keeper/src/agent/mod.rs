@@ -79,6 +79,8 @@ impl KeeperOnly {
 const FINAL_REPORT_ATTEMPTS: u32 = 10;
 
 pub struct Agent {
+    /// The CA and node credential the monitor connections use.
+    auth: pgpilot_proto::client::ClientAuth,
     pub config: KeeperConfig,
     pub pg: LocalPg,
     /// Reads PostgreSQL beside a step that holds `pg`.
@@ -119,13 +121,15 @@ impl Published {
 
 impl Agent {
     pub async fn new(config: KeeperConfig, state: KeeperState) -> anyhow::Result<Agent> {
-        let client = pgpilot_proto::client::connect_lazy(&config.monitor)?;
+        let auth = crate::monitor_auth::client_auth(&config)?;
+        let client = pgpilot_proto::client::connect_lazy(&config.monitor, &auth)?;
         let pg = LocalPg::new(&config, &state.name)?;
         let monitor_addrs = access::monitor_addresses(&config.monitor).await;
         let http = crate::http::bind(&config.http_listen()?).await?;
         let engine = Engine::new(state, config.poll_interval);
         let metrics = Arc::new(Metrics::new());
         Ok(Agent {
+            auth,
             config,
             probe: pg.probe(),
             pg,
@@ -168,6 +172,7 @@ impl Agent {
         let state = self.engine.state();
         let watch = tokio::spawn(watch::watch_group(
             self.config.monitor.clone(),
+            self.auth.clone(),
             self.config.formation.clone(),
             state.group_id,
             self.wake.clone(),

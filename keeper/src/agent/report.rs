@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pgpilot_pgproc::controldata;
-use pgpilot_proto::pb::monitor_client::MonitorClient;
 use pgpilot_proto::{pb, Lsn};
-use tonic::transport::Channel;
 
 use super::Agent;
 use crate::clock;
@@ -161,7 +159,7 @@ fn parse_shutdown_lsn(text: &str) -> Option<Lsn> {
 
 /// The keeper's side of the monitor: the gRPC client and how reports went.
 pub(super) struct Link {
-    client: MonitorClient<Channel>,
+    client: pgpilot_proto::client::Client,
     failures: u32,
     /// When the last report was sent, answered or not: the heartbeat
     /// beside long steps counts its interval from there.
@@ -170,7 +168,7 @@ pub(super) struct Link {
 }
 
 impl Link {
-    pub(super) fn new(client: MonitorClient<Channel>, metrics: Arc<Metrics>) -> Link {
+    pub(super) fn new(client: pgpilot_proto::client::Client, metrics: Arc<Metrics>) -> Link {
         Link {
             client,
             failures: 0,

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 /// after errors. Polling still runs, so a lost stream only costs latency.
 pub(super) async fn watch_group(
     uri: String,
+    auth: pgpilot_proto::client::ClientAuth,
     formation: String,
     group_id: i32,
     wake: Arc<Notify>,
@@ -19,7 +20,7 @@ pub(super) async fn watch_group(
 ) {
     while !cancel.is_cancelled() {
         let stream = async {
-            let mut client = pgpilot_proto::client::connect(&uri).await?;
+            let mut client = pgpilot_proto::client::connect(&uri, &auth).await?;
             let mut stream = client
                 .watch(pb::WatchRequest {
                     formation: formation.clone(),

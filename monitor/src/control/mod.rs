@@ -20,6 +20,7 @@ mod report;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::auth::Keys;
 use crate::config::Timings;
 use crate::core::{self, Core};
 use crate::error::{MonitorError, Result};
@@ -45,6 +46,10 @@ pub struct Control {
     /// Counted once a decision is committed ([`Control::finish`]), and
     /// by the gRPC layer and the prober.
     pub metrics: Arc<Metrics>,
+    /// Credentials: the tokens' digests, and each node's (see
+    /// [`crate::auth`]). Node entries follow the rows: added by Register,
+    /// removed with the row, so a dropped node's credential stops working.
+    pub keys: Arc<Keys>,
     locks: Arc<Mutex<HashMap<(String, i32), GroupLock>>>,
 }
 
@@ -58,7 +63,13 @@ type GroupLock = Arc<tokio::sync::Mutex<()>>;
 pub type GroupGuard = tokio::sync::OwnedMutexGuard<()>;
 
 impl Control {
-    pub fn new(store: Store, timings: Timings, monitor_uri: String, now: Timestamp) -> Self {
+    pub fn new(
+        store: Store,
+        timings: Timings,
+        monitor_uri: String,
+        keys: Keys,
+        now: Timestamp,
+    ) -> Self {
         Control {
             store,
             live: Live::new(now),
@@ -67,6 +78,7 @@ impl Control {
             timings: Arc::new(timings),
             monitor_uri: Arc::new(monitor_uri),
             metrics: Arc::default(),
+            keys: Arc::new(keys),
             locks: Arc::default(),
         }
     }
@@ -107,12 +119,23 @@ impl Control {
     /// are forgotten by the live table.
     async fn finish(&self, mut tx: GroupTx, actions: &[Action], cause: Cause) -> Result<GroupView> {
         tx.apply(actions).await?;
+        self.commit_applied(tx, actions, cause).await
+    }
+
+    /// [`Control::finish`] for a transaction whose actions are applied.
+    async fn commit_applied(
+        &self,
+        tx: GroupTx,
+        actions: &[Action],
+        cause: Cause,
+    ) -> Result<GroupView> {
         let view = tx.view.clone();
         let events = tx.commit().await?;
         self.metrics.committed(&view, actions, cause);
         for a in actions {
             if let Action::RemoveNode { node_id, .. } = a {
                 self.live.forget(*node_id);
+                self.keys.remove_node(*node_id);
             }
         }
         self.bus.publish(events);
@@ -126,6 +149,12 @@ impl Control {
         let mut tx = self.begin(&formation, group_id, now).await?;
         let actions = self.core.drop_node(&mut tx.view, node_id, force, now)?;
         self.finish(tx, &actions, Cause::Drop).await?;
+        Ok(())
+    }
+
+    /// Loads the nodes' credential digests (at start).
+    pub async fn load_credentials(&self) -> Result<()> {
+        self.keys.set_nodes(self.store.credential_digests().await?);
         Ok(())
     }
 

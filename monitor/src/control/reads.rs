@@ -75,9 +75,16 @@ impl Control {
         let only = self.check_formation(formation).await?;
         let mut entries = Vec::new();
         if only.is_none() {
+            // Said on every `show uri`: without TLS, credentials cross the
+            // network in clear text.
+            let name = if self.monitor_uri.starts_with("http://") {
+                "monitor (no TLS: created with --no-ssl)"
+            } else {
+                "monitor"
+            };
             entries.push(pb::UriEntry {
                 r#type: "monitor".into(),
-                name: "monitor".into(),
+                name: name.into(),
                 uri: self.monitor_uri.to_string(),
             });
         }
@@ -98,7 +105,10 @@ impl Control {
                 r#type: "formation".into(),
                 name: name.clone(),
                 uri: format!(
-                    "postgres://{}/{}?target_session_attrs=read-write",
+                    // Every node runs with ssl=on (self-signed unless the
+                    // operator gave certificates): require it; verify-full
+                    // needs the CA, which applications add themselves.
+                    "postgres://{}/{}?target_session_attrs=read-write&sslmode=require",
                     hosts.join(","),
                     dbname
                 ),

@@ -47,7 +47,11 @@ impl Control {
         let node_id = tx.next_node_id().await?;
         let actions = self.core.register(&mut tx.view, node_id, &new, now)?;
         let replication_password = tx.replication_password().await?;
-        let view = self.finish(tx, &actions, Cause::Register).await?;
+        let (credential, digest) = crate::auth::node_credential(node_id);
+        tx.apply(&actions).await?;
+        tx.set_credential_digest(node_id, &digest).await?;
+        let view = self.commit_applied(tx, &actions, Cause::Register).await?;
+        self.keys.add_node(node_id, digest);
         // The FSM never removes a node in its registration round; a missing
         // node here would be a bug, reported as such.
         let node = view.node(node_id).ok_or_else(|| {
@@ -62,6 +66,7 @@ impl Control {
             assigned_state: node.assigned as i32,
             generation: view.generation,
             replication_password,
+            node_credential: credential.token(),
         })
     }
 }

@@ -156,6 +156,16 @@ impl Store {
         Ok(rows)
     }
 
+    /// The credential digest of every node that has one.
+    pub async fn credential_digests(&self) -> anyhow::Result<Vec<(i64, String)>> {
+        sqlx::query_as(
+            "SELECT node_id, credential_digest FROM node WHERE credential_digest IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("read the nodes' credential digests")
+    }
+
     /// Whether a formation exists.
     pub async fn formation_exists(&self, name: &str) -> anyhow::Result<bool> {
         sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM formation WHERE name = $1)")

@@ -423,6 +423,22 @@ impl GroupTx {
             .context("read the formation's replication password")
     }
 
+    /// Keeps the digest of node `node_id`'s credential (registration, in
+    /// the transaction that adds the node).
+    pub async fn set_credential_digest(
+        &mut self,
+        node_id: i64,
+        digest: &str,
+    ) -> anyhow::Result<()> {
+        sqlx::query("UPDATE node SET credential_digest = $2 WHERE node_id = $1")
+            .bind(node_id)
+            .bind(digest)
+            .execute(&mut *self.tx)
+            .await
+            .context("store the node's credential digest")?;
+        Ok(())
+    }
+
     /// Commits and returns the events to publish.
     pub async fn commit(self) -> anyhow::Result<Vec<pb::Event>> {
         self.tx.commit().await.context("commit")?;
