@@ -132,6 +132,7 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
             "\nConnect:     psql '{formation}'\n\
              Switchover:  pgpilot perform switchover --monitor {uri}\n\
              Then:        pgpilot show state --monitor {uri}   (or show events)\n\
+             Watch:       pgpilot watch --monitor {uri}   (live; q quits)\n\
              Log:         {}{}\n\
              Ctrl-C stops the demo.",
             log,

@@ -92,10 +92,11 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let follower = tokio::spawn(follow(args, updates_tx));
     let (keys_tx, mut keys) = mpsc::unbounded_channel();
-    // The guard leaves raw mode and the alternate screen on every return;
-    // a panic is covered by the hook `ratatui::try_init` installs.
-    let mut terminal = ratatui::try_init().context("set up the terminal")?;
+    // The guard leaves raw mode and the alternate screen on every return
+    // (also when the set-up fails half-way); a panic is covered by the
+    // hook `ratatui::try_init` installs before the one of `main`.
     let _restore = Restore;
+    let mut terminal = ratatui::try_init().context("set up the terminal")?;
     std::thread::spawn(move || read_keys(keys_tx));
     let quit = quit_signal()?;
     tokio::pin!(quit);

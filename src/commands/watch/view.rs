@@ -9,12 +9,14 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Paragraph, Row, Table, Widget};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, Widget, Wrap};
 
 use super::model::{bytes, Link, NodeView, WatchModel};
 use crate::commands::show::{node_row, state_name, NODE_HEADER};
 
 const EXTRA_HEADER: [&str; 2] = ["Health", "Lag"];
+/// The most lines the monitor's status takes.
+const LINK_LINES: u16 = 3;
 
 /// The whole screen in `area`.
 pub fn render(model: &WatchModel, area: Rect, buf: &mut Buffer) {
@@ -27,8 +29,15 @@ pub fn render(model: &WatchModel, area: Rect, buf: &mut Buffer) {
         }
     };
     line(header(model), buf, &mut y);
-    line(link(&model.link), buf, &mut y);
-    y += 1;
+    // A failure's reason may be long: it wraps, on up to three lines.
+    let status = link(&model.link);
+    let height = (status.width().div_ceil(area.width.max(1) as usize) as u16)
+        .clamp(1, LINK_LINES)
+        .min(bottom.saturating_sub(y));
+    Paragraph::new(status)
+        .wrap(Wrap { trim: true })
+        .render(Rect::new(area.x, y, area.width, height), buf);
+    y += height + 1;
 
     let widths = column_widths(&model.nodes);
     if model.nodes.is_empty() && model.updated.is_some() {
@@ -68,7 +77,8 @@ pub fn render(model: &WatchModel, area: Rect, buf: &mut Buffer) {
 /// The lines [`render`] needs for `model` at most, for a plain frame.
 pub fn height(model: &WatchModel) -> u16 {
     let groups = groups(&model.nodes).len();
-    let lines = 3 + model.nodes.len().max(1) + 2 * groups + 2 + model.events.len();
+    let lines =
+        2 + LINK_LINES as usize + model.nodes.len().max(1) + 2 * groups + 2 + model.events.len();
     lines.min(u16::MAX as usize) as u16
 }
 
@@ -332,6 +342,17 @@ mod tests {
         });
         m.apply(Update::Unreachable("transport error".into()));
         let s = screen(&m);
+        let long = "cannot reach the monitor at http://127.0.0.1:5430: transport error; \
+                    check that it runs (`pgpilot run --pgdata DIR` on its machine) and listens there";
+        m.apply(Update::Unreachable(long.into()));
+        let wrapped = screen(&m);
+        let status: Vec<_> = wrapped
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(status.len(), 2, "{wrapped}");
+        assert!(status[1].ends_with("listens there; retrying"), "{wrapped}");
         assert!(s.contains("formation default  updated t"), "{s}");
         assert!(
             s.lines().nth(1) == Some("monitor unreachable: transport error; retrying"),
