@@ -142,7 +142,7 @@ fn events(screen: &str) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_shows_a_failover_and_quits_on_q() {
     let dir = TestDir::new("k-watch");
-    let monitor = MonitorProc::start(&dir).await;
+    let mut monitor = MonitorProc::start(&dir).await;
     let (mut a, _b) = primary_and_secondary(&dir, &monitor).await;
 
     let mut watch = OnPty::spawn(&["watch", "--monitor", &monitor.uri]);
@@ -177,6 +177,32 @@ async fn watch_shows_a_failover_and_quits_on_q() {
             events(s)
                 .iter()
                 .any(|l| l.contains("b (0/2)") && l.contains("assigned prepare_promotion"))
+                .then_some(())
+        })
+        .await;
+
+    // The monitor goes away and comes back: the screen says so, keeps
+    // the last rows, and follows the monitor again once it is back.
+    monitor.stop();
+    watch
+        .until("the monitor unreachable", |s| {
+            s.lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with("monitor unreachable: "))
+                .then_some(())
+        })
+        .await;
+    assert!(
+        states(&watch.contents(), "b").is_some(),
+        "{}",
+        watch.contents()
+    );
+    monitor.restart().await;
+    watch
+        .until("the monitor live again", |s| {
+            s.lines()
+                .nth(1)
+                .is_some_and(|l| l.trim() == "live")
                 .then_some(())
         })
         .await;
