@@ -13,8 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use pgpilot_proto::pb;
 use ratatui::buffer::Buffer;
-use ratatui::crossterm::event::KeyModifiers;
-use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEvent, KeyEventKind};
+use ratatui::crossterm::event::{
+    self, Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers,
+};
 use ratatui::layout::Rect;
 use tokio::sync::mpsc;
 
@@ -34,6 +35,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(1);
 /// Width of a `--once` frame when stdout is no terminal.
 const PLAIN_WIDTH: u16 = 120;
+/// How many events a `--once` frame shows.
+const ONCE_EVENTS: u32 = 10;
 
 pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     if args.target.json {
@@ -44,33 +47,16 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let uri = monitor_uri(&args.target)?;
     let mut model = WatchModel::new(uri, args.formation.clone());
     if args.once {
-        let mut client = connect(&args.target).await?;
-        let mut state_client = client.clone();
-        let formation = args.formation.clone().unwrap_or_default();
-        let (nodes, events) = tokio::try_join!(
-            async {
-                state_client
-                    .show_state(pb::ShowStateRequest {
-                        formation: formation.clone(),
-                    })
-                    .await
-                    .map_err(status_error)
-            },
-            async {
-                client
-                    .show_events(pb::ShowEventsRequest {
-                        formation: formation.clone(),
-                        count: 10,
-                    })
-                    .await
-                    .map_err(status_error)
-            },
-        )?;
-        model.apply(Update::Snapshot {
-            nodes: nodes.into_inner().nodes,
-            events: events.into_inner().events,
-            at: now(),
-        });
+        // The first snapshot of a session is the frame.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let snapshot = tokio::select! {
+            failed = session(&args, &tx, ONCE_EVENTS) => {
+                failed?;
+                bail!("the monitor's answer got lost");
+            }
+            Some(update) = rx.recv() => update,
+        };
+        model.apply(snapshot);
         let width = if std::io::stdout().is_terminal() {
             ratatui::crossterm::terminal::size().map_or(PLAIN_WIDTH, |(w, _)| w)
         } else {
@@ -196,7 +182,7 @@ fn read_keys(tx: mpsc::UnboundedSender<anyhow::Result<Key>>) {
 /// [`Update::Unreachable`] and a new connection after [`RETRY`].
 async fn follow(args: WatchArgs, tx: mpsc::UnboundedSender<Update>) {
     loop {
-        let reason = match session(&args, &tx).await {
+        let reason = match session(&args, &tx, EVENTS_KEPT as u32).await {
             Ok(()) => return,
             Err(e) => format!("{e:#}"),
         };
@@ -207,9 +193,14 @@ async fn follow(args: WatchArgs, tx: mpsc::UnboundedSender<Update>) {
     }
 }
 
-/// One connection: returns `Ok` when the receiver is gone, an error when
-/// the monitor failed.
-async fn session(args: &WatchArgs, tx: &mpsc::UnboundedSender<Update>) -> anyhow::Result<()> {
+/// One connection, sending a snapshot with the latest `event_count` events on
+/// connect, on every Watch event and every [`POLL`]: returns `Ok` when the
+/// receiver is gone, an error when the monitor failed.
+async fn session(
+    args: &WatchArgs,
+    tx: &mpsc::UnboundedSender<Update>,
+    event_count: u32,
+) -> anyhow::Result<()> {
     let formation = args.formation.clone().unwrap_or_default();
     let mut client = within(connect(&args.target)).await??;
     // Subscribe before the first snapshot: nothing between them is missed.
@@ -231,7 +222,7 @@ async fn session(args: &WatchArgs, tx: &mpsc::UnboundedSender<Update>) -> anyhow
                 }),
                 client.show_events(pb::ShowEventsRequest {
                     formation: formation.clone(),
-                    count: EVENTS_KEPT as u32,
+                    count: event_count,
                 }),
             )
         })

@@ -244,7 +244,7 @@ async fn watch_says_when_the_monitor_is_unreachable_and_quits_on_ctrl_c() {
 }
 
 #[test]
-fn watch_without_a_terminal_names_once() {
+fn watch_without_a_terminal_names_once_and_once_fails_without_a_monitor() {
     let out = Command::new(pgpilot_bin())
         .args(["watch", "--monitor", "http://127.0.0.1:1"])
         .stdin(Stdio::null())
@@ -256,4 +256,9 @@ fn watch_without_a_terminal_names_once() {
         err.contains("stdout is not one") && err.contains("--once"),
         "{err}"
     );
+    // --once does not retry: a monitor it cannot ask is an error.
+    let out = pgpilot(&["watch", "--once", "--monitor", "http://127.0.0.1:1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http://127.0.0.1:1"), "{err}");
 }

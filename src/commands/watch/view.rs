@@ -364,6 +364,26 @@ mod tests {
     }
 
     #[test]
+    fn a_small_terminal_gets_what_fits() {
+        let a = node(1, "a", NodeState::Primary, 1);
+        let mut m = WatchModel::new("http://m".into(), None);
+        m.apply(Update::Snapshot {
+            nodes: vec![a.clone(), node(2, "b", NodeState::Secondary, 1)],
+            events: vec![event(1, &a, NodeState::Primary, "x")],
+            at: "t".into(),
+        });
+        m.apply(Update::Unreachable(
+            "a reason long enough to wrap many times over".into(),
+        ));
+        for (w, h) in [(1, 1), (10, 3), (30, 5), (80, 8)] {
+            let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+            terminal
+                .draw(|f| render(&m, f.area(), f.buffer_mut()))
+                .unwrap();
+        }
+    }
+
+    #[test]
     fn a_plain_frame_fits_its_height() {
         let a = node(1, "a", NodeState::Single, 1);
         let mut m = WatchModel::new("http://m".into(), None);
