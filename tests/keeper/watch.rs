@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::support::*;
 
 const STEP: Duration = Duration::from_secs(60);
-const ROWS: u16 = 40;
+const ROWS: u16 = 50;
 const COLS: u16 = 120;
 
 /// A `pgpilot` process whose stdin, stdout and stderr are a pseudo-
