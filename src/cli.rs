@@ -60,6 +60,10 @@ pub enum Command {
     Stop(StopArgs),
     /// Run a local demo on loopback in a temporary directory until Ctrl-C.
     Demo(DemoArgs),
+    /// A live view of the nodes, their states, health and lag, and the
+    /// latest events, redrawn as the monitor's events come; q, Esc or
+    /// Ctrl-C quits.
+    Watch(WatchArgs),
     /// Read, change or check the monitor.toml or keeper.toml of --pgdata.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -125,6 +129,19 @@ pub struct DemoArgs {
     /// only to demo.log in the demo's directory].
     #[arg(long)]
     pub verbose: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only this formation [default: every formation].
+    #[arg(long)]
+    pub formation: Option<String>,
+    /// Print one frame as plain text and exit (for scripts, or where no
+    /// terminal is).
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -595,6 +612,9 @@ pub fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let default = match cli.command {
         Command::Run(_) | Command::Create(_) | Command::Demo(_) | Command::Stop(_) => "info",
+        // Log lines would scribble over the full-screen view, which shows
+        // the monitor's failures itself.
+        Command::Watch(WatchArgs { once: false, .. }) => "off",
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

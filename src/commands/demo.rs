@@ -147,6 +147,7 @@ async fn run(dir: &Path, args: &DemoArgs) -> anyhow::Result<()> {
         let m = monitor_dir.display();
         println!(
             "\nConnect:     psql '{formation}'\n\
+             Watch:       pgpilot watch --pgdata {m}   (live; q quits)\n\
              Switchover:  pgpilot perform switchover --pgdata {m}\n\
              Then:        pgpilot show state --pgdata {m}   (or show events)\n\
              Join token:  pgpilot show join-token --pgdata {m}\n\

@@ -9,6 +9,7 @@ mod progress;
 mod settings;
 mod show;
 mod systemd;
+mod watch;
 
 use std::path::Path;
 
@@ -26,6 +27,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(args) => node::stop(&args.pgdata, args.keeper_only).await,
         Command::Run(args) => run(&args.pgdata).await,
         Command::Demo(args) => demo::demo(args).await,
+        Command::Watch(args) => watch::watch(args).await,
         Command::Config(cmd) => config::config(cmd),
         Command::Rotate(Rotate::JoinToken { target }) => {
             let mut client = connect(&target).await?;

@@ -67,21 +67,7 @@ pub async fn show(cmd: Show) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 let rows: Vec<Vec<String>> = reply.nodes.iter().map(node_row).collect();
-                print!(
-                    "{}",
-                    table(
-                        &[
-                            "Name",
-                            "Node",
-                            "Host:Port",
-                            "TLI: LSN",
-                            "Connection",
-                            "Reported State",
-                            "Assigned State"
-                        ],
-                        &rows
-                    )
-                );
+                print!("{}", table(&NODE_HEADER, &rows));
             }
         }
         Show::Events {
@@ -173,7 +159,18 @@ fn connection(n: &pb::NodeStatus) -> String {
     }
 }
 
-fn node_row(n: &pb::NodeStatus) -> Vec<String> {
+/// The columns of [`node_row`], as `show state` and `watch` head them.
+pub(super) const NODE_HEADER: [&str; 7] = [
+    "Name",
+    "Node",
+    "Host:Port",
+    "TLI: LSN",
+    "Connection",
+    "Reported State",
+    "Assigned State",
+];
+
+pub(super) fn node_row(n: &pb::NodeStatus) -> Vec<String> {
     vec![
         n.name.clone(),
         n.node_id.to_string(),

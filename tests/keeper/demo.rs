@@ -65,10 +65,21 @@ fn demo_runs_and_cleans_up_on_sigint() {
     assert!(!text.contains("stderr:"), "{text}");
     assert!(!text.contains(" INFO ") && !text.contains("LOG:"), "{text}");
     assert!(
-        text.contains("Switchover:  pgpilot perform switchover --monitor http://"),
+        text.contains("Switchover:  pgpilot perform switchover --pgdata /"),
         "{text}"
     );
     assert!(text.contains("Connect:     psql 'postgres://"), "{text}");
+    // The watch line it prints works as printed (as one plain frame here:
+    // this test has no terminal).
+    let watch = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Watch:       pgpilot "))
+        .and_then(|l| l.split("   (").next())
+        .unwrap_or_else(|| panic!("no watch line: {text}"));
+    let mut args: Vec<&str> = watch.split_whitespace().collect();
+    args.push("--once");
+    let frame = pgpilot_ok(&args);
+    assert!(frame.contains("formation default, group 0"), "{frame}");
     let node_line = |state: &str, conn: &str| {
         text.lines().any(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();

@@ -28,3 +28,4 @@ mod switchover;
 mod switchover_bench;
 mod systemd;
 mod unknown_status;
+mod watch;
