@@ -25,6 +25,9 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of the largest variant (create
+// postgres, with its SSL file paths) costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create a monitor or a node.
@@ -187,7 +190,9 @@ pub struct CreatePostgresArgs {
     /// Whether this node counts for synchronous replication.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub replication_quorum: bool,
-    /// Authentication over TCP for replication and applications.
+    /// Authentication over TCP for replication and applications: trust
+    /// admits loopback addresses without a password (remote ones still
+    /// need SCRAM); trust-remote admits every node's address without one.
     #[arg(long, value_enum, default_value_t = AuthArg::ScramSha256)]
     pub auth: AuthArg,
     /// PostgreSQL's listen_addresses.
@@ -226,6 +231,19 @@ pub struct CreatePostgresArgs {
     /// monitor and checked against the join token's fingerprint].
     #[arg(long, env = "PGPILOT_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    // --- PostgreSQL SSL (issue #11): [ssl] in keeper.toml ---
+    /// PostgreSQL's server certificate (PEM) [default: a self-signed one
+    /// generated for --hostname].
+    #[arg(long, requires = "ssl_key_file")]
+    pub ssl_cert_file: Option<PathBuf>,
+    /// The private key of --ssl-cert-file (PEM).
+    #[arg(long, requires = "ssl_cert_file")]
+    pub ssl_key_file: Option<PathBuf>,
+    /// The CA that signed every node's certificate: connections to the
+    /// other nodes then use sslmode=verify-full.
+    #[arg(long, requires = "ssl_cert_file")]
+    pub ssl_ca_file: Option<PathBuf>,
+    // --- end of PostgreSQL SSL ---
     /// Continue as the keeper service once created.
     #[arg(long)]
     pub run: bool,
@@ -236,6 +254,8 @@ pub enum AuthArg {
     #[value(name = "scram-sha-256")]
     ScramSha256,
     Trust,
+    #[value(name = "trust-remote")]
+    TrustRemote,
 }
 
 #[derive(Args, Debug)]

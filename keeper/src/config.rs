@@ -20,17 +20,83 @@ pub enum Auth {
     /// Password (SCRAM) for replication, rewind and applications over TCP.
     #[serde(rename = "scram-sha-256")]
     Scram,
-    /// No password at all over TCP: for demos and closed test networks only.
+    /// No password from loopback addresses (127.0.0.0/8, ::1): for demos
+    /// on one machine. The other nodes' remote addresses still need SCRAM.
     #[serde(rename = "trust")]
     Trust,
+    /// No password from any address of the group, remote ones included:
+    /// anybody who can reach the port from a node's address can replicate
+    /// the whole database. Only for closed test networks, and only when
+    /// asked for by this name.
+    #[serde(rename = "trust-remote")]
+    TrustRemote,
 }
 
 impl Auth {
-    pub fn hba_method(self) -> &'static str {
-        match self {
-            Auth::Scram => "scram-sha-256",
-            Auth::Trust => "trust",
+    /// The method for the managed pg_hba.conf lines of an address. Remote
+    /// addresses are never trusted unless [`Auth::TrustRemote`] says so.
+    pub fn hba_method_for(self, loopback: bool) -> &'static str {
+        match (self, loopback) {
+            (Auth::TrustRemote, _) | (Auth::Trust, true) => "trust",
+            _ => "scram-sha-256",
         }
+    }
+
+    /// The method initdb writes for its own loopback `host` lines.
+    pub fn hba_method(self) -> &'static str {
+        self.hba_method_for(true)
+    }
+}
+
+/// Operator-supplied SSL files for the node's PostgreSQL (`[ssl]` in
+/// keeper.toml). All absent (the default): the keeper generates a
+/// self-signed certificate for the node, and peers are checked with
+/// `sslmode=require` (encrypted, not authenticated: the SCRAM exchange
+/// still proves both sides know the password). With a CA, every
+/// connection to another node uses `sslmode=verify-full` against it, so
+/// every node of the group needs a certificate from that CA naming its
+/// `hostname` (a DNS name, or an IP address SAN).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SslConfig {
+    /// The server certificate (PEM), copied into `DIR.pgpilot/ssl/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM), copied into `DIR.pgpilot/ssl/` with mode
+    /// 0600 for PostgreSQL's OS user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// The CA that signed every node's certificate: peers are verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl SslConfig {
+    fn is_default(&self) -> bool {
+        self == &SslConfig::default()
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) | (None, Some(_)) => bail!(
+                "ssl cert_file and key_file go together: give both (--ssl-cert-file and \
+                 --ssl-key-file), or neither for a generated self-signed certificate"
+            ),
+            (None, None) if self.ca_file.is_some() => bail!(
+                "ssl ca_file needs this node's own certificate signed by that CA: give \
+                 --ssl-cert-file and --ssl-key-file too"
+            ),
+            _ => {}
+        }
+        for p in [&self.cert_file, &self.key_file, &self.ca_file]
+            .into_iter()
+            .flatten()
+        {
+            if !p.is_absolute() {
+                bail!("ssl file {} must be an absolute path", p.display());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -108,6 +174,10 @@ pub struct KeeperConfig {
         skip_serializing_if = "is_default_hook_timeout"
     )]
     pub hook_timeout: Duration,
+    /// Operator-supplied certificates for PostgreSQL's SSL (see
+    /// [`SslConfig`]); absent: a generated self-signed one.
+    #[serde(default, skip_serializing_if = "SslConfig::is_default")]
+    pub ssl: SslConfig,
 }
 
 fn default_hook_timeout() -> Duration {
@@ -163,6 +233,7 @@ impl KeeperConfig {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         parse_backup_rate(&self.maximum_backup_rate)?;
+        self.ssl.validate()?;
         if self.hook_timeout.is_zero() {
             bail!("hook_timeout must be above zero");
         }
@@ -291,6 +362,7 @@ pub(crate) fn sample(pgdata: &Path) -> KeeperConfig {
         pre_promote: None,
         on_role_change: None,
         hook_timeout: crate::hooks::DEFAULT_HOOK_TIMEOUT,
+        ssl: SslConfig::default(),
     }
 }
 

@@ -224,6 +224,7 @@ async fn bring_up(
             pre_promote: None,
             on_role_change: None,
             hook_timeout: pgpilot_keeper::hooks::DEFAULT_HOOK_TIMEOUT,
+            ssl: Default::default(),
         };
         let token = nodes_cancel.child_token();
         let join = remote.join.clone();

@@ -37,6 +37,7 @@ pub fn config_from(args: &CreatePostgresArgs) -> anyhow::Result<KeeperConfig> {
         auth: match args.auth {
             AuthArg::ScramSha256 => Auth::Scram,
             AuthArg::Trust => Auth::Trust,
+            AuthArg::TrustRemote => Auth::TrustRemote,
         },
         pg_user: args.pg_user.clone(),
         poll_interval: Duration::from_secs(1),
@@ -47,7 +48,17 @@ pub fn config_from(args: &CreatePostgresArgs) -> anyhow::Result<KeeperConfig> {
         pre_promote: None,
         on_role_change: None,
         hook_timeout: pgpilot_keeper::hooks::DEFAULT_HOOK_TIMEOUT,
+        // PostgreSQL SSL (issue #11): operator files, absolute.
+        ssl: pgpilot_keeper::config::SslConfig {
+            cert_file: absolute_opt(&args.ssl_cert_file)?,
+            key_file: absolute_opt(&args.ssl_key_file)?,
+            ca_file: absolute_opt(&args.ssl_ca_file)?,
+        },
     })
+}
+
+fn absolute_opt(p: &Option<std::path::PathBuf>) -> anyhow::Result<Option<std::path::PathBuf>> {
+    Ok(p.as_deref().map(std::path::absolute).transpose()?)
 }
 
 pub async fn create(args: CreatePostgresArgs) -> anyhow::Result<()> {

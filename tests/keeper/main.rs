@@ -22,6 +22,7 @@ mod lease_bound;
 mod lifecycle;
 mod maintenance;
 mod restarts;
+mod ssl;
 mod standby_restart;
 mod supervision;
 mod switchover;

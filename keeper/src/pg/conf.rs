@@ -6,6 +6,8 @@
 use crate::plan::{Role, Upstream};
 use pgpilot_proto::node_slot_name;
 
+use super::ssl::{ClientMode, Ssl};
+
 /// The replication role every node shares (DESIGN.md §7).
 pub const REPLICATION_USER: &str = "pgpilot_replicator";
 
@@ -54,8 +56,10 @@ pub fn redact(text: &str) -> String {
     out
 }
 
-/// primary_conninfo for streaming from `up` as node `node_id`.
-pub fn conninfo(up: &Upstream, node_id: i64, password: &str) -> String {
+/// primary_conninfo for streaming from `up` as node `node_id`, over SSL
+/// as `client` says. It holds the password: it is only ever written to
+/// our 0600 settings file, and logged through [`redact`].
+pub fn conninfo(up: &Upstream, node_id: i64, password: &str, client: &ClientMode) -> String {
     let mut parts = vec![
         format!("host={}", quote(&up.host)),
         format!("port={}", up.port),
@@ -67,14 +71,15 @@ pub fn conninfo(up: &Upstream, node_id: i64, password: &str) -> String {
         "keepalives_interval=1".to_string(),
         "keepalives_count=2".to_string(),
     ];
+    parts.extend(client.conninfo_parts());
     if !password.is_empty() {
         parts.push(format!("password={}", quote(password)));
     }
     parts.join(" ")
 }
 
-/// The whole settings file for `role`.
-pub fn render(role: &Role, node_id: i64, password: &str) -> String {
+/// The whole settings file for `role`, SSL on with `ssl`'s files.
+pub fn render(role: &Role, node_id: i64, password: &str, ssl: &Ssl) -> String {
     let mut s: Vec<(&str, String)> = vec![
         ("wal_level", "replica".into()),
         ("hot_standby", "on".into()),
@@ -100,6 +105,7 @@ pub fn render(role: &Role, node_id: i64, password: &str) -> String {
         ("wal_retrieve_retry_interval", "'1s'".into()),
         ("recovery_target_timeline", "'latest'".into()),
     ];
+    s.extend(ssl.server_settings());
     match role {
         Role::Primary { ssn, read_only } => {
             s.push(("synchronous_standby_names", quote(ssn)));
@@ -115,7 +121,10 @@ pub fn render(role: &Role, node_id: i64, password: &str) -> String {
             s.push(("default_transaction_read_only", "on".into()));
             match upstream {
                 Some(up) => {
-                    s.push(("primary_conninfo", quote(&conninfo(up, node_id, password))));
+                    s.push((
+                        "primary_conninfo",
+                        quote(&conninfo(up, node_id, password, &ssl.client)),
+                    ));
                     s.push(("primary_slot_name", quote(&node_slot_name(node_id))));
                 }
                 None => {
@@ -137,8 +146,13 @@ pub fn render(role: &Role, node_id: i64, password: &str) -> String {
 
 /// The reloadable settings whose live value must match `role` after a
 /// reload, as SHOW prints them.
-pub fn expected(role: &Role, node_id: i64, password: &str) -> Vec<(&'static str, String)> {
-    match role {
+pub fn expected(
+    role: &Role,
+    node_id: i64,
+    password: &str,
+    ssl: &Ssl,
+) -> Vec<(&'static str, String)> {
+    let mut live = match role {
         Role::Primary { ssn, read_only } => vec![
             ("synchronous_standby_names", ssn.clone()),
             (
@@ -152,11 +166,16 @@ pub fn expected(role: &Role, node_id: i64, password: &str) -> Vec<(&'static str,
                 "primary_conninfo",
                 upstream
                     .as_ref()
-                    .map(|u| conninfo(u, node_id, password))
+                    .map(|u| conninfo(u, node_id, password, &ssl.client))
                     .unwrap_or_default(),
             ),
         ],
-    }
+    };
+    // SSL and SCRAM are reloadable: a node created before they were
+    // managed gets them on its first reload, checked like the rest.
+    live.push(("ssl", "on".into()));
+    live.push(("password_encryption", "scram-sha-256".into()));
+    live
 }
 
 /// postgresql.conf with our include line last, or `None` if it already is.
@@ -188,6 +207,14 @@ mod tests {
         }
     }
 
+    fn ssl() -> Ssl {
+        Ssl {
+            cert: "/d.pgpilot/ssl/server.crt".into(),
+            key: "/d.pgpilot/ssl/server.key".into(),
+            client: ClientMode::Require,
+        }
+    }
+
     #[test]
     fn primary_and_standby_files() {
         let p = render(
@@ -197,6 +224,7 @@ mod tests {
             },
             1,
             "pw",
+            &ssl(),
         );
         assert!(p.contains("synchronous_standby_names = 'ANY 1 (pgpilot_node_2)'\n"));
         assert!(p.contains("default_transaction_read_only = off\n"));
@@ -207,16 +235,47 @@ mod tests {
             },
             2,
             "p'w",
+            &ssl(),
         );
         assert!(s.contains("primary_slot_name = 'pgpilot_node_2'\n"), "{s}");
         assert!(s.contains("application_name=pgpilot_node_2"));
         assert!(s.contains("password=\\'p\\\\\\'w\\'"), "{s}");
         assert!(s.contains("default_transaction_read_only = on\n"));
+        for f in [&p, &s] {
+            assert!(f.contains("\nssl = on\n"), "{f}");
+            assert!(f.contains("ssl_cert_file = '/d.pgpilot/ssl/server.crt'\n"));
+            assert!(f.contains("ssl_key_file = '/d.pgpilot/ssl/server.key'\n"));
+            assert!(f.contains("password_encryption = 'scram-sha-256'\n"));
+        }
+        assert!(s.contains(" sslmode=require "), "{s}");
+    }
+
+    #[test]
+    fn a_known_ca_means_verify_full_in_primary_conninfo() {
+        let client = ClientMode::VerifyFull {
+            root_cert: "/d.pgpilot/ssl/root.crt".into(),
+        };
+        let c = conninfo(&up(), 2, "", &client);
+        assert!(
+            c.contains(" sslmode=verify-full sslrootcert='/d.pgpilot/ssl/root.crt'"),
+            "{c}"
+        );
+        assert!(!c.contains("password"), "{c}");
+        let live = expected(
+            &Role::Standby {
+                upstream: Some(up()),
+            },
+            2,
+            "",
+            &Ssl { client, ..ssl() },
+        );
+        assert!(live.contains(&("primary_conninfo", c)), "{live:?}");
+        assert!(live.contains(&("ssl", "on".into())));
     }
 
     #[test]
     fn passwords_are_redacted() {
-        let c = conninfo(&up(), 2, "s3cr'et");
+        let c = conninfo(&up(), 2, "s3cr'et", &ClientMode::Require);
         let r = redact(&format!("primary_conninfo is {c:?}"));
         assert!(!r.contains("s3cr"), "{r}");
         assert!(r.contains("password=***"), "{r}");

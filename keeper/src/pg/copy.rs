@@ -71,6 +71,7 @@ impl LocalPg {
             std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        self.ensure_ssl()?;
         pgpilot_pgproc::set_mode(&dir, 0o700)?;
         chown_dir(&self.runner, &dir, false)?;
         let slot = node_slot_name(node_id);
@@ -104,6 +105,11 @@ impl LocalPg {
             .env("PGCONNECT_TIMEOUT", "5")
             .timeout(CLONE_TIMEOUT)
             .stderr_to_terminal();
+        // SSL as for streaming (pg_basebackup takes host and port as
+        // options, so sslmode goes in the environment).
+        for (k, v) in self.ssl.client.env() {
+            cmd = cmd.env(k, v);
+        }
         if cmd.is_stderr_terminal() {
             cmd = cmd.arg("--progress");
         }
@@ -182,11 +188,15 @@ impl LocalPg {
                 .replace_by_copy(up, node_id, password, why, before)
                 .await;
         }
+        // No password here: it would show in `ps`. It goes in the
+        // environment, which only the same OS user and root can read.
         let source = format!(
-            "host={} port={} user={REPLICATION_USER} dbname=postgres connect_timeout=5",
+            "host={} port={} user={REPLICATION_USER} dbname=postgres connect_timeout=5 {}",
             super::conf::quote(&up.host),
-            up.port
+            up.port,
+            self.ssl.client.conninfo_parts().join(" ")
         );
+        self.ensure_ssl()?;
         let mut cmd = PgCommand::new(&self.bin, "pg_rewind")
             .user(&self.runner)
             .arg("--target-pgdata")

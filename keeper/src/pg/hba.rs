@@ -32,24 +32,51 @@ pub fn hba_address(host: &str, resolved: &[IpAddr]) -> Vec<String> {
     out
 }
 
+/// Whether a pg_hba.conf address is a loopback one (`--auth trust`
+/// applies only there).
+fn is_loopback(addr: &str) -> bool {
+    let ip = addr.split('/').next().unwrap_or(addr);
+    ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) || addr == "localhost"
+}
+
 /// The managed lines: replication and pg_rewind (database postgres) for
-/// the other nodes, the health probe for the monitor.
+/// the other nodes, the health probe for the monitor. Every one is
+/// `hostssl` and limited to the group's own addresses; SCRAM, except
+/// `trust` for loopback addresses with `--auth trust` and for every
+/// address with `--auth trust-remote`. After them, our two roles are
+/// refused from anywhere else and without SSL (`reject`), before any
+/// operator line or initdb's loopback lines could admit them: a
+/// plain-text attempt gets "pg_hba.conf rejects connection ... no
+/// encryption".
 pub fn managed_lines(others: &[String], monitor: &[String], auth: Auth) -> Vec<String> {
-    let method = auth.hba_method();
     let mut lines = Vec::new();
     for addr in others {
+        let method = auth.hba_method_for(is_loopback(addr));
         lines.push(format!(
-            "host replication {REPLICATION_USER} {addr} {method}"
+            "hostssl replication {REPLICATION_USER} {addr} {method}"
         ));
-        lines.push(format!("host postgres {REPLICATION_USER} {addr} {method}"));
+        lines.push(format!(
+            "hostssl postgres {REPLICATION_USER} {addr} {method}"
+        ));
     }
     for addr in monitor {
-        lines.push(format!("host postgres {PROBE_USER} {addr} scram-sha-256"));
+        // Never trust: the probe hangs up at the SCRAM prompt.
+        lines.push(format!(
+            "hostssl postgres {PROBE_USER} {addr} scram-sha-256"
+        ));
     }
     lines.sort();
     lines.dedup();
+    lines.extend(REJECT.iter().map(|l| l.to_string()));
     lines
 }
+
+/// Closes the block: our roles, from any other address or without SSL.
+const REJECT: [&str; 3] = [
+    "host replication pgpilot_replicator all reject",
+    "host all pgpilot_replicator all reject",
+    "host all pgpilot_monitor all reject",
+];
 
 /// `existing` with the managed block replaced by `lines` (placed first).
 pub fn render(existing: &str, lines: &[String]) -> String {
@@ -86,18 +113,46 @@ mod tests {
         let ips = hba_address("b", &["10.0.0.2".parse().unwrap()]);
         assert_eq!(ips, vec!["10.0.0.2/32"]);
         let lines = managed_lines(&ips, &["10.0.0.9/32".into()], Auth::Scram);
+        assert!(lines.iter().all(|l| !l.contains("trust")), "{lines:?}");
         let first = render(
             "local all all trust\nhost all all 0.0.0.0/0 reject\n",
             &lines,
         );
         assert!(first.starts_with(BEGIN));
-        assert!(first.contains("host replication pgpilot_replicator 10.0.0.2/32 scram-sha-256\n"));
-        assert!(first.contains("host postgres pgpilot_monitor 10.0.0.9/32 scram-sha-256\n"));
+        assert!(
+            first.contains("\nhostssl replication pgpilot_replicator 10.0.0.2/32 scram-sha-256\n")
+        );
+        assert!(first.contains("\nhostssl postgres pgpilot_replicator 10.0.0.2/32 scram-sha-256\n"));
+        assert!(first.contains("\nhostssl postgres pgpilot_monitor 10.0.0.9/32 scram-sha-256\n"));
+        // The rejects come after every accepting line (first match wins).
+        let reject = first.find(" reject\n").unwrap();
+        assert!(first.rfind("hostssl").unwrap() < reject, "{first}");
+        assert!(first.contains("host all pgpilot_monitor all reject\n"));
         assert!(first.ends_with("local all all trust\nhost all all 0.0.0.0/0 reject\n"));
         let again = render(&first, &lines);
         assert_eq!(first, again, "rendering is stable");
         let none = render(&first, &[]);
+        assert!(!none.contains("reject\n# END"));
         assert!(!none.contains("pgpilot_replicator"));
         assert_eq!(hba_address("db.example", &[]), vec!["db.example"]);
+    }
+
+    #[test]
+    fn trust_is_for_loopback_unless_trust_remote_is_named() {
+        let others = ["127.0.0.1/32".to_string(), "10.0.0.2/32".to_string()];
+        let mon = ["10.0.0.9/32".to_string()];
+        let trust = managed_lines(&others, &mon, Auth::Trust);
+        assert!(trust.contains(&"hostssl replication pgpilot_replicator 127.0.0.1/32 trust".into()));
+        assert!(trust
+            .contains(&"hostssl replication pgpilot_replicator 10.0.0.2/32 scram-sha-256".into()));
+        let remote = managed_lines(&others, &mon, Auth::TrustRemote);
+        assert!(remote.contains(&"hostssl postgres pgpilot_replicator 10.0.0.2/32 trust".into()));
+        for lines in [&trust, &remote] {
+            assert!(lines
+                .contains(&"hostssl postgres pgpilot_monitor 10.0.0.9/32 scram-sha-256".into()));
+            assert!(!lines
+                .iter()
+                .any(|l| l.starts_with("host ") && !l.ends_with(" reject")));
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod conf;
 pub mod copy;
 pub mod hba;
 pub mod sql;
+pub mod ssl;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -72,6 +73,10 @@ pub struct LocalPg {
     /// `postgres_dies_with_keeper`: start PostgreSQL so that it dies with
     /// this process, and never keep one that would outlive it.
     dies_with_keeper: bool,
+    /// The server's SSL files and how our clients check the others.
+    pub ssl: ssl::Ssl,
+    /// The configuration [`ssl::ensure`] installs the files from.
+    config: KeeperConfig,
 }
 
 /// Reads the node's PostgreSQL while a step holds the [`LocalPg`] (a copy,
@@ -118,6 +123,8 @@ impl LocalPg {
             max_rate_kb: crate::config::parse_backup_rate(&config.maximum_backup_rate)?,
             deaths: 0,
             dies_with_keeper: config.postgres_dies_with_keeper,
+            ssl: ssl::Ssl::for_config(config),
+            config: config.clone(),
         })
     }
 
@@ -200,6 +207,8 @@ impl LocalPg {
         set_mode(&socket_dir, 0o700)?;
         chown_dir(&self.runner, &socket_dir, false)?;
         self.ensure_include()?;
+        // Our settings file turns ssl on: the files must be there first.
+        self.ensure_ssl()?;
         let opts = StartOptions {
             port: self.port,
             socket_dir,
@@ -281,6 +290,12 @@ impl LocalPg {
         Ok(())
     }
 
+    /// The node's SSL files in place (see [`ssl::ensure`]): before every
+    /// start, settings change, copy and rewind (their clients read the CA).
+    pub fn ensure_ssl(&self) -> anyhow::Result<()> {
+        ssl::ensure(&self.config, &self.runner)
+    }
+
     fn ensure_include(&self) -> anyhow::Result<()> {
         let path = self.pgdata.join("postgresql.conf");
         let text =
@@ -300,7 +315,8 @@ impl LocalPg {
         password: &str,
     ) -> anyhow::Result<()> {
         self.ensure_include()?;
-        let text = conf::render(role, node_id, password);
+        self.ensure_ssl()?;
+        let text = conf::render(role, node_id, password, &self.ssl);
         let path = self.pgdata.join(PG_CONF_NAME);
         if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
             self.write_file(PG_CONF_NAME, &text)?;
@@ -317,7 +333,7 @@ impl LocalPg {
             _ => {}
         }
         if self.is_running() {
-            self.reload_and_verify(&conf::expected(role, node_id, password))
+            self.reload_and_verify(&conf::expected(role, node_id, password, &self.ssl))
                 .await?;
         }
         Ok(())

@@ -6,11 +6,20 @@
 //! and forks backends; "the database system is starting up / shutting down"
 //! (SQLSTATE 57P03) and every connection failure do not. No credentials are
 //! needed, so the probe works before any monitor role exists on the node.
+//!
+//! The probe asks for SSL first (SSLRequest), as libpq's sslmode=require
+//! does: the keepers' pg_hba.conf admits the probe user over SSL only,
+//! and refuses it in plain text. The server's certificate is not checked:
+//! the probe sends no secret and learns only whether the server answers,
+//! and the monitor knows no node's CA. A server that declines SSL (a node
+//! from before SSL was on) is probed in plain text.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls;
 
 /// What one attempt found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +63,43 @@ async fn handshake(host: &str, port: u16) -> ProbeOutcome {
         Ok(s) => s,
         Err(e) => return ProbeOutcome::NoResponse(e.to_string()),
     };
+    if let Err(e) = stream.write_all(&SSL_REQUEST).await {
+        return ProbeOutcome::NoResponse(format!("send SSL request: {e}"));
+    }
+    let mut answer = [0u8; 1];
+    if let Err(e) = stream.read_exact(&mut answer).await {
+        return ProbeOutcome::NoResponse(format!("read the answer to the SSL request: {e}"));
+    }
+    match answer[0] {
+        b'S' => {
+            let name = match rustls::pki_types::ServerName::try_from(host.to_string()) {
+                Ok(n) => n,
+                Err(e) => return ProbeOutcome::NoResponse(format!("host {host:?}: {e}")),
+            };
+            let connector = tokio_rustls::TlsConnector::from(tls_config());
+            let mut tls = match connector.connect(name, stream).await {
+                Ok(t) => t,
+                Err(e) => return ProbeOutcome::NoResponse(format!("SSL handshake: {e}")),
+            };
+            let outcome = startup(&mut tls).await;
+            // close_notify, then hang up: PostgreSQL takes it as a client
+            // that gave up at the password prompt and logs nothing (an EOF
+            // without it is an SSL error it would log every probe).
+            let _ = tls.shutdown().await;
+            outcome
+        }
+        b'N' => startup(&mut stream).await,
+        other => ProbeOutcome::NoResponse(format!(
+            "unexpected answer byte {other:#04x} to the SSL request: not PostgreSQL?"
+        )),
+    }
+}
+
+/// SSLRequest: length 8, code 80877103.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// Sends the startup packet and reads the server's first answer.
+async fn startup<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> ProbeOutcome {
     if let Err(e) = stream.write_all(&startup_message()).await {
         return ProbeOutcome::NoResponse(format!("send startup packet: {e}"));
     }
@@ -61,9 +107,14 @@ async fn handshake(host: &str, port: u16) -> ProbeOutcome {
     if let Err(e) = stream.read_exact(&mut tag).await {
         return ProbeOutcome::NoResponse(format!("read the server's answer: {e}"));
     }
-    let outcome = match tag[0] {
+    // Then just hang up. Mid-authentication, PostgreSQL treats EOF as a
+    // client that gave up on a password prompt and logs nothing, while a
+    // Terminate message there logs "expected SASL response" every probe.
+    // (The node's keeper gives the probe user a SCRAM line in pg_hba.conf
+    // for this.)
+    match tag[0] {
         b'R' => ProbeOutcome::Accepting,
-        b'E' => match read_error(&mut stream).await {
+        b'E' => match read_error(stream).await {
             Some((code, message)) if code == "57P03" => ProbeOutcome::Rejecting(message),
             Some(_) => ProbeOutcome::Accepting,
             None => ProbeOutcome::NoResponse("malformed error response".into()),
@@ -71,13 +122,75 @@ async fn handshake(host: &str, port: u16) -> ProbeOutcome {
         other => ProbeOutcome::NoResponse(format!(
             "unexpected answer byte {other:#04x}: not PostgreSQL?"
         )),
-    };
-    // Just hang up. Mid-authentication, PostgreSQL treats EOF as a client
-    // that gave up on a password prompt and logs nothing, while a Terminate
-    // message there logs "expected SASL response" every probe. (The node's
-    // keeper gives the probe user a SCRAM line in pg_hba.conf for this.)
-    drop(stream);
-    outcome
+    }
+}
+
+/// The probe's TLS client: built once, certificates not checked (see the
+/// module's comment).
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// Accepts any server certificate, still checking the handshake's
+/// signatures (so the session is a real TLS session with that key).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// Protocol 3.0 StartupMessage for user `pgpilot_monitor`, database `postgres`.
@@ -101,7 +214,7 @@ fn startup_message() -> Vec<u8> {
 }
 
 /// Reads an ErrorResponse body: (SQLSTATE, message).
-async fn read_error(stream: &mut TcpStream) -> Option<(String, String)> {
+async fn read_error<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(String, String)> {
     let len = stream.read_u32().await.ok()? as usize;
     // Error responses are small; refuse anything absurd instead of
     // allocating what a garbage peer claims.
