@@ -11,10 +11,16 @@ use crate::support::*;
 /// s, lease + clock_margin 4 s, replication_lost 3 s): a rule that acted
 /// on the cut would have acted.
 const QUIET: Duration = Duration::from_secs(10);
-/// How long writes may block when the standby is cut off: the stall
-/// timeout (10 s) plus a report and a keeper round (1 s each), plus room
-/// for a loaded machine.
-const BLOCKED_AT_MOST: Duration = STALL_TIMEOUT.saturating_add(Duration::from_secs(5));
+/// How long writes may block when the standby is cut off. The monitor's
+/// stall clock starts once the primary reports no walsender at all, and
+/// a walsender whose standby went silent (packets dropped, no reset)
+/// lasts wal_sender_timeout (5 s, keeper/src/pg/conf.rs); then the stall
+/// timeout (10 s), a report and a keeper round (1 s each), plus room for
+/// a loaded machine.
+const WAL_SENDER_TIMEOUT: Duration = Duration::from_secs(5);
+const BLOCKED_AT_MOST: Duration = WAL_SENDER_TIMEOUT
+    .saturating_add(STALL_TIMEOUT)
+    .saturating_add(Duration::from_secs(5));
 
 /// c. The primary is cut off from the monitor and the standby: it fences
 /// itself before the monitor's lease gate can open (lease + clock_margin
