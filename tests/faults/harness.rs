@@ -36,20 +36,28 @@ pub fn can_run(test: &str) -> bool {
     false
 }
 
-/// Runs `scenario` [`repeats`] times, numbering the rounds.
+/// Runs `scenario` [`repeats`] times, numbering the rounds. Each round
+/// is a task of its own: a failed round does not stop the next ones, and
+/// the test fails at the end, saying how many rounds passed.
 pub async fn repeat<F, Fut>(test: &str, mut scenario: F)
 where
     F: FnMut(usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     if !can_run(test) {
         return;
     }
     let n = repeats();
+    let mut failed = Vec::new();
     for round in 1..=n {
         eprintln!("=== {test}: round {round}/{n} ===");
-        scenario(round).await;
+        if tokio::spawn(scenario(round)).await.is_err() {
+            eprintln!("=== {test}: round {round}/{n} FAILED ===");
+            failed.push(round);
+        }
     }
+    eprintln!("=== {test}: {}/{n} rounds passed ===", n - failed.len());
+    assert!(failed.is_empty(), "{test}: rounds {failed:?} of {n} failed");
 }
 
 /// A monitor "m" and nodes "a" (primary) and "b" (secondary), each in its
@@ -237,7 +245,7 @@ pub async fn by_deadline(what: &str, deadline: Instant, mut done: impl FnMut() -
 }
 
 /// The pids whose parent is `parent`.
-fn children_of(parent: i32) -> Vec<i32> {
+pub fn children_of(parent: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return vec![];
     };
