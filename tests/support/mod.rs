@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod netns;
 pub mod writer;
 
 use std::net::TcpListener;
@@ -139,17 +140,26 @@ pub struct MonitorProc {
     pub pgdata: PathBuf,
     pub uri: String,
     log: PathBuf,
+    /// The network namespace it runs in (the fault suite), if any.
+    host: Option<netns::Host>,
 }
 
 impl MonitorProc {
     pub async fn start(dir: &TestDir) -> MonitorProc {
+        Self::start_on(dir, None).await
+    }
+
+    /// [`MonitorProc::start`] in `host`'s network namespace, listening on
+    /// its address.
+    pub async fn start_on(dir: &TestDir, host: Option<&netns::Host>) -> MonitorProc {
         let pgdata = dir.join("monitor");
         let port = free_port();
         let http_port = free_port();
         let log = dir.join("monitor.log");
-        let listen = format!("127.0.0.1:{port}");
-        let http_listen = format!("127.0.0.1:{http_port}");
-        let child = Command::new(pgpilot_bin())
+        let ip = netns::ip(host);
+        let listen = format!("{ip}:{port}");
+        let http_listen = format!("{ip}:{http_port}");
+        let child = netns::command(host, pgpilot_bin())
             .args([
                 "create",
                 "monitor",
@@ -167,7 +177,7 @@ impl MonitorProc {
             .stderr(std::fs::File::create(dir.join("monitor.err")).unwrap())
             .spawn()
             .expect("spawn the monitor");
-        let uri = format!("https://127.0.0.1:{port}");
+        let uri = format!("https://{ip}:{port}");
         MONITORS.lock().unwrap().push((uri.clone(), pgdata.clone()));
         let mut m = MonitorProc {
             child,
@@ -176,6 +186,7 @@ impl MonitorProc {
             pgdata,
             uri,
             log,
+            host: host.cloned(),
         };
         m.wait_ready().await;
         m
@@ -252,7 +263,7 @@ impl MonitorProc {
             .append(true)
             .open(self.log.with_file_name("monitor.err"))
             .unwrap();
-        self.child = Command::new(pgpilot_bin())
+        self.child = netns::command(self.host.as_ref(), pgpilot_bin())
             .args(["run", "--pgdata", path_str(&self.pgdata)])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -455,6 +466,8 @@ pub struct KeeperProc {
     pub port: u16,
     pub monitor: String,
     log: PathBuf,
+    /// The network namespace it runs in (the fault suite), if any.
+    host: Option<netns::Host>,
 }
 
 impl KeeperProc {
@@ -499,6 +512,18 @@ impl KeeperProc {
 
     /// [`KeeperProc::create`] with more `create postgres` arguments.
     pub fn create_with(dir: &TestDir, monitor: &str, name: &str, extra: &[&str]) -> KeeperProc {
+        Self::create_on(dir, monitor, name, None, extra)
+    }
+
+    /// [`KeeperProc::create_with`] in `host`'s network namespace, its
+    /// PostgreSQL and HTTP endpoints on its address.
+    pub fn create_on(
+        dir: &TestDir,
+        monitor: &str,
+        name: &str,
+        host: Option<&netns::Host>,
+        extra: &[&str],
+    ) -> KeeperProc {
         let port = free_port();
         let mut k = KeeperProc {
             child: None,
@@ -507,8 +532,12 @@ impl KeeperProc {
             port,
             monitor: monitor.to_string(),
             log: dir.join(&format!("{name}.log")),
+            host: host.cloned(),
         };
         let mut args = Self::create_args(dir, monitor, name, port);
+        if let Some(h) = host {
+            netns::place_keeper_args(&mut args, h);
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         args.push("--run".into());
         k.spawn(&args);
@@ -521,7 +550,7 @@ impl KeeperProc {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(pgpilot_bin())
+        let child = netns::command(self.host.as_ref(), pgpilot_bin())
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

@@ -65,7 +65,15 @@ impl Agent {
                 shutdown_lsn,
             },
         );
-        self.published.publish(&self.engine);
+        // An observation moves the fencing deadline (the exemption
+        // "every other node streams from me" is renewed or ends): hand it
+        // to the watchdog now, not after the report that follows, which
+        // may take the whole report timeout when the monitor is cut off
+        // (packets dropped, no refusal). Armed only after the report, the
+        // watchdog fenced a primary whose standby streamed from it all
+        // along, the lease having run out during that report (fault
+        // suite, scenario d).
+        self.arm();
     }
 
     async fn read_status(&self) -> anyhow::Result<PgStatus> {

@@ -1,0 +1,163 @@
+//! The split-brain checker: one task per node, each with its own
+//! connection (the node's private Unix socket, as its superuser, so that
+//! no partition between nodes cuts the checker off), tries a tiny commit
+//! (`INSERT INTO checks`) every [`EVERY`] and records every one the node
+//! acknowledged, with when it was sent and when the acknowledgement came.
+//!
+//! A commit is tried with the node's own settings (synchronous_commit on,
+//! no statement_timeout): a commit that waits for a synchronous standby
+//! waits as an application's would, and the task sends nothing more to
+//! that node until it ends. No timeout cancels the wait on the server: a
+//! cancelled wait for synchronous replication *acknowledges* the local
+//! commit (with a WARNING), which would be a checker-made acknowledgement
+//! of a commit that was never replicated.
+//!
+//! **Same moment.** Commit `x` on node X was acknowledged during
+//! `[x.sent, x.acked]`: it became durable and visible at some instant of
+//! that interval. Two nodes "acknowledge a commit at the same moment" when
+//! an acknowledged commit of one has an interval that overlaps an
+//! acknowledged commit's interval on the other: both may have been
+//! writable at one instant. [`split_brain`] also rejects interleaving
+//! writers: in acknowledgement order, the nodes that acknowledged must
+//! form at most `writers` runs (A...A then B...B after one failover; A
+//! again after B would be two nodes writable in turn without a failover
+//! between).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::ConnectOptions;
+
+use crate::support::KeeperProc;
+
+/// How often each node is tried.
+pub const EVERY: Duration = Duration::from_millis(100);
+pub const TABLE: &str = "checks";
+
+#[derive(Clone, Debug)]
+pub struct CheckAck {
+    pub node: String,
+    pub id: i64,
+    pub sent: Instant,
+    pub acked: Instant,
+}
+
+pub struct Checker {
+    log: Arc<Mutex<Vec<CheckAck>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Creates the checker's table (on the primary, before any standby).
+pub async fn prepare(primary: &KeeperProc) {
+    primary
+        .query(&format!(
+            "CREATE TABLE {TABLE} (id bigint PRIMARY KEY, node text NOT NULL)"
+        ))
+        .await
+        .unwrap();
+}
+
+impl Checker {
+    pub fn start(nodes: &[&KeeperProc]) -> Checker {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicI64::new(1));
+        let tasks = nodes
+            .iter()
+            .map(|k| {
+                let opts = sqlx::postgres::PgConnectOptions::new()
+                    .socket(pgpilot_keeper::files::socket_dir(&k.pgdata))
+                    .port(k.port)
+                    .username("postgres")
+                    .database("postgres")
+                    .disable_statement_logging();
+                let node = k.name.clone();
+                let (log, stop, next) = (log.clone(), stop.clone(), next.clone());
+                tokio::spawn(async move {
+                    let mut conn: Option<sqlx::PgConnection> = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        if conn.is_none() {
+                            let c = tokio::time::timeout(Duration::from_secs(2), opts.connect());
+                            conn = c.await.ok().and_then(Result::ok);
+                        }
+                        if let Some(c) = conn.as_mut() {
+                            let id = next.fetch_add(1, Ordering::Relaxed);
+                            let sql = format!("INSERT INTO {TABLE} VALUES ({id}, '{node}')");
+                            let sent = Instant::now();
+                            match sqlx::query(&sql).execute(&mut *c).await {
+                                Ok(_) => log.lock().unwrap().push(CheckAck {
+                                    node: node.clone(),
+                                    id,
+                                    sent,
+                                    acked: Instant::now(),
+                                }),
+                                // A read-only standby refuses and the
+                                // connection stays usable; anything else
+                                // reconnects.
+                                Err(e) if e.to_string().contains("read-only") => {}
+                                Err(_) => conn = None,
+                            }
+                        }
+                        tokio::time::sleep_until((started + EVERY).into()).await;
+                    }
+                })
+            })
+            .collect();
+        Checker { log, stop, tasks }
+    }
+
+    pub fn acks(&self) -> Vec<CheckAck> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Stops the tasks; a commit still waiting is abandoned (it was not
+    /// acknowledged).
+    pub async fn stop(mut self) -> Vec<CheckAck> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks.iter_mut() {
+            // A task stuck in a commit is aborted by Drop.
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        self.acks()
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// What [`split_brain`] found wrong, if anything.
+pub fn split_brain(acks: &[CheckAck], writers: usize) -> Result<(), String> {
+    for x in acks {
+        for y in acks {
+            if x.node < y.node && x.sent <= y.acked && y.sent <= x.acked {
+                return Err(format!(
+                    "two nodes acknowledged at the same moment: {} (id {}) and {} (id {})",
+                    x.node, x.id, y.node, y.id
+                ));
+            }
+        }
+    }
+    let mut ordered: Vec<&CheckAck> = acks.iter().collect();
+    ordered.sort_by_key(|a| a.acked);
+    let mut runs: Vec<&str> = Vec::new();
+    for a in ordered {
+        if runs.last() != Some(&a.node.as_str()) {
+            runs.push(&a.node);
+        }
+    }
+    if runs.len() > writers {
+        return Err(format!(
+            "writers interleaved: acknowledgements came from {runs:?} in turn, at most \
+             {writers} writer(s) expected"
+        ));
+    }
+    Ok(())
+}
