@@ -112,6 +112,31 @@ pub fn acting_for(caller: Caller, node_id: i64) -> Result<(), Status> {
     }
 }
 
+/// A node's credential watches its own group only (the keeper asks for
+/// exactly that): one node cannot follow another formation's events.
+/// `home` is where the node is registered, `None` when it is not (dropped
+/// since the credential was checked). Readers and the operator watch
+/// anything.
+pub fn watch_scope(
+    caller: Caller,
+    home: Option<(&str, i32)>,
+    formation: &str,
+    group_id: Option<i32>,
+) -> Result<(), Status> {
+    let Caller::Node(id) = caller else {
+        return Ok(());
+    };
+    match home {
+        None => Err(Status::unauthenticated(format!(
+            "node {id} is no longer registered: its credential was revoked"
+        ))),
+        Some((f, g)) if f == formation && group_id == Some(g) => Ok(()),
+        Some((f, g)) => Err(Status::permission_denied(format!(
+            "the credential of node {id} watches only its own group (formation {f}, group {g})"
+        ))),
+    }
+}
+
 /// Where the monitor keeps its tokens: `DIR.pgpilot/credentials/`, 0700,
 /// each file 0600. The CLI on this machine reads them (`--pgdata
 /// MONITOR_DIR`).
@@ -590,5 +615,19 @@ mod tests {
             tonic::Code::PermissionDenied
         );
         assert!(acting_for(Caller::Reader, 3).is_err());
+    }
+
+    #[test]
+    fn a_node_watches_only_its_own_group() {
+        let node = Caller::Node(3);
+        assert!(watch_scope(node, Some(("default", 0)), "default", Some(0)).is_ok());
+        for (f, g) in [("default", Some(1)), ("other", Some(0)), ("", None)] {
+            let e = watch_scope(node, Some(("default", 0)), f, g).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{f} {g:?}");
+        }
+        let e = watch_scope(node, None, "default", Some(0)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(watch_scope(Caller::Reader, None, "", None).is_ok());
+        assert!(watch_scope(Caller::Operator, None, "x", Some(9)).is_ok());
     }
 }

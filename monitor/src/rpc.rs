@@ -75,7 +75,20 @@ impl Monitor for MonitorService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = crate::auth::caller(&req)?;
         let req = req.into_inner();
+        if let crate::auth::Caller::Node(id) = caller {
+            let home =
+                self.control.store.group_of(id).await.map_err(|e| {
+                    Status::unavailable(format!("could not look node {id} up: {e:#}"))
+                })?;
+            crate::auth::watch_scope(
+                caller,
+                home.as_ref().map(|(f, g)| (f.as_str(), *g)),
+                &req.formation,
+                req.group_id,
+            )?;
+        }
         let stream =
             BroadcastStream::new(self.control.bus.subscribe()).filter_map(move |item| match item {
                 Ok(event)

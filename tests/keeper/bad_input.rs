@@ -41,6 +41,11 @@ fn create_with_http(
 async fn monitor_down_is_a_clear_error_after_bounded_retries() {
     let dir = TestDir::new("k-nomon");
     let nobody = format!("http://127.0.0.1:{}", free_port());
+    // A well-formed join token where create_args looks for it: the node
+    // gets as far as trying to reach the monitor.
+    let token = pgpilot_monitor::auth::join_token_path(&dir.join("monitor"));
+    std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+    std::fs::write(&token, format!("PGJ1.{}\n", "ab".repeat(32))).unwrap();
     let started = Instant::now();
     let (ok, out) = create(&dir, &nobody, "a", free_port());
     assert!(!ok);

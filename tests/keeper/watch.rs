@@ -34,7 +34,9 @@ impl OnPty {
         };
         let pty = nix::pty::openpty(Some(&size), None).expect("open a pseudo-terminal");
         let slave: OwnedFd = pty.slave;
-XX, "xterm-256color")
+        // As the monitor's operator (its CA and token in the environment).
+        let mut cmd = pgpilot_command(args);
+        cmd.env("TERM", "xterm-256color")
             .env_remove("RUST_LOG")
             .stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))

@@ -13,4 +13,5 @@ mod keeper;
 mod lifecycle;
 mod metrics;
 mod operator;
+mod security;
 mod writes;

@@ -152,6 +152,15 @@ impl MonitorProc {
     /// [`MonitorProc::start`] in `host`'s network namespace, listening on
     /// its address.
     pub async fn start_on(dir: &TestDir, host: Option<&netns::Host>) -> MonitorProc {
+        Self::start_full(dir, host, &[]).await
+    }
+
+    /// [`MonitorProc::start`] with more `create monitor` flags.
+    pub async fn start_with(dir: &TestDir, extra: &[&str]) -> MonitorProc {
+        Self::start_full(dir, None, extra).await
+    }
+
+    async fn start_full(dir: &TestDir, host: Option<&netns::Host>, extra: &[&str]) -> MonitorProc {
         let pgdata = dir.join("monitor");
         let port = free_port();
         let http_port = free_port();
@@ -171,6 +180,7 @@ impl MonitorProc {
                 &http_listen,
                 "--run",
             ])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
@@ -218,6 +228,11 @@ impl MonitorProc {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.log.with_file_name("monitor.err")).unwrap_or_default()
+    }
+
+    /// Everything the monitor logged so far (stdout and stderr).
+    pub fn logged(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default() + &self.stderr()
     }
 
     /// The operator's CA and credential, as the monitor's files hold them.
