@@ -306,13 +306,19 @@ mod tests {
             database_url: None,
             pg_user: "postgres".into(),
             http_listen: None,
+            ssl: true,
             timings: Timings::default(),
         };
         let text = toml::to_string(&c).unwrap();
         assert_eq!(toml::from_str::<MonitorConfig>(&text).unwrap(), c);
         let bad = format!("{text}\nbogus = 1\n");
         assert!(toml::from_str::<MonitorConfig>(&bad).is_err());
-        assert_eq!(c.monitor_uri(), "http://localhost:5430");
+        assert_eq!(c.monitor_uri(), "https://localhost:5430");
+        let plain = MonitorConfig { ssl: false, ..c.clone() };
+        assert_eq!(plain.monitor_uri(), "http://localhost:5430");
+        // A monitor.toml from before TLS existed has no `ssl`: TLS on.
+        let old = text.replace("ssl = true\n", "");
+        assert!(toml::from_str::<MonitorConfig>(&old).unwrap().ssl);
         // No http_listen (a file from before /metrics): the default.
         assert!(!text.contains("http_listen"), "{text}");
         assert_eq!(c.http_listen().unwrap().to_string(), "127.0.0.1:8430");
