@@ -120,6 +120,14 @@ impl HookEnv {
     }
 }
 
+/// Environment variables of the keeper that hooks never see.
+const SECRET_ENV: [&str; 4] = [
+    "PGPILOT_JOIN_TOKEN",
+    "PGPILOT_TOKEN",
+    "PGPILOT_TOKEN_FILE",
+    "PGPASSWORD",
+];
+
 /// Runs hook `what` to its end or its timeout (then kills it). Its output
 /// goes to the log. Errors on a failed spawn, a non-zero exit or the
 /// timeout.
@@ -146,6 +154,12 @@ pub async fn run(
             c
         }
     };
+    // A hook gets the keeper's environment minus its secrets: with
+    // `create postgres --run` that holds the join token, and a hook's
+    // output goes to the log.
+    for secret in SECRET_ENV {
+        c.env_remove(secret);
+    }
     c.envs(env.vars(pgdata))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -234,10 +234,14 @@ impl Keys {
     /// Replaces the join token: the old one stops working at once;
     /// registered nodes keep their own credentials.
     pub fn rotate_join_token(&self) -> anyhow::Result<JoinToken> {
+        // One rotation at a time, from reading the file to the digest in
+        // memory: two at once must not leave the file holding one token
+        // and the monitor accepting the other.
+        let mut join = self.join.write().unwrap_or_else(|p| p.into_inner());
         let old = JoinToken::parse(&std::fs::read_to_string(join_token_path(&self.pgdata))?)
             .context("read the current join token")?;
         let new = write_join_token(&self.pgdata, old.ca_sha256.as_deref())?;
-        *self.join.write().unwrap_or_else(|p| p.into_inner()) = new.credential().digest();
+        *join = new.credential().digest();
         Ok(new)
     }
 
@@ -354,30 +358,45 @@ pub fn authorize(
 /// that, refusals are only counted, so a flood cannot fill memory or logs.
 const REMEMBERED_REFUSALS: usize = 4096;
 
-/// Logs each (source, reason) once and counts every refusal.
+/// How long a (source, reason) pair stays logged: a source that keeps
+/// failing is logged again after this, and a flood that filled the set
+/// cannot silence the log for good.
+const REFUSAL_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A source and a reason, logged once.
+type Logged = (Option<IpAddr>, &'static str);
+
+/// Logs each (source, reason) once per [`REFUSAL_MEMORY`] and counts
+/// every refusal.
 pub struct Refusals {
-    seen: Mutex<HashSet<(Option<IpAddr>, &'static str)>>,
+    /// Since when, and what was logged.
+    seen: Mutex<(std::time::Instant, HashSet<Logged>)>,
     metrics: Arc<Metrics>,
 }
 
 impl Refusals {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Refusals {
-            seen: Mutex::default(),
+            seen: Mutex::new((std::time::Instant::now(), HashSet::new())),
             metrics,
         }
     }
 
     fn record(&self, source: Option<IpAddr>, method: &str, reason: &'static str) {
         self.metrics.auth_refused(reason);
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, seen) = &mut *guard;
+        if since.elapsed() >= REFUSAL_MEMORY {
+            *since = std::time::Instant::now();
+            seen.clear();
+        }
         if seen.len() >= REMEMBERED_REFUSALS {
             return;
         }
         if seen.insert((source, reason)) {
             let from = source.map_or_else(|| "an unknown address".into(), |a| a.to_string());
             tracing::warn!(
-                "refused {method} from {from}: {reason} (logged once per address and reason; all are counted in pgpilot_auth_refusals_total)"
+                "refused {method} from {from}: {reason} (logged once per address and reason every 10 minutes; all are counted in pgpilot_auth_refusals_total)"
             );
         }
     }
@@ -388,13 +407,16 @@ impl Refusals {
 pub struct AuthLayer {
     keys: Arc<Keys>,
     refusals: Arc<Refusals>,
+    /// Told of each connection that carried a valid credential.
+    gate: Arc<crate::conn_limit::Gate>,
 }
 
 impl AuthLayer {
-    pub fn new(keys: Arc<Keys>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(keys: Arc<Keys>, metrics: Arc<Metrics>, gate: Arc<crate::conn_limit::Gate>) -> Self {
         AuthLayer {
             keys,
             refusals: Arc::new(Refusals::new(metrics)),
+            gate,
         }
     }
 }
@@ -444,11 +466,15 @@ where
         let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
         match authorize(&self.layer.keys, &method, header) {
             Ok(caller) => {
+                if let Some(peer) = source(&req) {
+                    self.layer.gate.prove(peer);
+                }
                 req.extensions_mut().insert(caller);
                 Box::pin(self.inner.call(req))
             }
             Err((status, reason)) => {
-                self.layer.refusals.record(source(&req), &method, reason);
+                let ip = source(&req).map(|a| a.ip());
+                self.layer.refusals.record(ip, &method, reason);
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
@@ -456,7 +482,7 @@ where
 }
 
 /// The peer address tonic records on each connection (plain or TLS).
-fn source(req: &http::Request<Body>) -> Option<IpAddr> {
+fn source(req: &http::Request<Body>) -> Option<std::net::SocketAddr> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let ext = req.extensions();
     ext.get::<TcpConnectInfo>()
@@ -465,7 +491,6 @@ fn source(req: &http::Request<Body>) -> Option<IpAddr> {
             ext.get::<TlsConnectInfo<TcpConnectInfo>>()
                 .and_then(|i| i.get_ref().remote_addr())
         })
-        .map(|a| a.ip())
 }
 
 /// The digest stored for a new node credential.

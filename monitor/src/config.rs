@@ -314,7 +314,10 @@ mod tests {
         let bad = format!("{text}\nbogus = 1\n");
         assert!(toml::from_str::<MonitorConfig>(&bad).is_err());
         assert_eq!(c.monitor_uri(), "https://localhost:5430");
-        let plain = MonitorConfig { ssl: false, ..c.clone() };
+        let plain = MonitorConfig {
+            ssl: false,
+            ..c.clone()
+        };
         assert_eq!(plain.monitor_uri(), "http://localhost:5430");
         // A monitor.toml from before TLS existed has no `ssl`: TLS on.
         let old = text.replace("ssl = true\n", "");

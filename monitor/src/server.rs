@@ -9,6 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pgpilot_proto::pb::monitor_server::MonitorServer;
 use pgpilot_proto::HttpListen;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -112,14 +113,15 @@ pub async fn serve(
             )
             .context("load the monitor's TLS certificate and key (DIR.pgpilot/tls/)")?;
     }
-    let auth = AuthLayer::new(control.keys.clone(), control.metrics.clone());
+    let gate = Arc::new(crate::conn_limit::Gate::default());
+    let auth = AuthLayer::new(control.keys.clone(), control.metrics.clone(), gate.clone());
     let service = MonitorServer::new(MonitorService::new(control))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let server = builder
         .layer(auth)
         .add_service(service)
         .serve_with_incoming_shutdown(
-            incoming(listener, MAX_CONNECTIONS),
+            incoming(listener, MAX_CONNECTIONS, gate),
             cancel.clone().cancelled_owned(),
         );
     let mut server = std::pin::pin!(server);

@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use crate::support::*;
 
+/// A well-formed operator credential for monitors nobody runs: the watch
+/// gets as far as trying to reach them.
+const SOME_TOKEN: &str = "PGO1.abababababababababababababababababababababababababababababababab";
+
 const STEP: Duration = Duration::from_secs(60);
 const ROWS: u16 = 50;
 const COLS: u16 = 120;
@@ -26,6 +30,10 @@ struct OnPty {
 
 impl OnPty {
     fn spawn(args: &[&str]) -> OnPty {
+        Self::spawn_with(args, &[])
+    }
+
+    fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> OnPty {
         let size = nix::pty::Winsize {
             ws_row: ROWS,
             ws_col: COLS,
@@ -36,7 +44,8 @@ impl OnPty {
         let slave: OwnedFd = pty.slave;
         // As the monitor's operator (its CA and token in the environment).
         let mut cmd = pgpilot_command(args);
-        cmd.env("TERM", "xterm-256color")
+        cmd.envs(env.iter().copied())
+            .env("TERM", "xterm-256color")
             .env_remove("RUST_LOG")
             .stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
@@ -219,7 +228,10 @@ async fn watch_shows_a_failover_and_quits_on_q() {
 async fn watch_says_when_the_monitor_is_unreachable_and_quits_on_ctrl_c() {
     // Nobody listens on this port.
     let uri = format!("http://127.0.0.1:{}", free_port());
-    let mut watch = OnPty::spawn(&["watch", "--monitor", &uri]);
+    let mut watch = OnPty::spawn_with(
+        &["watch", "--monitor", &uri],
+        &[("PGPILOT_TOKEN", SOME_TOKEN)],
+    );
     watch
         .until("the unreachable monitor", |s| {
             // The status wraps under the header, up to the blank line.
@@ -247,6 +259,7 @@ async fn watch_says_when_the_monitor_is_unreachable_and_quits_on_ctrl_c() {
 fn watch_without_a_terminal_names_once_and_once_fails_without_a_monitor() {
     let out = Command::new(pgpilot_bin())
         .args(["watch", "--monitor", "http://127.0.0.1:1"])
+        .env("PGPILOT_TOKEN", SOME_TOKEN)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -257,7 +270,10 @@ fn watch_without_a_terminal_names_once_and_once_fails_without_a_monitor() {
         "{err}"
     );
     // --once does not retry: a monitor it cannot ask is an error.
-    let out = pgpilot(&["watch", "--once", "--monitor", "http://127.0.0.1:1"]);
+    let out = pgpilot_command(&["watch", "--once", "--monitor", "http://127.0.0.1:1"])
+        .env("PGPILOT_TOKEN", SOME_TOKEN)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("http://127.0.0.1:1"), "{err}");

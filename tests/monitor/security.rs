@@ -413,6 +413,7 @@ async fn hostile_input_leaves_the_monitor_serving() {
     let (got, _) = code(c.show_state(req).await);
     assert_eq!(got, Code::Unauthenticated);
     // Garbage bytes instead of a TLS handshake.
+    let mut buf = [0u8; 64];
     for _ in 0..20 {
         let mut raw = std::net::TcpStream::connect(("127.0.0.1", m.port)).unwrap();
         let _ = raw.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3, 4, 5]);
@@ -452,12 +453,20 @@ async fn hostile_input_leaves_the_monitor_serving() {
     // (Two reasons were given from there: the Basic header and the flood.)
     assert_eq!(lines, 2, "{logged}");
 
-    // More connections than the monitor takes, none finishing its
-    // handshake: they are dropped after the handshake timeout and the
-    // monitor serves again.
-    let idle: Vec<_> = (0..pgpilot_monitor::conn_limit::MAX_CONNECTIONS + 50)
+    // More connections from one address than it may hold, none finishing
+    // its handshake: those past its share are closed at once, the rest
+    // after the handshake timeout, and the monitor serves again.
+    let share = pgpilot_monitor::conn_limit::MAX_PER_SOURCE;
+    let idle: Vec<_> = (0..share + 20)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", m.port)).unwrap())
         .collect();
+    let mut last = idle.last().unwrap().try_clone().unwrap();
+    last.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert_eq!(
+        last.read(&mut buf).unwrap_or(0),
+        0,
+        "a connection past the share was kept"
+    );
     let started = Instant::now();
     eventually("the monitor serving again", DEADLINE, || async {
         let mut c = connect(&m.uri, &m.auth()).await.ok()?;
