@@ -173,7 +173,9 @@ async fn a_standby_promoted_by_hand_is_an_error_event_a_metric_and_fenced() {
 
     // Outside pgpilot: promote the standby by hand.
     let promoted = Instant::now();
-    b.query("SELECT pg_promote()::text").await.unwrap();
+    // Without waiting for the promotion to end: its keeper may fence it
+    // before pg_promote would return, ending this connection.
+    b.query("SELECT pg_promote(false)::text").await.unwrap();
     // The rogue takes writes (the test would prove nothing otherwise),
     // until its keeper fences it.
     let mut accepted = 0;

@@ -240,12 +240,9 @@ async fn watch_says_when_the_monitor_is_unreachable_and_quits_on_ctrl_c() {
                 .skip(1)
                 .take_while(|l| !l.trim().is_empty())
                 .collect();
-            (status
-                .first()
-                .is_some_and(|l| l.starts_with("monitor unreachable: "))
-                && status
-                    .last()
-                    .is_some_and(|l| l.trim_end().ends_with("; retrying")))
+            let status = status.join(" ");
+            (status.starts_with("monitor unreachable: ")
+                && status.trim_end().ends_with("; retrying"))
             .then_some(())
         })
         .await;
