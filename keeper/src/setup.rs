@@ -138,11 +138,22 @@ async fn register(
                     .register(req)
                     .await
                     .map(|r| r.into_inner())
-                    .map_err(|s| {
-                        anyhow::anyhow!(
+                    .map_err(|s| match s.code() {
+                        // The answer, not the request, may be what got
+                        // lost: the monitor may have registered the node.
+                        tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
+                        | tonic::Code::Unknown => anyhow::anyhow!(
+                            "registering this node failed on the way: {}; the monitor may have \
+                             registered it anyway: check `pgpilot show state` and drop that node \
+                             before trying again",
+                            pgpilot_proto::client::explain_status(&s)
+                        ),
+                        _ => anyhow::anyhow!(
                             "the monitor refused to register this node: {}",
                             s.message()
-                        )
+                        ),
                     });
             }
             Err(e) => {
