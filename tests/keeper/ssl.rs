@@ -67,18 +67,20 @@ async fn tcp(
 }
 
 /// Samples `ps -eo args` every 50 ms until stopped; returns every line
-/// that contained `secret`.
+/// that contained one of the secrets.
 struct PsWatch {
+    secrets: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     found: Arc<Mutex<Vec<String>>>,
     thread: Option<std::thread::JoinHandle<usize>>,
 }
 
 impl PsWatch {
-    fn start(secret: String) -> PsWatch {
+    fn start(secrets: Vec<String>) -> PsWatch {
+        let secrets = Arc::new(Mutex::new(secrets));
         let stop = Arc::new(AtomicBool::new(false));
         let found = Arc::new(Mutex::new(Vec::new()));
-        let (s, f) = (stop.clone(), found.clone());
+        let (s, f, watched) = (stop.clone(), found.clone(), secrets.clone());
         let thread = std::thread::spawn(move || {
             let mut samples = 0;
             while !s.load(Ordering::Relaxed) {
@@ -87,7 +89,11 @@ impl PsWatch {
                     .output()
                     .unwrap();
                 let text = String::from_utf8_lossy(&out.stdout);
-                for line in text.lines().filter(|l| l.contains(&secret)) {
+                let watched = watched.lock().unwrap().clone();
+                for line in text
+                    .lines()
+                    .filter(|l| watched.iter().any(|s| l.contains(s.as_str())))
+                {
                     f.lock().unwrap().push(line.to_string());
                 }
                 samples += 1;
@@ -96,13 +102,19 @@ impl PsWatch {
             samples
         });
         PsWatch {
+            secrets,
             stop,
             found,
             thread: Some(thread),
         }
     }
 
-    /// (samples taken, lines that held the secret).
+    /// Watches for `secret` too from now on.
+    fn add(&self, secret: String) {
+        self.secrets.lock().unwrap().push(secret);
+    }
+
+    /// (samples taken, lines that held a secret).
     fn finish(mut self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         let n = self.thread.take().unwrap().join().unwrap();
@@ -114,9 +126,26 @@ impl PsWatch {
 async fn ssl_and_scram_through_bootstrap_failover_and_rewind_rejoin() {
     let dir = TestDir::new("k-ssl");
     let monitor = MonitorProc::start(&dir).await;
+    // The control plane's secrets, watched for from before the nodes
+    // are created (`create postgres` holds the join token).
+    let secret_of = |token: &str| token.trim().split('.').nth(1).unwrap().to_string();
+    let mut secrets = vec![
+        secret_of(&monitor.join_token()),
+        secret_of(&monitor.auth().token.unwrap()),
+    ];
+    let ps = PsWatch::start(secrets.clone());
     let (mut a, b) = primary_and_secondary(&dir, &monitor).await;
     let password = replication_password(&a);
-    let ps = PsWatch::start(password.clone());
+    ps.add(password.clone());
+    secrets.push(password.clone());
+    for k in [&a, &b] {
+        let credential =
+            std::fs::read_to_string(pgpilot_keeper::monitor_auth::credential_path(&k.pgdata))
+                .unwrap();
+        let credential = credential.trim().rsplit('.').next().unwrap().to_string();
+        ps.add(credential.clone());
+        secrets.push(credential);
+    }
 
     // Both servers run SSL with their own generated certificate, outside
     // PGDATA, the key 0600; passwords are stored as SCRAM verifiers.
@@ -256,19 +285,24 @@ async fn ssl_and_scram_through_bootstrap_failover_and_rewind_rejoin() {
     // the logs of every process, the monitor's events.
     let (samples, leaked) = ps.finish();
     assert!(samples > 20, "{samples} ps samples");
-    assert!(leaked.is_empty(), "the password is in ps: {leaked:?}");
-    for (what, log) in [
-        ("a", a.log()),
-        ("b", b.log()),
-        ("monitor", monitor.stderr()),
-    ] {
+    assert!(leaked.is_empty(), "a secret is in ps: {leaked:?}");
+    let events = monitor.events().await.join("\n");
+    for (i, secret) in secrets.iter().enumerate() {
+        for (what, log) in [
+            ("a", a.log()),
+            ("b", b.log()),
+            ("monitor", monitor.logged()),
+        ] {
+            assert!(
+                !log.contains(secret.as_str()),
+                "secret {i} is in the log of {what}"
+            );
+        }
         assert!(
-            !log.contains(&password),
-            "the password is in the log of {what}"
+            !events.contains(secret.as_str()),
+            "secret {i} is in an event"
         );
     }
-    let events = monitor.events().await.join("\n");
-    assert!(!events.contains(&password), "the password is in an event");
 }
 
 /// A CA and a certificate for 127.0.0.1 signed by it (PEM files in
