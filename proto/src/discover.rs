@@ -52,19 +52,13 @@ pub async fn fetch_ca(uri: &str, ca_sha256: &str) -> Result<Vec<u8>, DiscoverErr
         uri: uri.into(),
         detail,
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| unreachable(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyChain(provider)))
-        .with_no_client_auth();
+    let config = unverified_client_config();
     let name = ServerName::try_from(host.clone()).map_err(|_| bad())?;
     let chain = tokio::time::timeout(FETCH_TIMEOUT, async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .map_err(|e| e.to_string())?;
@@ -89,9 +83,30 @@ pub async fn fetch_ca(uri: &str, ca_sha256: &str) -> Result<Vec<u8>, DiscoverErr
         })
 }
 
-/// Accepts any chain: see the module comment for why that is safe here.
-/// Handshake signatures are still checked, so the peer holds the key of
-/// the leaf it presented.
+/// A TLS client configuration that accepts any server certificate, for
+/// the two places that must talk TLS before they can know the peer's CA:
+/// this fetch (its result is trusted only by its digest, see the module
+/// comment) and the monitor's health probe of a node (it sends no secret
+/// and learns only whether PostgreSQL answers). Handshake signatures are
+/// still checked, so the peer holds the key of the certificate it
+/// presented. Built once.
+pub fn unverified_client_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyChain(provider)))
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// Accepts any chain; see [`unverified_client_config`].
 #[derive(Debug)]
 struct AnyChain(Arc<rustls::crypto::CryptoProvider>);
 
