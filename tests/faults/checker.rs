@@ -22,6 +22,16 @@
 //! form at most `writers` runs (A...A then B...B after one failover; A
 //! again after B would be two nodes writable in turn without a failover
 //! between).
+//!
+//! **Decided before, delivered late.** A commit of the old primary that
+//! the final primary holds reached it by replication, so it was decided
+//! before the final primary was promoted (once promoted, it takes nothing
+//! from the old one), even when its acknowledgement arrived later: a
+//! backend frozen between its standby's confirmation and its answer sends
+//! that answer on resume, as a delayed packet would, and no HA system can
+//! take a sent answer back. Such a commit is not a second writer; a commit
+//! the old primary decided afterwards cannot be on the final primary, so
+//! it still counts here (and as lost).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -134,9 +144,18 @@ impl Drop for Checker {
 }
 
 /// What [`split_brain`] found wrong, if anything.
-pub fn split_brain(acks: &[CheckAck], writers: usize) -> Result<(), String> {
-    for x in acks {
-        for y in acks {
+pub fn split_brain(
+    acks: &[CheckAck],
+    writers: usize,
+    final_primary: &str,
+    on_final: &std::collections::BTreeSet<i64>,
+) -> Result<(), String> {
+    // Commits of an earlier writer the final primary holds: decided before
+    // its promotion (see the module comment).
+    let decided_before = |a: &CheckAck| a.node != final_primary && on_final.contains(&a.id);
+    let acks: Vec<&CheckAck> = acks.iter().filter(|a| !decided_before(a)).collect();
+    for x in &acks {
+        for y in &acks {
             if x.node < y.node && x.sent <= y.acked && y.sent <= x.acked {
                 return Err(format!(
                     "two nodes acknowledged at the same moment: {} (id {}) and {} (id {})",
@@ -145,7 +164,7 @@ pub fn split_brain(acks: &[CheckAck], writers: usize) -> Result<(), String> {
             }
         }
     }
-    let mut ordered: Vec<&CheckAck> = acks.iter().collect();
+    let mut ordered = acks;
     ordered.sort_by_key(|a| a.acked);
     let mut runs: Vec<&str> = Vec::new();
     for a in ordered {
@@ -160,4 +179,36 @@ pub fn split_brain(acks: &[CheckAck], writers: usize) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(base: Instant, node: &str, id: i64, sent_ms: u64, acked_ms: u64) -> CheckAck {
+        CheckAck {
+            node: node.into(),
+            id,
+            sent: base + Duration::from_millis(sent_ms),
+            acked: base + Duration::from_millis(acked_ms),
+        }
+    }
+
+    #[test]
+    fn a_late_answer_for_a_replicated_commit_is_no_second_writer() {
+        let base = Instant::now();
+        // a's commit sent before a freeze, answered on resume at 5 s; b
+        // promoted meanwhile and acknowledged at 3 s.
+        let acks = [ack(base, "a", 1, 0, 5000), ack(base, "b", 2, 3000, 3010)];
+        let on_b = [1, 2].into_iter().collect();
+        assert!(split_brain(&acks, 2, "b", &on_b).is_ok());
+        // Not on b: a decided it after b's promotion.
+        let only_b = [2].into_iter().collect();
+        let e = split_brain(&acks, 2, "b", &only_b).unwrap_err();
+        assert!(e.contains("same moment"), "{e}");
+        // With a the final primary (holding only its own commit), b's
+        // commit is the one decided elsewhere: a second writer.
+        let on_a = [1].into_iter().collect();
+        assert!(split_brain(&acks, 2, "a", &on_a).is_err());
+    }
 }

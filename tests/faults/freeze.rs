@@ -25,6 +25,8 @@ async fn b_primary_frozen_past_the_failover_then_resumed() {
         let mut frozen = Frozen::default();
         let froze = Instant::now();
         let pids = freeze_node(&c.a, &mut frozen);
+        // A commit sent after this cannot be decided before SIGCONT.
+        let all_frozen = Instant::now();
         c.writer()
             .wait_acks_on(b_port, 0, 5, NEW_PRIMARY_WITHIN)
             .await;
@@ -40,28 +42,37 @@ async fn b_primary_frozen_past_the_failover_then_resumed() {
         )
         .await;
         let out = c.finish("b", 2).await;
+        // After SIGCONT a decides nothing: an answer it sends then is for
+        // a commit sent before the freeze and decided before it (finish
+        // checked that b holds it: b took nothing from a once promoted),
+        // delivered late by a backend frozen just before answering.
         let late: Vec<_> = out
             .acks
             .iter()
             .filter(|a| a.port == a_port && a.at >= resumed)
             .collect();
-        assert!(late.is_empty(), "a acknowledged after resuming: {late:?}");
+        assert!(
+            late.len() <= 1,
+            "a acknowledged more than the writer's one commit in flight after resuming: {late:?}"
+        );
         let late: Vec<_> = out
             .checks
             .iter()
             .filter(|k| k.node == "a" && k.acked >= resumed)
             .collect();
         assert!(
-            late.is_empty(),
-            "a acknowledged checks after resuming: {late:?}"
+            late.iter().all(|k| k.sent < all_frozen),
+            "a acknowledged checks sent during the freeze after resuming: {late:?}"
         );
         eprintln!(
             "scenario b: {} processes frozen; first write on the new primary {} ms after the \
-             freeze; postmaster gone {} ms after SIGCONT; longest write gap {} ms",
+             freeze; postmaster gone {} ms after SIGCONT; longest write gap {} ms; {} answer(s) \
+             for commits decided before the freeze delivered after SIGCONT",
             pids.len(),
             out.first_on(b_port, froze).unwrap().as_millis(),
             (gone - resumed).as_millis(),
-            out.longest_gap(froze).as_millis()
+            out.longest_gap(froze).as_millis(),
+            late.len()
         );
     })
     .await;

@@ -84,11 +84,7 @@ impl Cluster {
         wait_state(&monitor, "a", "single", STEP).await;
         // The test process connects from the bridge's address: let the
         // application role in (before b copies pg_hba.conf from a).
-        let hba = a.pgdata.join("pg_hba.conf");
-        let mut text = std::fs::read_to_string(&hba).unwrap();
-        text.push_str(&format!("host all app {}/32 scram-sha-256\n", net.gateway));
-        std::fs::write(&hba, text).unwrap();
-        a.query("SELECT pg_reload_conf()::text").await.unwrap();
+        allow_app(&a, &net.gateway.to_string()).await;
         writer::prepare(&a).await;
         checker::prepare(&a).await;
         let b = KeeperProc::create_on(&dir, &monitor.uri, "b", Some(net.host("b")), &[]);
@@ -154,7 +150,7 @@ impl Cluster {
             lost.is_empty(),
             "checker commits acknowledged but missing on {primary}: {lost:?}"
         );
-        if let Err(e) = checker::split_brain(&checks, writers) {
+        if let Err(e) = checker::split_brain(&checks, writers, primary, &held) {
             panic!("split brain: {e}");
         }
         eprintln!(
@@ -311,4 +307,28 @@ pub fn dead(pid: i32) -> bool {
 /// How many promotions the monitor's latest events mention.
 pub async fn promotions(monitor: &MonitorProc) -> usize {
     monitor.count_events("prepare_promotion").await
+}
+
+/// Adds a line for the application role from `from` below the keeper's
+/// managed block of `k`'s pg_hba.conf. The keeper rewrites that file too
+/// (its block, keeping the rest): so the line is written atomically (a
+/// reload must never parse a half-written file: it once refused the
+/// keeper's own local connections), and checked again after a reload
+/// until it holds.
+async fn allow_app(k: &KeeperProc, from: &str) {
+    let hba = k.pgdata.join("pg_hba.conf");
+    let line = format!("host all app {from}/32 scram-sha-256");
+    eventually("the application's line in pg_hba.conf", STEP, || async {
+        let text = std::fs::read_to_string(&hba).ok()?;
+        if !text.contains(&line) {
+            let tmp = hba.with_extension("conf.test-tmp");
+            std::fs::write(&tmp, format!("{text}{line}\n")).ok()?;
+            std::fs::rename(&tmp, &hba).ok()?;
+        }
+        k.query("SELECT pg_reload_conf()::text").await.ok()?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let text = std::fs::read_to_string(&hba).ok()?;
+        text.contains(&line).then_some(())
+    })
+    .await;
 }
