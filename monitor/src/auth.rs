@@ -256,6 +256,14 @@ impl Keys {
             .insert(node_id, digest);
     }
 
+    /// Whether node `node_id` holds a credential still.
+    pub fn has_node(&self, node_id: i64) -> bool {
+        self.nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&node_id)
+    }
+
     pub fn remove_node(&self, node_id: i64) {
         self.nodes
             .write()

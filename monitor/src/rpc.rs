@@ -89,13 +89,27 @@ impl Monitor for MonitorService {
                 req.group_id,
             )?;
         }
+        // A node's stream ends with the first of its group's events after
+        // it was dropped (the drop's own event: credentials are revoked
+        // before events are published), so a revoked credential does not
+        // keep following the group on a stream opened before.
+        let keys = self.control.keys.clone();
+        let watcher = match caller {
+            crate::auth::Caller::Node(id) => Some(id),
+            _ => None,
+        };
         let stream =
             BroadcastStream::new(self.control.bus.subscribe()).filter_map(move |item| match item {
                 Ok(event)
                     if (req.formation.is_empty() || event.formation == req.formation)
                         && req.group_id.is_none_or(|g| g == event.group_id) =>
                 {
-                    Some(Ok(event))
+                    match watcher {
+                        Some(id) if !keys.has_node(id) => Some(Err(Status::unauthenticated(
+                            format!("node {id} was dropped: its credential is revoked"),
+                        ))),
+                        _ => Some(Ok(event)),
+                    }
                 }
                 Ok(_) => None,
                 // A lagging watcher skipped events; it polls anyway, so keep

@@ -243,7 +243,12 @@ pub async fn connect(target: &Target) -> anyhow::Result<pgpilot_proto::client::C
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
     let text = pgpilot_proto::client::explain_status(&status);
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+        // Transport failures (a TLS mismatch shows as a cancelled request
+        // when the connection is cut under it).
+        tonic::Code::Unavailable
+        | tonic::Code::Unknown
+        | tonic::Code::Internal
+        | tonic::Code::Cancelled
             if text != status.message() =>
         {
             anyhow::anyhow!("cannot talk to the monitor: {text}")

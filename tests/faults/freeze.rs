@@ -66,10 +66,11 @@ async fn b_primary_frozen_past_the_failover_then_resumed() {
         );
         eprintln!(
             "scenario b: {} processes frozen; first write on the new primary {} ms after the \
-             freeze; postmaster gone {} ms after SIGCONT; longest write gap {} ms; {} answer(s) \
+             freeze (the checker's first commit there {} ms); postmaster gone {} ms after SIGCONT; longest write gap {} ms; {} answer(s) \
              for commits decided before the freeze delivered after SIGCONT",
             pids.len(),
             out.first_on(b_port, froze).unwrap().as_millis(),
+            out.first_check_on("b", froze).unwrap().as_millis(),
             (gone - resumed).as_millis(),
             out.longest_gap(froze).as_millis(),
             late.len()

@@ -210,6 +210,17 @@ impl Outcome {
             .map(|a| a.at - from)
     }
 
+    /// The first commit the checker (straight to the node, no
+    /// reconnecting client) had acknowledged by `node` after `from`: when
+    /// the node took writes, whatever the application's timeouts.
+    pub fn first_check_on(&self, node: &str, from: Instant) -> Option<Duration> {
+        self.checks
+            .iter()
+            .filter(|k| k.node == node && k.acked >= from)
+            .map(|k| k.acked - from)
+            .min()
+    }
+
     /// The longest time without an acknowledged commit from `from` on
     /// (counting from `from` itself).
     pub fn longest_gap(&self, from: Instant) -> Duration {

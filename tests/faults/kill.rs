@@ -32,9 +32,10 @@ async fn a_primary_node_killed_under_write_load() {
         let out = c.finish("b", 2).await;
         let first = out.first_on(b_port, killed).unwrap();
         eprintln!(
-            "scenario a: first write on the new primary {} ms after the kill; longest write \
-             gap {} ms",
+            "scenario a: first write on the new primary {} ms after the kill (the checker's \
+             first commit there {} ms); longest write gap {} ms",
             first.as_millis(),
+            out.first_check_on("b", killed).unwrap().as_millis(),
             out.longest_gap(killed).as_millis()
         );
         assert!(first <= NEW_PRIMARY_WITHIN);

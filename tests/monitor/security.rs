@@ -196,6 +196,12 @@ async fn a_dropped_nodes_credential_is_refused() {
         ..
     } = crate::keeper::bootstrapped(&dir).await;
     let mut c = anonymous(&m).await;
+    // A stream b opened before it was dropped.
+    let own = pb::WatchRequest {
+        formation: "default".into(),
+        group_id: Some(0),
+    };
+    let mut open_stream = c.watch(b_report.sign(own)).await.unwrap().into_inner();
     let mut operator = m.client().await;
     operator
         .drop_node(pb::DropNodeRequest {
@@ -205,6 +211,19 @@ async fn a_dropped_nodes_credential_is_refused() {
         .await
         .unwrap();
     assert_eq!(node_names(&mut operator).await, ["a"]);
+    // It ends with the drop, refused.
+    let ended = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match open_stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the dropped node's stream ends");
+    let e = ended.expect_err("ended by a refusal");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
 
     let (got, message) = code(c.node_active(b_report.signed()).await);
     assert_eq!(got, Code::Unauthenticated, "{message}");
