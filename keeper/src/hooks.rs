@@ -121,8 +121,9 @@ impl HookEnv {
 }
 
 /// Environment variables of the keeper that hooks never see.
-const SECRET_ENV: [&str; 4] = [
+const SECRET_ENV: [&str; 5] = [
     "PGPILOT_JOIN_TOKEN",
+    "PGPILOT_MONITOR_DATABASE_URL",
     "PGPILOT_TOKEN",
     "PGPILOT_TOKEN_FILE",
     "PGPASSWORD",

@@ -53,7 +53,8 @@ pub async fn create_node(
     }
     let Some(join) = join else {
         bail!(
-            "registering a node needs the formation's join token: set PGPILOT_JOIN_TOKEN or pass              --join-token-file FILE (`pgpilot show join-token --pgdata MONITOR_DIR` prints it)"
+            "registering a node needs the formation's join token: set PGPILOT_JOIN_TOKEN or pass \
+             --join-token-file FILE (`pgpilot show join-token --pgdata MONITOR_DIR` prints it)"
         );
     };
     check_pgdata(&pgdata)?;

@@ -77,6 +77,9 @@ impl Monitor for MonitorService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = crate::auth::caller(&req)?;
         let req = req.into_inner();
+        // Subscribed before the node is looked up: a drop in between is
+        // then an event on this stream, which ends it.
+        let events = self.control.bus.subscribe();
         if let crate::auth::Caller::Node(id) = caller {
             let home =
                 self.control.store.group_of(id).await.map_err(|e| {
@@ -98,24 +101,23 @@ impl Monitor for MonitorService {
             crate::auth::Caller::Node(id) => Some(id),
             _ => None,
         };
-        let stream =
-            BroadcastStream::new(self.control.bus.subscribe()).filter_map(move |item| match item {
-                Ok(event)
-                    if (req.formation.is_empty() || event.formation == req.formation)
-                        && req.group_id.is_none_or(|g| g == event.group_id) =>
-                {
-                    match watcher {
-                        Some(id) if !keys.has_node(id) => Some(Err(Status::unauthenticated(
-                            format!("node {id} was dropped: its credential is revoked"),
-                        ))),
-                        _ => Some(Ok(event)),
-                    }
+        let stream = BroadcastStream::new(events).filter_map(move |item| match item {
+            Ok(event)
+                if (req.formation.is_empty() || event.formation == req.formation)
+                    && req.group_id.is_none_or(|g| g == event.group_id) =>
+            {
+                match watcher {
+                    Some(id) if !keys.has_node(id) => Some(Err(Status::unauthenticated(format!(
+                        "node {id} was dropped: its credential is revoked"
+                    )))),
+                    _ => Some(Ok(event)),
                 }
-                Ok(_) => None,
-                // A lagging watcher skipped events; it polls anyway, so keep
-                // the stream open rather than forcing a reconnect.
-                Err(_lagged) => None,
-            });
+            }
+            Ok(_) => None,
+            // A lagging watcher skipped events; it polls anyway, so keep
+            // the stream open rather than forcing a reconnect.
+            Err(_lagged) => None,
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 

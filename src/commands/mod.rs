@@ -169,6 +169,12 @@ pub fn monitor_target(target: &Target) -> anyhow::Result<(String, ClientAuth)> {
         (None, None) => bail!("say which monitor to ask: pass --monitor URI (or set PGPILOT_MONITOR), or --pgdata DIR of the monitor or of a node"),
         (None, Some(pgdata)) => from_pgdata(&std::path::absolute(pgdata)?)?,
     };
+    // With --pgdata the directory's own CA and credential are used: the
+    // environment an operator set for remote monitors must not replace
+    // them (a read token would refuse every operator command).
+    if target.monitor.is_none() {
+        return Ok((uri, auth));
+    }
     if let Some(file) = &target.ca_file {
         auth.ca_pem = Some(
             std::fs::read(file).with_context(|| format!("read --ca-file {}", file.display()))?,

@@ -151,12 +151,18 @@ pub fn split_brain(
     on_final: &std::collections::BTreeSet<i64>,
 ) -> Result<(), String> {
     // Commits of an earlier writer the final primary holds: decided before
-    // its promotion (see the module comment).
+    // its promotion (see the module comment), so they precede every commit
+    // of the final primary, whenever their answers came.
     let decided_before = |a: &CheckAck| a.node != final_primary && on_final.contains(&a.id);
-    let acks: Vec<&CheckAck> = acks.iter().filter(|a| !decided_before(a)).collect();
-    for x in &acks {
-        for y in &acks {
-            if x.node < y.node && x.sent <= y.acked && y.sent <= x.acked {
+    let precedes = |x: &CheckAck, y: &CheckAck| decided_before(x) && y.node == final_primary;
+    for x in acks {
+        for y in acks {
+            if x.node < y.node
+                && x.sent <= y.acked
+                && y.sent <= x.acked
+                && !precedes(x, y)
+                && !precedes(y, x)
+            {
                 return Err(format!(
                     "two nodes acknowledged at the same moment: {} (id {}) and {} (id {})",
                     x.node, x.id, y.node, y.id
@@ -164,8 +170,19 @@ pub fn split_brain(
             }
         }
     }
-    let mut ordered = acks;
-    ordered.sort_by_key(|a| a.acked);
+    // In order of when each commit was known to be decided: a held commit
+    // of an earlier writer no later than the final primary's first.
+    let first_final = acks
+        .iter()
+        .filter(|a| a.node == final_primary)
+        .map(|a| a.acked)
+        .min();
+    let decided = |a: &CheckAck| match first_final {
+        Some(f) if decided_before(a) => a.acked.min(f),
+        _ => a.acked,
+    };
+    let mut ordered: Vec<&CheckAck> = acks.iter().collect();
+    ordered.sort_by_key(|a| decided(a));
     let mut runs: Vec<&str> = Vec::new();
     for a in ordered {
         if runs.last() != Some(&a.node.as_str()) {
@@ -206,6 +223,26 @@ mod tests {
         let only_b = [2].into_iter().collect();
         let e = split_brain(&acks, 2, "b", &only_b).unwrap_err();
         assert!(e.contains("same moment"), "{e}");
+        // Two earlier writers at once, both held by the final primary c:
+        // still two writers at the same moment.
+        let three = [
+            ack(base, "a", 1, 0, 5000),
+            ack(base, "b", 2, 3000, 3010),
+            ack(base, "c", 3, 6000, 6010),
+        ];
+        let on_c = [1, 2, 3].into_iter().collect();
+        assert!(split_brain(&three, 3, "c", &on_c).is_err());
+        // a's late answer counts before b's commits: two writers in turn.
+        let runs = [
+            ack(base, "a", 1, 0, 5000),
+            ack(base, "b", 2, 3000, 3010),
+            ack(base, "b", 4, 3100, 3110),
+        ];
+        assert!(
+            split_brain(&runs, 1, "b", &on_b).is_err(),
+            "two writers, one allowed"
+        );
+        assert!(split_brain(&runs, 2, "b", &on_b).is_ok());
         // With a the final primary (holding only its own commit), b's
         // commit is the one decided elsewhere: a second writer.
         let on_a = [1].into_iter().collect();

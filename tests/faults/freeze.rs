@@ -2,8 +2,10 @@
 //! postmaster and every child) until the standby takes writes and 2 s
 //! more, then resumed.
 //!
-//! The bound: after SIGCONT the old primary acknowledges nothing (no
-//! writer or checker commit acknowledged by it after the resume), and its
+//! The bound: after SIGCONT the old primary decides nothing: an answer it
+//! sends then is for a commit sent before the freeze and held by the new
+//! primary (at most the writer's one in flight, and checker commits sent
+//! before every process was stopped), and its
 //! postmaster has exited within clock_margin (1 s) of the resume. The
 //! monitor's lease gate opened lease + clock_margin after the node's last
 //! report, assuming the node stops within clock_margin of its lease's

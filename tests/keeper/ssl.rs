@@ -71,7 +71,7 @@ async fn tcp(
 struct PsWatch {
     secrets: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
-    found: Arc<Mutex<Vec<String>>>,
+    found: Arc<Mutex<std::collections::HashSet<String>>>,
     thread: Option<std::thread::JoinHandle<usize>>,
 }
 
@@ -79,8 +79,8 @@ impl PsWatch {
     fn start(secrets: Vec<String>) -> PsWatch {
         let secrets = Arc::new(Mutex::new(secrets));
         let stop = Arc::new(AtomicBool::new(false));
-        let found = Arc::new(Mutex::new(Vec::new()));
-        let (s, f, watched) = (stop.clone(), found.clone(), secrets.clone());
+        let found = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        let (s, f) = (stop.clone(), found.clone());
         let thread = std::thread::spawn(move || {
             let mut samples = 0;
             while !s.load(Ordering::Relaxed) {
@@ -89,12 +89,13 @@ impl PsWatch {
                     .output()
                     .unwrap();
                 let text = String::from_utf8_lossy(&out.stdout);
-                let watched = watched.lock().unwrap().clone();
-                for line in text
-                    .lines()
-                    .filter(|l| watched.iter().any(|s| l.contains(s.as_str())))
-                {
-                    f.lock().unwrap().push(line.to_string());
+                // Every distinct line is kept and matched in `finish`, so
+                // a secret learnt later is found in lines sampled before.
+                let mut lines = f.lock().unwrap();
+                for line in text.lines() {
+                    if !lines.contains(line) {
+                        lines.insert(line.to_string());
+                    }
                 }
                 samples += 1;
                 std::thread::sleep(Duration::from_millis(50));
@@ -118,7 +119,16 @@ impl PsWatch {
     fn finish(mut self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         let n = self.thread.take().unwrap().join().unwrap();
-        (n, self.found.lock().unwrap().clone())
+        let secrets = self.secrets.lock().unwrap().clone();
+        let leaked = self
+            .found
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| secrets.iter().any(|s| l.contains(s.as_str())))
+            .cloned()
+            .collect();
+        (n, leaked)
     }
 }
 

@@ -387,6 +387,19 @@ async fn rotating_the_join_token_keeps_nodes_and_refuses_the_old_token() {
     );
     assert_eq!(got, Code::Unauthenticated);
     register(&mut c, &new, "c", free_port()).await;
+
+    // On the monitor's machine --pgdata uses its own operator token, even
+    // with a read token in the environment for remote monitors.
+    let out = pgpilot_command(&["rotate", "join-token", "--pgdata", path_str(&m.pgdata)])
+        .env("PGPILOT_TOKEN", read_token(&m))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(m.join_token(), new);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,13 +492,14 @@ async fn hostile_input_leaves_the_monitor_serving() {
     let idle: Vec<_> = (0..share + 20)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", m.port)).unwrap())
         .collect();
+    // Closed at once, well before the 5 s handshake timeout would close it.
     let mut last = idle.last().unwrap().try_clone().unwrap();
-    last.set_read_timeout(Some(DEADLINE)).unwrap();
-    assert_eq!(
-        last.read(&mut buf).unwrap_or(0),
-        0,
-        "a connection past the share was kept"
-    );
+    last.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    match last.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("a connection past the share was kept: {other:?}"),
+    }
     let started = Instant::now();
     eventually("the monitor serving again", DEADLINE, || async {
         let mut c = connect(&m.uri, &m.auth()).await.ok()?;
