@@ -210,6 +210,15 @@ impl Outcome {
             .map(|a| a.at - from)
     }
 
+    /// How many of the writer's commits the node on `port` acknowledged
+    /// in `[from, to)`.
+    pub fn acks_on(&self, port: u16, from: Instant, to: Instant) -> usize {
+        self.acks
+            .iter()
+            .filter(|a| a.port == port && a.at >= from && a.at < to)
+            .count()
+    }
+
     /// The first commit the checker (straight to the node, no
     /// reconnecting client) had acknowledged by `node` after `from`: when
     /// the node took writes, whatever the application's timeouts.
@@ -249,24 +258,6 @@ pub async fn by_deadline(what: &str, deadline: Instant, mut done: impl FnMut() -
         assert!(Instant::now() < deadline, "{what}: deadline passed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// The pids whose parent is `parent`.
-pub fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = s.rsplit_once(')')?.1.to_string();
-                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(parent)
-        })
-        .collect()
 }
 
 /// SIGSTOP a whole node, as a machine that stops: its postmaster first

@@ -32,11 +32,7 @@ async fn f_monitor_killed_for_30_s_changes_nothing() {
         assert_eq!(node_states(&mut c.monitor.client().await).await, before);
         assert_eq!(promotions(&c.monitor).await, promoted_before, "no failover");
         let out = c.finish("a", 1).await;
-        let during = out
-            .acks
-            .iter()
-            .filter(|k| k.at >= killed && k.at < back && k.port == a_port)
-            .count();
+        let during = out.acks_on(a_port, killed, back);
         let gap = out.longest_gap(killed);
         eprintln!(
             "scenario f: {during} commits on a while the monitor was down {} s; longest write \
@@ -90,7 +86,7 @@ async fn f_monitor_postgres_stopped_then_unavailable_for_30_s_changes_nothing() 
         frozen.stop(new);
         let mut pids = vec![new];
         for _ in 0..10 {
-            let more: Vec<i32> = crate::harness::children_of(new)
+            let more: Vec<i32> = children_of(new)
                 .into_iter()
                 .filter(|p| !pids.contains(p))
                 .collect();
@@ -112,11 +108,7 @@ async fn f_monitor_postgres_stopped_then_unavailable_for_30_s_changes_nothing() 
         assert_eq!(node_states(&mut c.monitor.client().await).await, before);
         assert_eq!(promotions(&c.monitor).await, promoted_before, "no failover");
         let out = c.finish("a", 1).await;
-        let during = out
-            .acks
-            .iter()
-            .filter(|k| k.at >= fault && k.at < back && k.port == a_port)
-            .count();
+        let during = out.acks_on(a_port, fault, back);
         let gap = out.longest_gap(fault);
         eprintln!(
             "scenario f (monitor's PostgreSQL): restarted by the monitor {} ms after the stop, \

@@ -75,11 +75,7 @@ async fn d_primary_cut_off_from_the_monitor_only_keeps_serving() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(promotions(&c.monitor).await, promoted_before, "no failover");
         let out = c.finish("a", 1).await;
-        let during = out
-            .acks
-            .iter()
-            .filter(|k| k.at >= cut && k.at < healed && k.port == a_port)
-            .count();
+        let during = out.acks_on(a_port, cut, healed);
         eprintln!(
             "scenario d: {during} commits on a during the {} s cut; longest write gap {} ms; \
              {} failed writer attempts",

@@ -79,27 +79,6 @@ pub(crate) fn node_id(k: &KeeperProc) -> i64 {
         .expect("node id in the state file")
 }
 
-/// The pids whose parent is `parent` (a postmaster's backends and
-/// auxiliary processes).
-fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            // "pid (comm) state ppid ...": comm may hold spaces, so split
-            // after its closing parenthesis.
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = s.rsplit_once(')')?.1.to_string();
-                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(parent)
-        })
-        .collect()
-}
-
 /// Gone or a zombie: it runs no code any more.
 fn dead(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
