@@ -288,7 +288,7 @@ impl KeeperConfig {
         if self.poll_interval >= DEFAULT_LEASE {
             bail!(
                 "poll_interval {} is not shorter than the default lease of {}: a healthy primary \
-                 would fence itself between two reports; set poll_interval to 1s (the monitor \
+                 would fence itself between two reports; set poll_interval to 400ms (the monitor \
                  names the interval it wants once the keeper reports)",
                 fmt(self.poll_interval),
                 fmt(DEFAULT_LEASE)
@@ -354,7 +354,9 @@ pub(crate) fn sample(pgdata: &Path) -> KeeperConfig {
         replication_quorum: true,
         auth: Auth::Scram,
         pg_user: "postgres".into(),
-        poll_interval: Duration::from_secs(1),
+        // The monitor's default (`FsmConfig::default`); used only until
+        // the monitor's first reply names the interval it wants.
+        poll_interval: Duration::from_millis(400),
         maximum_backup_rate: DEFAULT_BACKUP_RATE.into(),
         http_listen: None,
         postgres_dies_with_keeper: false,
@@ -537,7 +539,7 @@ mod tests {
         let text = std::fs::read_to_string(config_path(&pgdata)).unwrap();
         std::fs::write(
             config_path(&pgdata),
-            text.replace("poll_interval = \"1s\"", "poll_interval = \"1h\""),
+            text.replace("poll_interval = \"400ms\"", "poll_interval = \"1h\""),
         )
         .unwrap();
         let err = format!("{:#}", KeeperConfig::load(&pgdata).unwrap_err());
@@ -545,12 +547,12 @@ mod tests {
         // Within the old 100ms..10s range, but no shorter than the lease.
         std::fs::write(
             config_path(&pgdata),
-            text.replace("poll_interval = \"1s\"", "poll_interval = \"5s\""),
+            text.replace("poll_interval = \"400ms\"", "poll_interval = \"5s\""),
         )
         .unwrap();
         let err = format!("{:#}", KeeperConfig::load(&pgdata).unwrap_err());
         assert!(err.contains("would fence itself"), "{err}");
-        assert!(err.contains("set poll_interval to 1s"), "{err}");
+        assert!(err.contains("set poll_interval to 400ms"), "{err}");
 
         std::fs::write(config_path(&pgdata), "pgport = \"x\"").unwrap();
         let err = format!("{:#}", KeeperConfig::load(&pgdata).unwrap_err());

@@ -52,14 +52,23 @@ pub struct Timings {
 }
 
 impl Default for Timings {
+    /// The state machine's defaults (see `FsmConfig::default` for the
+    /// reasoning), and the probes'.
     fn default() -> Self {
         let fsm = FsmConfig::default();
         Timings {
-            probe_interval: Duration::from_secs(1),
-            probe_timeout: Duration::from_secs(1),
-            probe_retries: 2,
-            probe_retry_delay: Duration::from_millis(200),
-            keeper_poll_interval: Duration::from_secs(1),
+            // A round every 500 ms: a frozen node (its port accepts the
+            // connection, nothing answers) is marked bad within about a
+            // second, no later than its lease gate opens.
+            probe_interval: Duration::from_millis(500),
+            // A healthy PostgreSQL answers the SSL request in milliseconds,
+            // even on a loaded machine; 300 ms twice is a freeze. A probe
+            // that fails wrongly fails nothing over by itself: the keeper
+            // must be silent and a standby must have lost its stream too.
+            probe_timeout: Duration::from_millis(300),
+            probe_retries: 1,
+            probe_retry_delay: Duration::from_millis(100),
+            keeper_poll_interval: fsm.poll_interval,
             node_unhealthy_timeout: fsm.node_unhealthy_timeout,
             replication_lost_timeout: fsm.replication_lost_timeout,
             lease: fsm.lease,
@@ -73,12 +82,10 @@ impl Default for Timings {
 }
 
 impl Timings {
-    /// How long a keeper waits for a reply: at most 800 ms, and at most
-    /// half of what the lease leaves after one poll interval, so that a
-    /// keeper whose first attempt timed out still renews its lease in time.
+    /// How long a keeper waits for a reply (see
+    /// [`crate::fsm::report_timeout_for`]).
     pub fn report_timeout(&self) -> Duration {
-        let slack = self.lease.saturating_sub(self.keeper_poll_interval) / 2;
-        slack.min(Duration::from_millis(800))
+        crate::fsm::report_timeout_for(self.lease, self.keeper_poll_interval)
     }
 
     pub fn fsm_config(&self) -> FsmConfig {
@@ -165,6 +172,21 @@ impl Timings {
             bail!(
                 "timings.node_unhealthy_timeout ({}) must be at least twice keeper_poll_interval and longer than probe_interval",
                 humantime::format_duration(self.node_unhealthy_timeout)
+            );
+        }
+        // An idle primary's standby hears from it only when it pings, after
+        // half of wal_receiver_timeout; the witness must wait for longer
+        // than that (with room for a loaded machine), or every idle
+        // moment would make the standby a witness.
+        let ping =
+            Duration::from_millis(pgpilot_proto::replication_timeouts::WAL_RECEIVER_TIMEOUT_MS / 2);
+        if self.replication_lost_timeout < ping + ping / 2 {
+            bail!(
+                "timings.replication_lost_timeout ({}) must be at least {}: a standby pings an idle \
+                 primary only after {} of silence",
+                humantime::format_duration(self.replication_lost_timeout),
+                humantime::format_duration(ping + ping / 2),
+                humantime::format_duration(ping)
             );
         }
         if self.replication_stall_timeout <= self.node_unhealthy_timeout {
@@ -281,17 +303,20 @@ mod tests {
     #[test]
     fn rejects_lease_not_longer_than_poll() {
         let t = Timings {
-            lease: Duration::from_secs(1),
+            lease: Duration::from_millis(400),
             ..Timings::default()
         };
         let e = t.validate().unwrap_err().to_string();
-        assert!(e.contains("lease"), "{e}");
+        assert!(
+            e.contains("must be longer than timings.keeper_poll_interval"),
+            "{e}"
+        );
     }
 
     #[test]
     fn rejects_stall_shorter_than_unhealthy() {
         let t = Timings {
-            replication_stall_timeout: Duration::from_secs(2),
+            replication_stall_timeout: Duration::from_millis(900),
             ..Timings::default()
         };
         assert!(t.validate().unwrap_err().to_string().contains("stall"));

@@ -40,3 +40,27 @@ pub fn node_slot_name(node_id: i64) -> String {
 
 /// The default TCP port of the monitor's gRPC API.
 pub const DEFAULT_MONITOR_PORT: u16 = 5430;
+
+/// PostgreSQL's replication timeouts as every keeper configures them (one
+/// definition: the keeper writes them, the keeper's engine and the
+/// simulation reason with them, the monitor's config check holds its
+/// timings against them).
+pub mod replication_timeouts {
+    /// wal_receiver_timeout. A WAL receiver that heard nothing for half of
+    /// it pings its upstream, which answers at once: an idle but healthy
+    /// primary is therefore never silent much longer than 600 ms, which
+    /// replication_lost_timeout (the standby's failover witness) must
+    /// exceed with room to spare. A receiver whose upstream went silent (a
+    /// cut, a freeze) stays in pg_stat_wal_receiver, 'streaming' with an
+    /// ever older last message, this long before it reconnects.
+    pub const WAL_RECEIVER_TIMEOUT_MS: u64 = 1200;
+    /// wal_sender_timeout. A walsender that got no reply for half of it
+    /// asks its standby for one, so a live standby's last reply is at most
+    /// about 600 ms old even when nothing is written (its own status
+    /// interval is 1 s, the shortest PostgreSQL allows): the primary's
+    /// fencing exemption, counted from the oldest reply, then outlasts the
+    /// keeper's next look. A standby silent this long is let go, so
+    /// synchronous commits do not wait on a dead connection longer than
+    /// the monitor takes to act on it.
+    pub const WAL_SENDER_TIMEOUT_MS: u64 = 1200;
+}

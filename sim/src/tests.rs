@@ -4,6 +4,9 @@
 //! `PGPILOT_SIM_WAITS=1` prints what each run that ended waiting waited for;
 //! `PGPILOT_SIM_BUSY=1` uses the busier schedule of the mutation tests.
 
+use std::time::Duration;
+
+use pgpilot_monitor::core::Core;
 use pgpilot_monitor::fsm::FsmConfig;
 
 use super::mutations::{core_with, Mutation};
@@ -165,26 +168,48 @@ fn busy(seed: u64) -> Params {
     }
 }
 
-/// A primary whose clock runs slow (0.77 of the monitor's: its 3 s lease
-/// lasts 3.9 s in truth) loses its standby, then a second later the
+/// The first defaults (3 s lease, silences and unhealthy timeout, 1 s
+/// margin and poll): valid timings under which a failover comes well
+/// within a lease, so that the tests below can show the lease gate and the
+/// streaming rule carry the weight. With today's defaults a failover's
+/// own steps take about as long as the lease has left; the sweep of seeds
+/// checks those.
+fn first_defaults() -> FsmConfig {
+    FsmConfig {
+        node_unhealthy_timeout: Duration::from_secs(3),
+        replication_lost_timeout: Duration::from_secs(3),
+        lease: Duration::from_secs(3),
+        clock_margin: Duration::from_secs(1),
+        poll_interval: Duration::from_secs(1),
+        report_timeout: Duration::from_millis(800),
+        ..FsmConfig::default()
+    }
+}
+
+/// A primary whose clock runs slow (0.77 of the monitor's: a 3 s lease
+/// lasts 3.9 s in truth) loses its standby, then `after_ms` later the
 /// monitor; clients still reach it. The monitor fails over (the standby
 /// became a witness first), and the lease gate keeps the new primary
 /// read-only until the clock margin has passed too. (Cut off from both
 /// at once, the standby's witness comes late enough that the lease is
 /// over anyway: its WAL receiver lingers on the silent connection and its
 /// keeper counts from the very last contact.)
-fn isolated_slow_primary(core: Option<Mutation>) -> (Option<String>, String) {
+fn isolated_slow_primary(
+    core: Option<Mutation>,
+    (cfg, rate): (FsmConfig, f64),
+    after_ms: u64,
+) -> (Option<String>, String) {
     let p = Params {
         fault_rate: 0.0,
-        clock_rates: vec![0.77, 1.0],
+        clock_rates: vec![rate, 1.0],
         nodes: 2,
         quorum: vec![true, true],
         drops: false,
         ..Params::for_seed(1)
     };
     let mut w = match core {
-        None => World::new(1, p),
-        Some(m) => World::with_core(1, p, core_with(m, FsmConfig::default())),
+        None => World::with_core(1, p, Core::new(cfg)),
+        Some(m) => World::with_core(1, p, core_with(m, cfg)),
     };
     while w.now < 15_000 {
         w.step();
@@ -194,7 +219,7 @@ fn isolated_slow_primary(core: Option<Mutation>) -> (Option<String>, String) {
         b: 2,
         until: 36_000,
     });
-    while w.now < 16_000 {
+    while w.now < 15_000 + after_ms {
         w.step();
     }
     w.isolate(0, 20_000);
@@ -204,18 +229,31 @@ fn isolated_slow_primary(core: Option<Mutation>) -> (Option<String>, String) {
     (w.violation.clone(), w.trace())
 }
 
+/// Where the isolation falls against the primary's last report decides
+/// how much of its lease is left when the monitor could fail over, so
+/// both tests try every 50 ms of a report interval and more.
+const ISOLATED_AFTER_MS: std::ops::RangeInclusive<u64> = 0..=1000;
+
 #[test]
 fn the_clock_margin_covers_a_slow_keeper_clock() {
-    let (v, trace) = isolated_slow_primary(None);
-    assert_eq!(v, None, "{trace}");
+    // Today's defaults (300 ms on a 1.2 s lease: rates down to 0.8) and
+    // the first ones (1 s on 3 s: down to 0.75).
+    for timings in [(FsmConfig::default(), 0.81), (first_defaults(), 0.77)] {
+        for after in ISOLATED_AFTER_MS.step_by(50) {
+            let (v, trace) = isolated_slow_primary(None, timings.clone(), after);
+            assert_eq!(v, None, "isolated {after} ms after the cut:\n{trace}");
+        }
+    }
 }
 
 #[test]
 fn without_the_lease_gate_two_nodes_accept_writes() {
-    let (v, trace) = isolated_slow_primary(Some(Mutation::LeaseGate));
-    let v = v.unwrap_or_else(|| {
-        panic!("with the lease gate off, two nodes must accept writes:\n{trace}")
-    });
+    let v = ISOLATED_AFTER_MS
+        .step_by(50)
+        .find_map(|after| {
+            isolated_slow_primary(Some(Mutation::LeaseGate), (first_defaults(), 0.77), after).0
+        })
+        .expect("with the lease gate off, two nodes must accept writes for some isolation");
     assert!(v.contains("accept writes at the same time"), "{v}");
 }
 
@@ -325,7 +363,7 @@ fn without_the_election_timeout_the_group_waits_for_a_dead_winner() {
 /// resumes. Returns the first violation.
 fn frozen_primary_resumes(ms: u64, keep_streaming: bool) -> (Option<String>, String) {
     let p = quiet_three();
-    let mut w = World::new(2, p);
+    let mut w = World::with_core(2, p, Core::new(first_defaults()));
     w.keep_streaming = keep_streaming;
     while w.now < 15_000 {
         w.step();

@@ -182,7 +182,11 @@ pub fn split_brain(
         _ => a.acked,
     };
     let mut ordered: Vec<&CheckAck> = acks.iter().collect();
-    ordered.sort_by_key(|a| decided(a));
+    // A held commit of an earlier writer answered after the final
+    // primary's first commit is decided at that same instant: it goes
+    // first (a stable sort on the time alone left such ties in the order
+    // the answers came, and reported a, b, a, b for a, b).
+    ordered.sort_by_key(|a| (decided(a), !decided_before(a)));
     let mut runs: Vec<&str> = Vec::new();
     for a in ordered {
         if runs.last() != Some(&a.node.as_str()) {
@@ -243,6 +247,16 @@ mod tests {
             "two writers, one allowed"
         );
         assert!(split_brain(&runs, 2, "b", &on_b).is_ok());
+        // A second late answer from a, after b's first commit, is decided
+        // at b's first commit at the latest: still two writers in turn,
+        // whatever order the answers came in.
+        let late = [
+            ack(base, "a", 1, 0, 1000),
+            ack(base, "b", 2, 3000, 3010),
+            ack(base, "a", 3, 2900, 5000),
+        ];
+        let on_b3 = [1, 2, 3].into_iter().collect();
+        assert!(split_brain(&late, 2, "b", &on_b3).is_ok());
         // With a the final primary (holding only its own commit), b's
         // commit is the one decided elsewhere: a second writer.
         let on_a = [1].into_iter().collect();

@@ -15,8 +15,8 @@ pub const WRITE_EVERY: Duration = Duration::from_millis(50);
 
 /// The product's defaults (monitor/src/config.rs `Timings`), which the
 /// suite runs with: the bounds it asserts are stated from them.
-pub const LEASE: Duration = Duration::from_secs(3);
-pub const CLOCK_MARGIN: Duration = Duration::from_secs(1);
+pub const LEASE: Duration = Duration::from_millis(1200);
+pub const CLOCK_MARGIN: Duration = Duration::from_millis(300);
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many times each scenario runs: `PGPILOT_FAULT_REPEAT` (default 1).
@@ -333,4 +333,13 @@ async fn allow_app(k: &KeeperProc, from: &str) {
         text.contains(&line).then_some(())
     })
     .await;
+}
+
+#[test]
+fn the_bounds_follow_the_product_defaults() {
+    let t = pgpilot_monitor::config::Timings::default();
+    assert_eq!(
+        (LEASE, CLOCK_MARGIN, STALL_TIMEOUT),
+        (t.lease, t.clock_margin, t.replication_stall_timeout)
+    );
 }

@@ -139,7 +139,7 @@ fn keeper_config_get_set_check() {
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
-        text.replace("poll_interval = \"1s\"", "poll_interval = \"5s\""),
+        text.replace("poll_interval = \"400ms\"", "poll_interval = \"5s\""),
     )
     .unwrap();
     let err = refused(&["config", "check", "--pgdata", d]);
@@ -188,9 +188,11 @@ fn monitor_config_get_set_check() {
     assert_eq!(get("timings.probe_retries"), "3\n");
 
     let before = std::fs::read(&path).unwrap();
-    let err = refused(&["config", "set", "--pgdata", d, "timings.lease", "1s"]);
+    let err = refused(&["config", "set", "--pgdata", d, "timings.lease", "400ms"]);
     assert!(
-        err.contains("timings.lease (1s) must be longer than timings.keeper_poll_interval (1s)"),
+        err.contains(
+            "timings.lease (400ms) must be longer than timings.keeper_poll_interval (400ms)"
+        ),
         "{err}"
     );
     assert!(err.contains("is unchanged"), "{err}");

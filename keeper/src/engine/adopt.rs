@@ -55,10 +55,15 @@ impl Engine {
         self.adopted_at = Some(now);
     }
 
-    /// How long an adopting keeper may take to prove a lease: one round
-    /// without a wait, its status read and its report.
+    /// How long an adopting keeper may take to prove a lease: a lease
+    /// (the one it assumes before the monitor named one). That holds its
+    /// status read and two reports, the first of which also connects to
+    /// the monitor (a TLS handshake on a loaded machine): a keeper
+    /// restarted beside a healthy primary must not fence it because one
+    /// report was slow. It only adds to the gap no keeper ran, which
+    /// synchronous replication covers (see the module doc).
     pub fn adoption_window(&self) -> Duration {
-        STATUS_TIMEOUT + self.report_timeout()
+        self.lease.max(STATUS_TIMEOUT + self.report_timeout())
     }
 
     /// When the lease ends: one lease after the last report that got a

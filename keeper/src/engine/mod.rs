@@ -100,12 +100,13 @@ pub use types::{
 /// A monotonic instant: time since an arbitrary origin.
 pub type Mono = Duration;
 
-/// The lease the keeper assumes before the monitor named one (DESIGN.md §8).
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
+/// The lease the keeper assumes before the monitor named one: the
+/// monitor's default (DESIGN.md §8, `FsmConfig::default`).
+pub const DEFAULT_LEASE: Duration = Duration::from_millis(1200);
 /// How long a report may take before the first reply named a limit. It
 /// must come back well within the lease, or the keeper could not fence in
 /// time: the lease runs from when the report was *sent*.
-pub const DEFAULT_REPORT_TIMEOUT: Duration = Duration::from_millis(800);
+pub const DEFAULT_REPORT_TIMEOUT: Duration = Duration::from_millis(400);
 /// How long a catching-up standby may go without streaming from an
 /// upstream the monitor reports up before it is rewound (and how often).
 pub const STUCK_STANDBY: Duration = Duration::from_secs(30);

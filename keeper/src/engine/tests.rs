@@ -274,10 +274,10 @@ fn silence_the_keeper_looked_away_from_longer_than_the_receiver_lingers_does_not
         Some(1000),
         "looked every second: all seen"
     );
-    // The loop stalled 5 s: a contact in its first 3 s would have left no
-    // trace (the receiver lingers 2 s): only the last 2 s count.
+    // The loop stalled 5 s: a contact in its first 3.8 s would have left
+    // no trace (the receiver lingers 1.2 s): only the last 1.2 s count.
     e.observe(s(106.0), running(standby(Some((false, None)))));
-    assert_eq!(silent(&e, 106.0), Some(3000));
+    assert_eq!(silent(&e, 106.0), Some(2200));
 }
 
 #[test]

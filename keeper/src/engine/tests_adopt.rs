@@ -15,17 +15,18 @@ fn adopted_primary() -> Engine {
 #[test]
 fn an_adopted_primary_has_one_round_to_prove_a_lease() {
     let mut e = adopted_primary();
-    // One status read (1 s) and one report (0.8 s) after the adoption,
-    // not at once as for a keeper without a lease and without PostgreSQL.
-    assert_eq!(e.adoption_window(), Duration::from_millis(1800));
-    assert_eq!(e.fence_deadline(), Some(s(11.8)));
+    // One lease (1.2 s: a status read and two reports) after the
+    // adoption, not at once as for a keeper without a lease and without
+    // PostgreSQL.
+    assert_eq!(e.adoption_window(), Duration::from_millis(1200));
+    assert_eq!(e.fence_deadline(), Some(s(11.2)));
     assert!(!e.must_fence(s(10.0)));
     e.observe(s(10.1), running(primary_streamed_by(&[])));
     // The first report went unanswered: the round is not over yet.
     assert!(!e.on_no_reply(s(11.0)));
-    assert!(e.next_wait(s(11.0)) <= Duration::from_millis(801));
+    assert!(e.next_wait(s(11.0)) <= Duration::from_millis(201));
     // Then it fences, like any writable node whose lease ran out.
-    assert!(e.on_no_reply(s(11.8)));
+    assert!(e.on_no_reply(s(11.2)));
     e.fenced();
     assert_eq!(e.state().current, DemoteTimeout);
     assert_eq!(e.fence_deadline(), None);
@@ -54,7 +55,7 @@ fn the_window_is_not_a_lease() {
     // the keeper knows no lease: no exemption, and the window still ends.
     let mut e = adopted_primary();
     e.observe(s(10.1), running(primary_streamed_by(&["pgpilot_node_2"])));
-    assert_eq!(e.fence_deadline(), Some(s(11.8)));
+    assert_eq!(e.fence_deadline(), Some(s(11.2)));
     // It died within the window: no writable start without a lease.
     assert!(!e.pg_died(s(10.5)));
     assert!(!e.should_start_pg(s(10.6)));

@@ -37,25 +37,27 @@ pub struct PgStatus {
 }
 
 /// A standby whose last reply is older than this does not count as
-/// streaming: a walsender stays 'streaming' until wal_sender_timeout (5 s)
-/// after its standby went silent, longer than a standby needs to become a
-/// failover witness, while a live standby replies every
-/// wal_receiver_status_interval (1 s).
-pub const FRESH_REPLY_MS: u64 = 1500;
+/// streaming: a walsender stays 'streaming' until wal_sender_timeout after
+/// its standby went silent, while a live standby replies at least every
+/// half of it (the walsender asks for a reply then). The exemption counts
+/// from the oldest fresh reply, so this bounds only what counts, not how
+/// long the exemption lasts.
+pub const FRESH_REPLY_MS: u64 = pgpilot_proto::replication_timeouts::WAL_SENDER_TIMEOUT_MS;
 
 /// How long reading PostgreSQL's status may take (connect included). A
-/// round is the wait, this read and the report; with the defaults (1 s
-/// poll, 0.8 s report timeout, 3 s lease) it must stay well under 1.2 s
-/// for the lease to be renewed in time. A slower read is reported as
+/// round without the monitor is the wait, this read and a report that
+/// times out; with the defaults (400 ms poll, 400 ms report timeout, 1.2 s
+/// lease) that is at most the five sixths of a lease over which the
+/// fencing exemption carries on (see `Engine::observe`). The read takes a
+/// few milliseconds even on a loaded machine; a slower one is reported as
 /// "status unknown", which the monitor does not count as an LSN.
-pub const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+pub const STATUS_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// wal_receiver_timeout as the keeper configures it: a WAL receiver whose
-/// upstream went silent (a cut, a freeze) stays in pg_stat_wal_receiver,
-/// 'streaming' with an ever older last message, this long. A contact that
-/// began and ended between two looks of the keeper is therefore seen only
-/// if the next look comes within this time (see `Engine::observe`).
-pub const WAL_RECEIVER_TIMEOUT_MS: u64 = 2000;
+/// wal_receiver_timeout as the keeper configures it (see
+/// [`pgpilot_proto::replication_timeouts`]). A contact that began and ended
+/// between two looks of the keeper is seen only if the next look comes
+/// within this time (see `Engine::observe`).
+pub use pgpilot_proto::replication_timeouts::WAL_RECEIVER_TIMEOUT_MS;
 
 /// From every pgpilot walsender in state 'streaming' (its standby's
 /// application_name and how long ago that standby last replied, in ms):

@@ -4,7 +4,7 @@
 //! [`super::write_pg_file`].
 
 use crate::plan::{Role, Upstream};
-use pgpilot_proto::node_slot_name;
+use pgpilot_proto::{node_slot_name, replication_timeouts};
 
 use super::ssl::{ClientMode, Ssl};
 
@@ -88,18 +88,22 @@ pub fn render(role: &Role, node_id: i64, password: &str, ssl: &Ssl) -> String {
         ("max_wal_senders", "16".into()),
         ("max_replication_slots", "16".into()),
         ("hot_standby_feedback", "on".into()),
-        // The standby reports every second and pings the primary after 1 s
-        // of silence (half of wal_receiver_timeout), so its keeper can tell
-        // "the primary went quiet" from "the primary is idle" within the
-        // monitor's replication_lost_timeout (3 s by default).
+        // The standby reports every second (the shortest interval there
+        // is) and pings its primary after half of wal_receiver_timeout of
+        // silence, so its keeper tells "the primary went quiet" from "the
+        // primary is idle" within the monitor's replication_lost_timeout;
+        // the primary asks for a reply after half of wal_sender_timeout,
+        // and lets a silent standby go after all of it (see
+        // pgpilot_proto::replication_timeouts for the numbers' reasons).
         ("wal_receiver_status_interval", "'1s'".into()),
         (
             "wal_receiver_timeout",
-            format!("'{}ms'", crate::engine::WAL_RECEIVER_TIMEOUT_MS),
+            format!("'{}ms'", replication_timeouts::WAL_RECEIVER_TIMEOUT_MS),
         ),
-        // A standby that froze is let go after 5 s, so synchronous commits
-        // do not wait on a dead connection longer than the monitor does.
-        ("wal_sender_timeout", "'5s'".into()),
+        (
+            "wal_sender_timeout",
+            format!("'{}ms'", replication_timeouts::WAL_SENDER_TIMEOUT_MS),
+        ),
         // After a failover, followers retry the new primary every second
         // instead of every five.
         ("wal_retrieve_retry_interval", "'1s'".into()),

@@ -9,7 +9,7 @@ use crate::fsm::builders::*;
 use crate::fsm::{Action, FsmConfig};
 
 fn core() -> Core {
-    Core::new(FsmConfig::default())
+    Core::new(FsmConfig::whole_seconds())
 }
 
 #[test]

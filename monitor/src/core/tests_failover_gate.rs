@@ -17,7 +17,7 @@ fn reports(g: &mut GroupView, id: i64, state: pgpilot_proto::NodeState, now: f64
 
 #[test]
 fn the_old_writer_of_a_forced_failover_is_fenced_a_lease_after_the_command() {
-    let core = Core::new(FsmConfig::default());
+    let core = Core::new(FsmConfig::whole_seconds());
     // The primary lost the monitor only: its standbys still stream from
     // it (no witness), so automatic failover does not act; its keeper
     // keeps writing under the exemption.

@@ -8,7 +8,7 @@ use crate::fsm::builders::*;
 use crate::fsm::{quorum_counts, Action, FsmConfig, GroupView, NodeView, Timestamp};
 
 fn core() -> Core {
-    Core::new(FsmConfig::default())
+    Core::new(FsmConfig::whole_seconds())
 }
 
 /// The keeper of `id` reports `state` at `now` (reached its goal, or not).
@@ -342,7 +342,7 @@ fn a_primary_that_dies_while_applying_a_quorum_loss_waits_for_that_node_in_the_e
     // acknowledged under the old names: it fetches that from node 3 first.
     assert_eq!(g.node(2).unwrap().assigned, FastForward);
     assert_eq!(g.node(3).unwrap().assigned, ReportLsn);
-    let cfg = crate::fsm::FsmConfig::default();
+    let cfg = crate::fsm::FsmConfig::whole_seconds();
     let r = crate::core::reply::reply(&g, 2, at(5.2), &cfg);
     let ff = r.fast_forward.expect("the reply names the source");
     assert_eq!((ff.node_id, ff.lsn), (3, 101 * MB));
@@ -534,7 +534,7 @@ fn a_switchover_never_waits_for_good() {
     );
     // The old primary's stop keeps failing: after promotion_timeout it
     // takes writes again.
-    let cfg = FsmConfig::default();
+    let cfg = FsmConfig::whole_seconds();
     let late = cfg.promotion_timeout.as_secs_f64() + 1.0;
     reports(&mut g, 1, Primary, at(late));
     for id in [2, 3] {
@@ -591,7 +591,7 @@ fn a_primary_short_of_its_synchronous_standbys_says_so() {
         dead(node(3, Secondary)),
     ]);
     g.number_sync_standbys = 2;
-    let (id, why) = crate::fsm::current_wait(&g, at(5.0), &FsmConfig::default()).unwrap();
+    let (id, why) = crate::fsm::current_wait(&g, at(5.0), &FsmConfig::whole_seconds()).unwrap();
     assert_eq!(id, 3);
     assert!(why.contains("number-sync-standbys 1"), "{why}");
 }
@@ -633,7 +633,7 @@ fn maintenance_of_the_primary_is_a_switchover_first() {
 
 #[test]
 fn a_switchover_whose_old_primary_is_gone_after_a_clean_stop_becomes_a_failover() {
-    let cfg = FsmConfig::default();
+    let cfg = FsmConfig::whole_seconds();
     let late = cfg.promotion_timeout.as_secs_f64() + 1.0;
     // Nobody received its last WAL, its keeper is gone (and, the other
     // case, a monitor restart lost the shutdown LSN).

@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn a_standby_out_of_recovery_names_the_primary() {
         let g = group(vec![writing(node(1, Primary)), writing(node(2, Secondary))]);
-        let c = conflict_of(&g, 2, t0(), &FsmConfig::default()).unwrap();
+        let c = conflict_of(&g, 2, t0(), &FsmConfig::whole_seconds()).unwrap();
         assert_eq!((c.node_id, c.other), (2, Some(1)));
         assert!(c.description.starts_with("ERROR leadership conflict"));
         assert!(
@@ -132,12 +132,12 @@ mod tests {
             c.description
         );
         // The primary itself is in no conflict: it is the one assigned.
-        assert_eq!(conflict_of(&g, 1, t0(), &FsmConfig::default()), None);
+        assert_eq!(conflict_of(&g, 1, t0(), &FsmConfig::whole_seconds()), None);
     }
 
     #[test]
     fn a_standby_in_recovery_or_unknown_is_none() {
-        let cfg = FsmConfig::default();
+        let cfg = FsmConfig::whole_seconds();
         for s in [standby(node(2, Secondary)), node(2, Secondary)] {
             let g = group(vec![writing(node(1, Primary)), s]);
             assert_eq!(conflict_of(&g, 2, t0(), &cfg), None);
@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn a_promotion_under_way_is_none() {
-        let cfg = FsmConfig::default();
+        let cfg = FsmConfig::whole_seconds();
         // Promoted read-only, or toward a writable goal: the monitor's
         // own doing.
         for (reported, assigned) in [
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn two_writers_within_their_lease() {
-        let cfg = FsmConfig::default();
+        let cfg = FsmConfig::whole_seconds();
         let g = group(vec![writing(node(1, Primary)), writing(node(2, Single))]);
         let c = conflict_of(&g, 2, t0(), &cfg).unwrap();
         assert_eq!(c.other, Some(1));
@@ -195,7 +195,7 @@ mod tests {
         p.assigned = Demoted;
         p.reported = Demoted;
         let g = group(vec![p, writing(node(2, Secondary))]);
-        let c = conflict_of(&g, 2, t0(), &FsmConfig::default()).unwrap();
+        let c = conflict_of(&g, 2, t0(), &FsmConfig::whole_seconds()).unwrap();
         assert_eq!(c.other, None);
         assert!(c.description.contains("no node is writable"));
     }

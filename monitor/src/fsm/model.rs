@@ -247,18 +247,60 @@ pub struct FsmConfig {
     pub promotion_timeout: Duration,
 }
 
+/// How long a keeper waits for a reply: at most 800 ms, and at most half
+/// of what the lease leaves after one poll interval, so that a keeper whose
+/// first attempt timed out still renews its lease in time. One definition
+/// for the monitor's config and the state machine's defaults.
+pub fn report_timeout_for(lease: Duration, poll_interval: Duration) -> Duration {
+    (lease.saturating_sub(poll_interval) / 2).min(Duration::from_millis(800))
+}
+
+/// The defaults (DESIGN.md §8), chosen together for "a killed or frozen
+/// primary is replaced in about 2 s, a busy machine causes no failover".
+/// A failover waits for the later of two things: the old primary's lease
+/// gate (lease + clock_margin after its last report reached the monitor)
+/// and the standby's witness (its WAL receiver silent for
+/// replication_lost_timeout, seen in its next report, a poll later at
+/// most). Both come about 1.3-1.5 s after a kill or a freeze; the election
+/// and the promotion add 0.2-0.4 s. `Timings::validate` checks every
+/// combination an operator can write against the same rules.
 impl Default for FsmConfig {
     fn default() -> Self {
+        let lease = Duration::from_millis(1200);
+        // Keepers report every 400 ms: the lease then survives one lost
+        // report (a poll plus a report timeout is two thirds of it), and a
+        // dead primary's last report is 200 ms old on average when it dies.
+        let poll_interval = Duration::from_millis(400);
         FsmConfig {
-            node_unhealthy_timeout: Duration::from_secs(3),
-            replication_lost_timeout: Duration::from_secs(3),
-            lease: Duration::from_secs(3),
-            clock_margin: Duration::from_secs(1),
+            // Two and a half polls: one late report under load is not
+            // silence. Silence alone never fails a node over (the probes
+            // must fail too, and a standby must have lost its stream).
+            node_unhealthy_timeout: Duration::from_millis(1000),
+            // At least the lease (the fencing exemption's argument), and
+            // twice the 600 ms after which a standby's WAL receiver pings
+            // an idle primary (wal_receiver_timeout, 1.2 s, halved): an
+            // idle but healthy primary never looks silent this long.
+            replication_lost_timeout: lease,
+            // What a failover waits for at least: a writable node without a
+            // successful report for this long stops PostgreSQL. Below this,
+            // a loaded machine (a report lost, a slow scheduling) would
+            // make healthy primaries fence themselves too often.
+            lease,
+            // The lease gate waits this much longer than the lease: it
+            // covers the keepers' clocks running as slow as 0.8 of the
+            // monitor's over a lease (real clocks differ by parts per
+            // million; the margin is mostly for the watchdog's 50 ms look
+            // and a stop of PostgreSQL under load).
+            clock_margin: Duration::from_millis(300),
+            // A live primary with no standby streaming for this long turns
+            // synchronous replication off so writes do not hang: far longer
+            // than a failover, so a dead primary is replaced before its
+            // standby's silence could be taken for a dead standby.
             replication_stall_timeout: Duration::from_secs(10),
             sync_wal_threshold: 16 * 1024 * 1024,
             promote_wal_threshold: 16 * 1024 * 1024,
-            poll_interval: Duration::from_secs(1),
-            report_timeout: Duration::from_millis(800),
+            poll_interval,
+            report_timeout: report_timeout_for(lease, poll_interval),
             promotion_timeout: Duration::from_secs(30),
         }
     }

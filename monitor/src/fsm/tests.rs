@@ -29,7 +29,7 @@ pub(super) struct Case {
 /// Runs decide, checks the exact actions, the reason, and the fixpoint
 /// property: the view with the actions applied decides nothing more.
 pub(super) fn check(c: &Case) {
-    let cfg = FsmConfig::default();
+    let cfg = FsmConfig::whole_seconds();
     let actions = decide(&c.group, c.now, &cfg);
     let got: Vec<Want> = actions
         .iter()

@@ -535,7 +535,7 @@ fn sync_off_rules_and_their_guards() {
 #[test]
 fn waits_are_named_once() {
     use crate::fsm::{apply, decide, Action, FsmConfig};
-    let cfg = FsmConfig::default();
+    let cfg = FsmConfig::whole_seconds();
     // Dead end 7: a quorum voter that never reports its LSN.
     let mut g = group(vec![
         node(1, Primary)

@@ -142,7 +142,7 @@ fn perform_failover_gives_up_a_fast_forward_only_when_told_to() {
     use crate::core::Core;
     use crate::error::MonitorError;
     use crate::fsm::{Action, FsmConfig};
-    let core = Core::new(FsmConfig::default());
+    let core = Core::new(FsmConfig::whole_seconds());
     let now = at(20.0);
     let stuck = || {
         group(vec![
@@ -195,7 +195,7 @@ fn too_few_quorum_standbys_for_number_sync_standbys_is_a_named_wait() {
         node(3, Secondary).quorum(false),
     ]);
     g.number_sync_standbys = 2;
-    let cfg = crate::fsm::FsmConfig::default();
+    let cfg = crate::fsm::FsmConfig::whole_seconds();
     let (id, why) = crate::fsm::current_wait(&g, t0(), &cfg).expect("a named wait");
     assert_eq!(id, 1);
     assert!(
