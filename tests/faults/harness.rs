@@ -75,8 +75,39 @@ pub struct Cluster {
     pub dir: TestDir,
 }
 
+/// The clients' pace: how often the writer commits and the checker tries
+/// each node, and the writer's attempt timeout.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    pub write_every: Duration,
+    pub attempt_timeout: Duration,
+    pub check_every: Duration,
+}
+
+impl Default for Load {
+    /// The scenarios' pace.
+    fn default() -> Load {
+        Load {
+            write_every: WRITE_EVERY,
+            attempt_timeout: writer::ATTEMPT_TIMEOUT,
+            check_every: checker::EVERY,
+        }
+    }
+}
+
+/// What [`Cluster::check`] found: the outcome, and every invariant that
+/// failed (empty when all held).
+pub struct Checked {
+    pub outcome: Outcome,
+    pub violations: Vec<String>,
+}
+
 impl Cluster {
     pub async fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, Load::default()).await
+    }
+
+    pub async fn start_with(name: &str, load: Load) -> Cluster {
         let net = Net::new(&["m", "a", "b"]);
         let dir = TestDir::new(name);
         let monitor = MonitorProc::start_on(&dir, Some(net.host("m"))).await;
@@ -90,8 +121,12 @@ impl Cluster {
         let b = KeeperProc::create_on(&dir, &monitor.uri, "b", Some(net.host("b")), &[]);
         wait_state(&monitor, "b", "secondary", STEP).await;
         wait_state(&monitor, "a", "primary", STEP).await;
-        let writer = Writer::start(&writer::formation_uri(&monitor), WRITE_EVERY);
-        let checker = Checker::start(&[&a, &b]);
+        let writer = Writer::start_with(
+            &writer::formation_uri(&monitor),
+            load.write_every,
+            load.attempt_timeout,
+        );
+        let checker = Checker::start_every(&[&a, &b], load.check_every);
         writer.wait_acks_on(a.port, 0, 10, STEP).await;
         Cluster {
             writer: Some(writer),
@@ -122,6 +157,30 @@ impl Cluster {
     /// checker) is on `primary` and that the checker saw no split brain
     /// (`writers`: how many nodes may have taken writes in turn).
     pub async fn finish(mut self, primary: &str, writers: usize) -> Outcome {
+        let Checked {
+            outcome,
+            violations,
+        } = self.check(primary, writers).await;
+        if let Some(v) = violations.first() {
+            panic!("{v}");
+        }
+        let standby = if primary == "a" { "b" } else { "a" };
+        eprintln!(
+            "converged: {primary} primary, {standby} secondary; {} commits by the writer, {} by \
+             the checker, all on {primary}; {} failed writer attempts",
+            outcome.acks.len(),
+            outcome.checks.len(),
+            outcome.failures.len()
+        );
+        outcome
+    }
+
+    /// [`Cluster::finish`]'s waits and checks, returning what failed
+    /// instead of panicking: a benchmark records the round's figures
+    /// first. The waits still panic on their deadlines. The clients are
+    /// stopped; the cluster is left to the caller (dropped while
+    /// panicking, it keeps its directory and prints the state).
+    pub async fn check(&mut self, primary: &str, writers: usize) -> Checked {
         let standby = if primary == "a" { "b" } else { "a" };
         wait_state(&self.monitor, primary, "primary", STEP).await;
         wait_state(&self.monitor, standby, "secondary", STEP).await;
@@ -132,11 +191,13 @@ impl Cluster {
         let acks = self.writer.take().unwrap().stop().await;
         let checks = self.checker.take().unwrap().stop().await;
         let p = self.node(primary);
+        let mut violations = Vec::new();
         let missing = writer::missing(p, &acks).await;
-        assert!(
-            missing.is_empty(),
-            "acknowledged commits missing on the final primary {primary}: {missing:?}"
-        );
+        if !missing.is_empty() {
+            violations.push(format!(
+                "acknowledged commits missing on the final primary {primary}: {missing:?}"
+            ));
+        }
         let mut c = p.connect().await.unwrap();
         let held: std::collections::BTreeSet<i64> =
             sqlx::query_scalar(&format!("SELECT id FROM {}", checker::TABLE))
@@ -146,24 +207,24 @@ impl Cluster {
                 .into_iter()
                 .collect();
         let lost: Vec<&CheckAck> = checks.iter().filter(|a| !held.contains(&a.id)).collect();
-        assert!(
-            lost.is_empty(),
-            "checker commits acknowledged but missing on {primary}: {lost:?}"
-        );
-        if let Err(e) = checker::split_brain(&checks, writers, primary, &held) {
-            panic!("split brain: {e}");
+        if !lost.is_empty() {
+            violations.push(format!(
+                "checker commits acknowledged but missing on {primary}: {lost:?}"
+            ));
         }
-        eprintln!(
-            "converged: {primary} primary, {standby} secondary; {} commits by the writer, {} by \
-             the checker, all on {primary}; {} failed writer attempts",
-            acks.len(),
-            checks.len(),
-            failures.len()
-        );
-        Outcome {
-            acks,
-            checks,
-            failures,
+        let lost = lost.len();
+        if let Err(e) = checker::split_brain(&checks, writers, primary, &held) {
+            violations.push(format!("split brain: {e}"));
+        }
+        Checked {
+            outcome: Outcome {
+                acks,
+                checks,
+                failures,
+                missing,
+                lost,
+            },
+            violations,
         }
     }
 }
@@ -199,6 +260,10 @@ pub struct Outcome {
     pub acks: Vec<Ack>,
     pub checks: Vec<CheckAck>,
     pub failures: Vec<writer::Failure>,
+    /// The writer's acknowledged ids missing on the final primary.
+    pub missing: Vec<i64>,
+    /// How many of the checker's acknowledged commits it lacks.
+    pub lost: usize,
 }
 
 impl Outcome {

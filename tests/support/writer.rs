@@ -23,8 +23,9 @@ const PASSWORD: &str = "app";
 pub const TABLE: &str = "client_writes";
 /// A connection attempt or a commit that takes longer counts as failed
 /// (a commit waiting forever for a synchronous standby would otherwise
-/// stop the client for good).
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// stop the client for good). The tests' default, an application's usual
+/// `connect_timeout=5`; [`Writer::start_with`] takes another.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pause after every host refused, so that a loop over hosts that are
 /// all down does not take a CPU from the nodes it waits for.
 const ROUND_PAUSE: Duration = Duration::from_millis(5);
@@ -58,6 +59,8 @@ struct Log {
 pub struct Writer {
     log: Arc<Mutex<Log>>,
     stop: Arc<AtomicBool>,
+    /// Bounds every connection attempt and commit (see [`ATTEMPT_TIMEOUT`]).
+    attempt_timeout: Duration,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -117,6 +120,7 @@ async fn connect_rw(
     hosts: &[(String, u16)],
     db: &str,
     log: &Mutex<Log>,
+    attempt_timeout: Duration,
 ) -> Option<(sqlx::PgConnection, u16)> {
     for (host, port) in hosts {
         let attempt = async {
@@ -133,7 +137,7 @@ async fn connect_rw(
                 .await?;
             Ok::<_, sqlx::Error>((c, ro))
         };
-        let error = match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
+        let error = match tokio::time::timeout(attempt_timeout, attempt).await {
             Ok(Ok((c, ro))) if ro == "off" => return Some((c, *port)),
             Ok(Ok(_)) => "read-only".to_string(),
             Ok(Err(e)) => e.to_string(),
@@ -157,6 +161,14 @@ impl Writer {
     /// Starts committing one row every `interval` through `uri`; after a
     /// failure it reconnects and commits at once.
     pub fn start(uri: &str, interval: Duration) -> Writer {
+        Writer::start_with(uri, interval, ATTEMPT_TIMEOUT)
+    }
+
+    /// [`Writer::start`], with each connection attempt (per host) and
+    /// each commit given up after `attempt_timeout`: an application's
+    /// connect and statement timeouts, which bound how long it stays on a
+    /// node that stopped answering.
+    pub fn start_with(uri: &str, interval: Duration, attempt_timeout: Duration) -> Writer {
         let (hosts, db) = parse_uri(uri);
         let log = Arc::new(Mutex::new(Log::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -167,7 +179,7 @@ impl Writer {
                 let mut next_id = 1i64;
                 while !stop.load(Ordering::Relaxed) {
                     if conn.is_none() {
-                        conn = connect_rw(&hosts, &db, &log).await;
+                        conn = connect_rw(&hosts, &db, &log, attempt_timeout).await;
                         if conn.is_none() {
                             tokio::time::sleep(ROUND_PAUSE).await;
                         }
@@ -178,7 +190,7 @@ impl Writer {
                     next_id += 1;
                     let started = Instant::now();
                     let sql = format!("INSERT INTO {TABLE} VALUES ({id})");
-                    let done = tokio::time::timeout(ATTEMPT_TIMEOUT, sqlx::query(&sql).execute(c));
+                    let done = tokio::time::timeout(attempt_timeout, sqlx::query(&sql).execute(c));
                     match done.await {
                         Ok(Ok(_)) => {
                             log.lock().unwrap().acks.push(Ack {
@@ -204,6 +216,7 @@ impl Writer {
         Writer {
             log,
             stop,
+            attempt_timeout,
             task: Some(task),
         }
     }
@@ -233,12 +246,12 @@ impl Writer {
         .await;
     }
 
-    /// Stops the client (bounded: an attempt in flight ends within
-    /// ATTEMPT_TIMEOUT) and returns every acknowledged commit.
+    /// Stops the client (bounded: an attempt in flight ends within its
+    /// attempt timeout) and returns every acknowledged commit.
     pub async fn stop(mut self) -> Vec<Ack> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(3 * ATTEMPT_TIMEOUT, task)
+            tokio::time::timeout(3 * self.attempt_timeout, task)
                 .await
                 .expect("the client stops")
                 .unwrap();
