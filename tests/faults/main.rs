@@ -9,12 +9,17 @@
 //! checker) is on the final primary, that no two nodes acknowledged a
 //! commit at the same moment (see checker.rs for the definition), and
 //! that the group converges. `PGPILOT_FAULT_REPEAT=N` runs each N times.
+//!
+//! bench.rs is the failover benchmark (`./dev bench failover`, ignored by
+//! `cargo test`): the same faults, measured and reported.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod checker;
 mod harness;
+
+mod bench;
 
 mod freeze;
 mod keeper_restart;
