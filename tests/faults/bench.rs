@@ -22,7 +22,8 @@
 //!   machine for `PGPILOT_BENCH_STRESS_SECS`, no fault; it must cause no
 //!   failover and lose no commit.
 //!
-//! The figures, from the fault (the signal, the cut, the command's start):
+//! The figures, from the fault (the first signal, the cut in place, the
+//! command's start):
 //! the first commit acknowledged by the new primary to the writer and to
 //! the checker, the longest time without a writer commit, acknowledged
 //! commits missing on the final primary, and checker commits the old
@@ -223,7 +224,7 @@ async fn fault(
     // SIGCONT; the instant of SIGCONT.
     let mut all_frozen = None;
     let mut resumed = None;
-    let t0 = Instant::now();
+    let mut t0 = Instant::now();
     match scenario {
         "kill" => {
             c.a.kill9();
@@ -243,6 +244,11 @@ async fn fault(
         }
         "partition" => {
             c.net.cut("a", &["m", "b"]);
+            // The fault's instant is when the rules are in place: nft
+            // commits them at the end of two process runs (the cut
+            // removes any earlier one first), tens of ms on a busy
+            // machine, while packets still pass.
+            t0 = Instant::now();
             tokio::time::sleep_until((t0 + HOLD).into()).await;
             c.net.heal("a");
         }
