@@ -314,6 +314,27 @@ mod tests {
     }
 
     #[test]
+    fn rejects_a_replication_lost_timeout_an_idle_primary_reaches() {
+        // Every other rule holds: a short lease with a short poll.
+        let t = Timings {
+            lease: Duration::from_millis(800),
+            keeper_poll_interval: Duration::from_millis(200),
+            replication_lost_timeout: Duration::from_millis(800),
+            ..Timings::default()
+        };
+        let e = t.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("replication_lost_timeout (800ms) must be at least 900ms"),
+            "{e}"
+        );
+        let t = Timings {
+            replication_lost_timeout: Duration::from_millis(900),
+            ..t
+        };
+        t.validate().unwrap();
+    }
+
+    #[test]
     fn rejects_stall_shorter_than_unhealthy() {
         let t = Timings {
             replication_stall_timeout: Duration::from_millis(900),

@@ -94,16 +94,23 @@ pub struct Stale {
     pub pid: Option<i32>,
     /// Why, for the log: "pid 123 does not run".
     pub why: String,
-    /// The pid belongs to a live process that is provably something else
-    /// (another program, or a postgres of another data directory): a pid
-    /// reused after a crash. PostgreSQL's own check (`CreateLockFile`)
-    /// only sees that the pid lives and refuses to start, so the file must
-    /// go. Removing it cannot let two postmasters share the data
+    /// The pid still names a process that is provably not this data
+    /// directory's postmaster: a live process that is something else
+    /// (another program, or a postgres of another data directory: a pid
+    /// reused after a crash), or the killed postmaster itself as a zombie
+    /// its new parent has not reaped yet (init reaps orphans when it gets
+    /// to it: on the machines we test on, up to 2 s after the kill, by
+    /// when a fast failover already wants this node rewound). PostgreSQL's
+    /// own check (`CreateLockFile`) only sees that the pid exists and
+    /// refuses to start (pg_rewind's single-user recovery too), so the
+    /// file must go. Removing it cannot let two postmasters share the data
     /// directory: PostgreSQL also refuses to start while the shared memory
-    /// segment of a postmaster of this directory is still attached.
+    /// segment of a postmaster of this directory is still attached (its
+    /// key comes from the directory's inode, not from the file), which
+    /// covers children of a killed postmaster still running.
     /// False whenever the process could not be looked at (permissions):
     /// then the file is left to PostgreSQL.
-    pub reused: bool,
+    pub blocks_start: bool,
 }
 
 /// A live postmaster of a data directory, known by its pid and its start
@@ -145,28 +152,28 @@ pub fn find_postmaster(pgdata: &Path) -> Found {
             return Found::Stale(Stale {
                 pid: None,
                 why: format!("postmaster.pid holds no pid and data directory: {text:?}"),
-                reused: false,
+                blocks_start: false,
             })
         }
         Err(e) => {
             return Found::Stale(Stale {
                 pid: None,
                 why: format!("cannot read postmaster.pid: {e}"),
-                reused: false,
+                blocks_start: false,
             })
         }
     };
     let pid = file.pid;
-    let stale = |why: String, reused: bool| {
+    let stale = |why: String, blocks_start: bool| {
         Found::Stale(Stale {
             pid: Some(pid),
             why,
-            reused,
+            blocks_start,
         })
     };
     let stat = match proc_stat(pid) {
         Ok(s) if s.running => s,
-        Ok(_) => return stale(format!("pid {pid} has exited"), false),
+        Ok(_) => return stale(format!("pid {pid} has exited and is not reaped yet"), true),
         Err(_) => return stale(format!("pid {pid} does not run"), false),
     };
     let ours = match std::fs::canonicalize(pgdata) {
@@ -298,7 +305,7 @@ mod tests {
         write_pid_file(dir.path(), child.id());
         match find_postmaster(dir.path()) {
             Found::Stale(s) => {
-                assert!(s.reused, "{s:?}");
+                assert!(s.blocks_start, "{s:?}");
                 assert!(s.why.contains("not postgres"), "{s:?}");
             }
             other => panic!("{other:?}"),
@@ -306,19 +313,30 @@ mod tests {
         // Our own pid works elsewhere.
         write_pid_file(dir.path(), std::process::id());
         match find_postmaster(dir.path()) {
-            Found::Stale(s) => assert!(s.reused && s.why.contains("works in"), "{s:?}"),
+            Found::Stale(s) => assert!(s.blocks_start && s.why.contains("works in"), "{s:?}"),
             other => panic!("{other:?}"),
         }
-        // A dead pid is left to PostgreSQL.
+        // The killed process not reaped yet (a zombie): PostgreSQL would
+        // see its pid and refuse to start, so the file must go.
+        write_pid_file(dir.path(), child.id());
         child.kill().unwrap();
+        let zombie = (0..200).find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            match find_postmaster(dir.path()) {
+                Found::Stale(s) if s.why.contains("not reaped") => Some(s),
+                _ => None,
+            }
+        });
+        assert!(zombie.is_some_and(|s| s.blocks_start));
+        // A dead pid is left to PostgreSQL.
         child.wait().unwrap();
         write_pid_file(dir.path(), child.id());
         match find_postmaster(dir.path()) {
-            Found::Stale(s) => assert!(!s.reused && s.why.contains("does not run"), "{s:?}"),
+            Found::Stale(s) => assert!(!s.blocks_start && s.why.contains("does not run"), "{s:?}"),
             other => panic!("{other:?}"),
         }
         std::fs::write(dir.path().join("postmaster.pid"), "garbage\n").unwrap();
-        assert!(matches!(find_postmaster(dir.path()), Found::Stale(s) if !s.reused));
+        assert!(matches!(find_postmaster(dir.path()), Found::Stale(s) if !s.blocks_start));
     }
 
     #[test]
@@ -342,7 +360,7 @@ mod tests {
             format!("{}\n/elsewhere\n", child.id()),
         )
         .unwrap();
-        assert!(matches!(find_postmaster(dir.path()), Found::Stale(s) if !s.reused));
+        assert!(matches!(find_postmaster(dir.path()), Found::Stale(s) if !s.blocks_start));
         assert!(pm.signal(Signal::SIGKILL));
         child.wait().unwrap();
         assert!(!pm.alive(), "a reaped process is gone");

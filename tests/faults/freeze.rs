@@ -6,7 +6,7 @@
 //! sends then is for a commit sent before the freeze and held by the new
 //! primary (at most the writer's one in flight, and checker commits sent
 //! before every process was stopped), and its
-//! postmaster has exited within clock_margin (1 s) of the resume. The
+//! postmaster has exited within clock_margin (300 ms) of the resume. The
 //! monitor's lease gate opened lease + clock_margin after the node's last
 //! report, assuming the node stops within clock_margin of its lease's
 //! end; for a node frozen past the failover that end lies in the past.

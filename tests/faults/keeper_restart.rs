@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 use crate::support::*;
 
-/// Past node_unhealthy_timeout (3 s), lease + clock_margin (4 s) and
-/// replication_lost_timeout (3 s).
+/// Well past node_unhealthy_timeout (1 s), lease + clock_margin (1.5 s)
+/// and replication_lost_timeout (1.2 s): a rule that acted on the keeper's
+/// absence would have acted, several times over.
 const NO_KEEPER: Duration = Duration::from_secs(6);
 
 async fn adopted(c: &Cluster, since: usize) {

@@ -7,17 +7,18 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 use crate::support::*;
 
-/// Longer than every failover timeout of the defaults (node_unhealthy 3
-/// s, lease + clock_margin 4 s, replication_lost 3 s): a rule that acted
-/// on the cut would have acted.
+/// Longer than every failover timeout of the defaults (node_unhealthy 1
+/// s, lease + clock_margin 1.5 s, replication_lost 1.2 s), several times
+/// over: a rule that acted on the cut would have acted.
 const QUIET: Duration = Duration::from_secs(10);
 /// How long writes may block when the standby is cut off. The monitor's
 /// stall clock starts once the primary reports no walsender at all, and
 /// a walsender whose standby went silent (packets dropped, no reset)
-/// lasts wal_sender_timeout (5 s, keeper/src/pg/conf.rs); then the stall
-/// timeout (10 s), a report and a keeper round (1 s each), plus room for
-/// a loaded machine.
-const WAL_SENDER_TIMEOUT: Duration = Duration::from_secs(5);
+/// lasts wal_sender_timeout (the product's, proto's replication_timeouts);
+/// then the stall timeout (10 s), a report and a keeper round, plus room
+/// for a loaded machine.
+const WAL_SENDER_TIMEOUT: Duration =
+    Duration::from_millis(pgpilot_proto::replication_timeouts::WAL_SENDER_TIMEOUT_MS);
 const BLOCKED_AT_MOST: Duration = WAL_SENDER_TIMEOUT
     .saturating_add(STALL_TIMEOUT)
     .saturating_add(Duration::from_secs(5));

@@ -27,7 +27,7 @@ fn keeper_toml(pgdata: &Path) -> std::path::PathBuf {
         replication_quorum: true,
         auth: Auth::Scram,
         pg_user: "postgres".into(),
-        poll_interval: Duration::from_secs(1),
+        poll_interval: Duration::from_millis(400),
         maximum_backup_rate: "100M".into(),
         http_listen: None,
         postgres_dies_with_keeper: false,
@@ -147,7 +147,7 @@ fn keeper_config_get_set_check() {
     let err = refused(&["run", "--pgdata", d]);
     assert!(err.contains("would fence itself"), "{err}");
     // ... and set can repair it.
-    pgpilot_ok(&["config", "set", "--pgdata", d, "poll_interval", "1s"]);
+    pgpilot_ok(&["config", "set", "--pgdata", d, "poll_interval", "400ms"]);
     pgpilot_ok(&["config", "check", "--pgdata", d]);
 
     let err = refused(&["config", "check", "--pgdata", path_str(&dir.join("none"))]);
@@ -176,7 +176,7 @@ fn monitor_config_get_set_check() {
     let get = |key: &str| pgpilot_ok(&["config", "get", "--pgdata", d, key]);
     pgpilot_ok(&["config", "check", "--pgdata", d]);
     assert_eq!(get("listen"), "127.0.0.1:5430\n");
-    assert_eq!(get("timings.lease"), "3s\n");
+    assert_eq!(get("timings.lease"), "1s 200ms\n");
     assert_eq!(get("database_url"), "***\n");
     assert_eq!(get("http_listen"), "127.0.0.1:8430\n");
 

@@ -15,7 +15,7 @@ async fn primary_fences_only_when_nothing_vouches_for_it() {
     let (a, mut b) = primary_and_secondary(&dir, &monitor).await;
     a.query("CREATE TABLE t (i int)").await.unwrap();
 
-    // The monitor goes away for longer than the lease (3 s): the standby
+    // The monitor goes away for longer than the lease (1.2 s): the standby
     // still streams from A, so A keeps taking writes.
     assert!(monitor.stop().success());
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -336,7 +336,7 @@ async fn a_stale_postmaster_pid_naming_a_live_process_is_not_adopted() {
     assert!(alive(impostor), "the impostor was never signalled");
     let log = a.log();
     assert!(
-        log.contains("its pid was reused after a crash; removing it"),
+        log.contains("PostgreSQL would refuse to start beside it; removing it"),
         "{log}"
     );
     assert!(!log.contains("adopted the PostgreSQL"), "{log}");

@@ -355,8 +355,16 @@ impl Engine {
     /// running, a writable node holds a lease (the monitor may have
     /// promoted another node while this keeper was away), and the restart
     /// budget is not spent (or its backoff is over).
+    ///
+    /// Never while steps run ([`Engine::steps_started`]): they own
+    /// PostgreSQL. A rewind or a copy stops it on purpose, and a start
+    /// beside them would bring up the old data directory, still following
+    /// the old primary; a quorum standby that streams from a primary the
+    /// monitor already replaced gives that primary the synchronous ack of
+    /// a commit the new primary never sees (simulation, seed 847934).
     pub fn should_start_pg(&self, now: Mono) -> bool {
-        !self.obs.running
+        self.busy.is_none()
+            && !self.obs.running
             && self.obs.has_pgdata
             && plan::may_start(self.state.current, self.lease_valid(now))
             && self.budget.may_start(now)

@@ -228,3 +228,25 @@ fn a_start_after_a_copy_waits_for_the_monitors_word_and_a_newer_generation_ends_
     let v = e.on_reply_beside(s(20.0), s(20.1), reply_naming(Catchingup, 5, &[2, 3], 3));
     assert!(matches!(v, Beside::Abandon(_)), "{v:?}");
 }
+
+#[test]
+fn no_start_beside_steps_they_own_postgres() {
+    // A standby being rewound toward a new primary: the rewind stopped
+    // PostgreSQL on purpose. A start beside it would bring the old data
+    // directory up, still following the old primary, whose synchronous
+    // commits it could then acknowledge (simulation, seed 847934).
+    let mut e = engine(Secondary);
+    e.observe(s(10.0), stopped());
+    assert!(e.should_start_pg(s(10.0)), "a stopped standby is restarted");
+    let d = e.on_reply(s(10.0), s(10.1), reply_naming(Catchingup, 5, &[2, 3], 3));
+    let Decision::Transition { goal, .. } = d else {
+        panic!("{d:?}");
+    };
+    e.steps_started(&goal);
+    assert!(!e.should_start_pg(s(10.2)), "the steps own PostgreSQL");
+    e.steps_ended();
+    assert!(
+        e.should_start_pg(s(10.3)),
+        "the next round may start it again"
+    );
+}

@@ -17,7 +17,7 @@ impl LocalPg {
     /// postmaster.pid and checked (see [`pgproc::find_postmaster`]).
     /// Returns its pid when adopted. Nothing is done to the server, its
     /// settings are verified again by the next steady round. A stale pid
-    /// file is cleared when its pid was reused (see `take_over`
+    /// file is cleared when its pid was reused or is a zombie (see `take_over`
     /// for the rest).
     pub async fn adopt(&mut self) -> anyhow::Result<Option<u32>> {
         if self.handle.is_some() || !self.has_pgdata() {
@@ -30,16 +30,17 @@ impl LocalPg {
     }
 
     /// The live postmaster of PGDATA, if one runs. A postmaster.pid left
-    /// by a crash whose pid now belongs to another process is removed:
-    /// PostgreSQL would refuse to start because of it.
+    /// by a crash whose pid now belongs to another process, or to the
+    /// killed postmaster not yet reaped, is removed: PostgreSQL would
+    /// refuse to start because of it (see [`pgproc::Stale`]).
     pub(super) fn found_postmaster(&self) -> anyhow::Result<Option<Postmaster>> {
         match pgproc::find_postmaster(&self.pgdata) {
             Found::Nothing => Ok(None),
             Found::Running(pm) => Ok(Some(pm)),
-            Found::Stale(s) if s.reused => {
+            Found::Stale(s) if s.blocks_start => {
                 let path = self.pgdata.join("postmaster.pid");
                 tracing::warn!(
-                    "{} is stale ({}): its pid was reused after a crash; removing it",
+                    "{} is stale ({}): PostgreSQL would refuse to start beside it; removing it",
                     path.display(),
                     s.why
                 );
