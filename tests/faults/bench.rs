@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 use crate::support::*;
+use crate::support::bench::env_num;
 
 use report::Round;
 
@@ -63,16 +64,6 @@ pub struct Config {
     pub write_every: Duration,
     pub attempt_timeout: Duration,
     pub csv: PathBuf,
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v}: not a number")),
-        Err(_) => default,
-    }
 }
 
 impl Config {

@@ -54,6 +54,7 @@ use nix::unistd::Pid;
 use pgpilot_proto::pb::ShowEventsRequest;
 
 use crate::support::*;
+use crate::support::bench::{env_num, ms, opt_ms, stats};
 
 const STEP: Duration = Duration::from_secs(120);
 /// The monitor's defaults (the test monitor runs with them).
@@ -183,17 +184,6 @@ struct Round {
     /// "canceling wait for synchronous replication" lines after the
     /// freeze: commits acknowledged locally by a cancel.
     syncrep_cancels: usize,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// The lines of a keeper's `log` logged at or after `since`, with their
@@ -431,25 +421,6 @@ async fn one_round(
         .count();
     out.gate_silence_s = gate_silence(monitor, old_id, stopped_wall).await;
     out
-}
-
-fn stats(v: &[f64]) -> Option<(f64, f64, f64)> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Some((v[0], median, v[n - 1]))
-}
-
-fn opt_ms(d: Option<Duration>) -> String {
-    d.map_or("-".into(), |d| format!("{:.1}", ms(d)))
 }
 
 fn report(rounds: &[Round], settings: &(String, String), stmt_timeout_ms: u64) -> String {

@@ -31,6 +31,7 @@ use pgpilot_proto::pb::ShowEventsRequest;
 
 use crate::support::writer::{self, Ack, Writer};
 use crate::support::*;
+use crate::support::bench::{env_num, machine, ms, stats};
 use crate::switchover::operator;
 
 const STEP: Duration = Duration::from_secs(120);
@@ -134,17 +135,6 @@ impl Round {
     fn mark(&self, name: &str) -> Option<f64> {
         self.marks.iter().find(|(m, _)| m == name).map(|(_, t)| *t)
     }
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// Signed milliseconds from `from` to `to`.
@@ -270,39 +260,6 @@ async fn one_round(
         lost: 0,
         marks,
     }
-}
-
-fn stats(v: &[f64]) -> Option<(f64, f64, f64)> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Some((v[0], median, v[n - 1]))
-}
-
-fn machine() -> String {
-    let cores = std::process::Command::new("nproc")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let pg = pgpilot_pgproc::PgBin::discover()
-        .ok()
-        .and_then(|b| {
-            std::process::Command::new(b.path("postgres"))
-                .arg("--version")
-                .output()
-                .ok()
-        })
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    format!("nproc {cores}; {pg}")
 }
 
 fn report(rounds: &[Round], acked: usize, lost: usize) -> String {

@@ -7,6 +7,7 @@
 //! when a test fails, for the post-mortem, and removed when it passes.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod http;
 pub mod netns;
 pub mod writer;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{Config, HOLD};
 use crate::harness::Outcome;
+use crate::support::bench::{machine, ms, opt_ms, stats};
 
 /// What one round measured. A figure the round did not get to (it failed
 /// first, or it has no such figure) is `None`.
@@ -122,46 +123,6 @@ impl Round {
             None => s,
         }
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn opt_ms(d: Option<Duration>) -> String {
-    d.map_or("-".into(), |d| format!("{:.1}", ms(d)))
-}
-
-/// (min, median, max) of `v`, if any.
-fn stats(v: &[f64]) -> Option<(f64, f64, f64)> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Some((v[0], median, v[n - 1]))
-}
-
-/// The core count and the PostgreSQL version: where the figures come from.
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let pg = pgpilot_pgproc::PgBin::discover()
-        .ok()
-        .and_then(|b| {
-            std::process::Command::new(b.path("postgres"))
-                .arg("--version")
-                .output()
-                .ok()
-        })
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    format!("{cores} cores; {pg}")
 }
 
 /// The printed report.
