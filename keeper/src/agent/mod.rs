@@ -31,6 +31,7 @@ mod watchdog;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use anyhow::Context;
 use pgpilot_proto::NodeState;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -126,7 +127,8 @@ impl Agent {
         let pg = LocalPg::new(&config, &state.name)?;
         let monitor_addrs = access::monitor_addresses(&config.monitor).await;
         let http = crate::http::bind(&config.http_listen()?).await?;
-        let engine = Engine::new(state, config.poll_interval);
+        let mut engine = Engine::new(state, config.poll_interval);
+        engine.password_stored(config.replication_password_generation);
         let metrics = Arc::new(Metrics::new());
         Ok(Agent {
             auth,
@@ -317,6 +319,9 @@ impl Agent {
         let decision = self.engine.on_reply(sent_at, clock::now(), reply);
         self.arm();
         self.persist()?;
+        // Before any step: a copy or a rewind must use the password the
+        // role accepts now.
+        self.store_password()?;
         match decision {
             Decision::Ignore(why) => {
                 tracing::warn!("{why}");
@@ -328,7 +333,10 @@ impl Agent {
                 // old primary whose goal moved on must never come up
                 // writable, not even briefly.
                 self.supervise().await;
-                match self.reconcile(&goal, cancel).await? {
+                let cut = self.reconcile(&goal, cancel).await?;
+                // The pending password this primary just set on the role.
+                self.store_password()?;
+                match cut {
                     Some(cut) => self.cut_short(cut).await,
                     None => Ok(false),
                 }
@@ -386,6 +394,44 @@ impl Agent {
             self.engine.state().save(&self.config.pgdata)?;
             self.engine.saved();
         }
+        Ok(())
+    }
+
+    /// Stores the replication password the engine names
+    /// ([`Engine::password_to_store`]) in keeper.toml, with its
+    /// generation, in one durable rename (a crash leaves the old pair or
+    /// the new one), then uses it. A keeper.toml that went back to an
+    /// older pair (restored, or rewritten by a `config set` that raced
+    /// this) heals itself: the keeper reports the older generation, and
+    /// the monitor sends the current password again.
+    fn store_password(&mut self) -> anyhow::Result<()> {
+        let Some(generation) = self.engine.password_to_store() else {
+            return Ok(());
+        };
+        let Some(reply) = self.engine.last_reply() else {
+            return Ok(());
+        };
+        let Some(new) = [
+            &reply.replication_password,
+            &reply.pending_replication_password,
+        ]
+        .into_iter()
+        .flatten()
+        .find(|p| p.generation == generation) else {
+            return Ok(());
+        };
+        let mut config = self.config.clone();
+        config.replication_password = new.password.clone();
+        config.replication_password_generation = generation;
+        config
+            .save()
+            .context("store the new replication password in keeper.toml")?;
+        self.config = config;
+        self.engine.password_stored(generation);
+        tracing::info!(
+            "using the replication password of generation {generation} from now on (stored in \
+             keeper.toml)"
+        );
         Ok(())
     }
 
