@@ -671,3 +671,40 @@ async fn a_rotated_replication_password_goes_to_the_writer_then_to_everyone() {
     assert!(!events.contains(&pending.password));
     assert!(!m.logged().contains(&pending.password));
 }
+
+#[test]
+fn create_monitor_refuses_a_key_that_does_not_match_its_certificate() {
+    let dir = TestDir::new("sec-keymismatch");
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    pgpilot_monitor::tls::generate(&one, &["127.0.0.1".into()]).unwrap();
+    pgpilot_monitor::tls::generate(&two, &["127.0.0.1".into()]).unwrap();
+    let (tls1, tls2) = (
+        pgpilot_monitor::tls::tls_dir(&one),
+        pgpilot_monitor::tls::tls_dir(&two),
+    );
+    let pgdata = dir.join("m");
+    let (cert, key) = (tls1.join("server.pem"), tls2.join("server.key"));
+    let out = pgpilot(&[
+        "create",
+        "monitor",
+        "--pgdata",
+        path_str(&pgdata),
+        "--ssl-ca-file",
+        path_str(&tls1.join("ca.pem")),
+        "--server-cert",
+        path_str(&cert),
+        "--server-key",
+        path_str(&key),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("does not match"), "{err}");
+    assert!(
+        err.contains(path_str(&cert)) && err.contains(path_str(&key)),
+        "{err}"
+    );
+    assert!(
+        !pgpilot_monitor::files::state_dir(&pgdata).exists() && !pgdata.exists(),
+        "create monitor left files behind"
+    );
+}
