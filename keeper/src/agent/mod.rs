@@ -20,9 +20,11 @@
 //! - [`transition`]: running a transition's steps, and the steady state.
 //! - [`beside`]: the heartbeat beside a step, and how a step is cut short.
 //! - [`access`]: pg_hba.conf, replication slots, host name lookups.
+//! - [`password`]: storing a rotated replication password.
 
 mod access;
 mod beside;
+mod password;
 mod report;
 mod transition;
 mod watch;
@@ -31,7 +33,6 @@ mod watchdog;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context;
 use pgpilot_proto::NodeState;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -394,44 +395,6 @@ impl Agent {
             self.engine.state().save(&self.config.pgdata)?;
             self.engine.saved();
         }
-        Ok(())
-    }
-
-    /// Stores the replication password the engine names
-    /// ([`Engine::password_to_store`]) in keeper.toml, with its
-    /// generation, in one durable rename (a crash leaves the old pair or
-    /// the new one), then uses it. A keeper.toml that went back to an
-    /// older pair (restored, or rewritten by a `config set` that raced
-    /// this) heals itself: the keeper reports the older generation, and
-    /// the monitor sends the current password again.
-    fn store_password(&mut self) -> anyhow::Result<()> {
-        let Some(generation) = self.engine.password_to_store() else {
-            return Ok(());
-        };
-        let Some(reply) = self.engine.last_reply() else {
-            return Ok(());
-        };
-        let Some(new) = [
-            &reply.replication_password,
-            &reply.pending_replication_password,
-        ]
-        .into_iter()
-        .flatten()
-        .find(|p| p.generation == generation) else {
-            return Ok(());
-        };
-        let mut config = self.config.clone();
-        config.replication_password = new.password.clone();
-        config.replication_password_generation = generation;
-        config
-            .save()
-            .context("store the new replication password in keeper.toml")?;
-        self.config = config;
-        self.engine.password_stored(generation);
-        tracing::info!(
-            "using the replication password of generation {generation} from now on (stored in \
-             keeper.toml)"
-        );
         Ok(())
     }
 

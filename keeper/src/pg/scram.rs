@@ -62,7 +62,7 @@ mod tests {
     /// That PostgreSQL accepts the verifier is shown by the rotation test
     /// (tests/keeper/rotate.rs logs in with the password).
     #[test]
-    fn matches_the_rfc_7677_example() {
+    fn matches_an_independent_computation() {
         let salt = STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
         let v = verifier_with_salt("pencil", &salt, 4096);
         assert_eq!(
