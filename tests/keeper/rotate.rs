@@ -173,3 +173,49 @@ async fn rotation_keeps_streaming_and_survives_failover_and_rejoin() {
         }
     }
 }
+
+/// A rotation while the primary is down: the node promoted in its place
+/// sets the pending password (it goes to whichever node is writable), and
+/// the old primary, down all along, gets it with its first reply when it
+/// is back and rewinds with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_pending_at_a_failover_is_done_by_the_new_primary() {
+    let dir = TestDir::new("k-rotate-fo");
+    let monitor = MonitorProc::start(&dir).await;
+    let (mut a, b) = primary_and_secondary(&dir, &monitor).await;
+    let old = replication_password(&a);
+    a.query("CREATE TABLE t (i int)").await.unwrap();
+    a.query("INSERT INTO t VALUES (1)").await.unwrap();
+    rows_on(&b, "1").await;
+
+    a.kill9();
+    let out = pgpilot_ok(&["rotate", "replication-password", "--monitor", &monitor.uri]);
+    assert!(out.contains("generation 2 "), "{out}");
+    // Nobody can set it yet: a is down and b not promoted (that takes
+    // the lease and more).
+    let settings = pgpilot_ok(&["show", "settings", "--monitor", &monitor.uri]);
+    assert!(settings.contains("1 (2 pending)"), "{settings}");
+    wait_state(&monitor, "b", "wait_primary", STEP).await;
+    eventually("b to hold generation 2", STEP, || async {
+        (generation(&b) == 2).then_some(())
+    })
+    .await;
+    let new = replication_password(&b);
+    assert_ne!(new, old);
+    assert!(accepted(&b, &old).await.is_err(), "the old password works");
+    accepted(&b, &new).await.unwrap();
+    assert_eq!(generation(&a), 1, "a was down");
+
+    b.query("INSERT INTO t VALUES (2)").await.unwrap();
+    a.run();
+    wait_state(&monitor, "a", "secondary", STEP).await;
+    assert_eq!(generation(&a), 2);
+    assert_eq!(replication_password(&a), new);
+    wait_ssl_walsenders(&b, "1/1").await;
+    rows_on(&a, "2").await;
+    for secret in [&old, &new] {
+        for log in [a.log(), b.log(), monitor.logged()] {
+            assert!(!log.contains(secret.as_str()), "a password is in a log");
+        }
+    }
+}
