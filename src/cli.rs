@@ -83,6 +83,17 @@ pub enum Rotate {
         #[command(flatten)]
         target: Target,
     },
+    /// A new password for the formation's replication role. The primary's
+    /// keeper sets it on the role, then standbys switch to it (their
+    /// streaming reconnects once) and new nodes get it; until then the
+    /// old one keeps working. Never printed: the keepers fetch it.
+    /// `pgpilot show settings` shows the generation in use.
+    ReplicationPassword {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        formation: FormationArg,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -154,9 +154,16 @@ pub struct KeeperConfig {
     #[serde(default)]
     pub postgres_dies_with_keeper: bool,
     /// Password of the replication role, handed out by the monitor at
-    /// registration. Empty until then.
+    /// registration and replaced by a rotation (`pgpilot rotate
+    /// replication-password`). Empty until then.
     #[serde(default)]
     pub replication_password: String,
+    /// The generation of `replication_password` (the monitor numbers
+    /// them; 0: unknown, a keeper.toml from before rotation, which the
+    /// monitor then sends the current one to). Written together with the
+    /// password, in one durable rename, so the two never disagree.
+    #[serde(default)]
+    pub replication_password_generation: i64,
     /// Run by the candidate's keeper just before it promotes (see
     /// [`crate::hooks`]): a non-zero exit or a timeout fails that
     /// promotion. A string for `/bin/sh -c`, or a list.
@@ -361,6 +368,7 @@ pub(crate) fn sample(pgdata: &Path) -> KeeperConfig {
         http_listen: None,
         postgres_dies_with_keeper: false,
         replication_password: String::new(),
+        replication_password_generation: 0,
         pre_promote: None,
         on_role_change: None,
         hook_timeout: crate::hooks::DEFAULT_HOOK_TIMEOUT,

@@ -59,6 +59,13 @@ pub enum Step {
     Stop,
     /// The replication role with the formation's password (primary only).
     EnsureReplicationRole,
+    /// Set the replication role's password to the one of this generation
+    /// (a rotation; see `crate::engine::password`). Carries the
+    /// generation, never the password: steps are logged. Writable
+    /// primary only.
+    SetReplicationPassword {
+        generation: i64,
+    },
     /// Wait until a standby named in synchronous_standby_names has flushed
     /// everything this primary had flushed when synchronous replication was
     /// turned on. Commits acknowledged while it was off (`wait_primary`)

@@ -97,6 +97,7 @@ pub async fn create_node(
     };
     save_credential(&pgdata, &reply.node_credential).with_context(|| unsaved("its credential"))?;
     config.replication_password = reply.replication_password.clone();
+    config.replication_password_generation = reply.replication_password_generation;
     config.save().with_context(|| unsaved("keeper.toml"))?;
     let assigned = NodeState::from_wire(reply.assigned_state)
         .map_err(|e| anyhow::anyhow!("the monitor assigned an unknown state: {e}"))?;

@@ -53,7 +53,8 @@ pub fn allowed(method: &str) -> Option<&'static [Kind]> {
         | "SetReplicationQuorum"
         | "SetNumberSyncStandbys"
         | "SetMaintenance"
-        | "RotateJoinToken" => &[Kind::Operator],
+        | "RotateJoinToken"
+        | "RotateReplicationPassword" => &[Kind::Operator],
         _ => return None,
     })
 }
@@ -546,6 +547,7 @@ mod tests {
             "SetNumberSyncStandbys",
             "SetMaintenance",
             "RotateJoinToken",
+            "RotateReplicationPassword",
         ] {
             assert!(allowed(m).is_some(), "{m} is not in the table");
         }

@@ -303,6 +303,25 @@ impl Monitor for MonitorService {
             join_token: token.to_text(),
         }))
     }
+
+    #[instrument(skip_all, fields(formation = %req.get_ref().formation, peer = %peer(&req)))]
+    async fn rotate_replication_password(
+        &self,
+        req: Request<pb::RotateReplicationPasswordRequest>,
+    ) -> Result<Response<pb::RotateReplicationPasswordResponse>, Status> {
+        let by = crate::auth::caller(&req)?.describe();
+        let req = req.into_inner();
+        let formation = required("formation", &req.formation, "--formation NAME")?;
+        let (generation, group_id) = self
+            .control
+            .rotate_replication_password(formation, &by, now())
+            .await
+            .inspect_err(|e| tracing::info!("refused replication password rotation: {e:#}"))?;
+        Ok(Response::new(pb::RotateReplicationPasswordResponse {
+            generation,
+            group_id,
+        }))
+    }
 }
 
 /// Where a request came from, for the log line of its handler.

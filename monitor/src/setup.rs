@@ -78,6 +78,11 @@ pub async fn create_monitor(req: &CreateMonitor) -> anyhow::Result<(Created, Mon
     if !req.ssl && req.certs.is_some() {
         bail!("--no-ssl and certificate files contradict each other: pass one or the other");
     }
+    // Before anything is written: a key that does not match its
+    // certificate leaves nothing behind.
+    if let Some(c) = &req.certs {
+        crate::tls::check(c)?;
+    }
     // Written out, default included, so that monitor.toml says where
     // /metrics is; a port without a default is refused here.
     let config = MonitorConfig {

@@ -102,6 +102,45 @@ pub fn generate(pgdata: &Path, names: &[String]) -> anyhow::Result<()> {
 /// must hold what its flag says. The CA is appended to the server chain
 /// when the chain lacks it.
 pub fn import(pgdata: &Path, supplied: &SuppliedCerts) -> anyhow::Result<()> {
+    let Checked {
+        ca,
+        cert,
+        key,
+        ca_blocks,
+        cert_blocks,
+    } = read_checked(supplied)?;
+    make_dir(pgdata)?;
+    let ca_der = ca_blocks[0].contents();
+    let mut chain = cert.clone();
+    if !cert_blocks.iter().any(|b| b.contents() == ca_der) {
+        if !chain.ends_with(b"\n") {
+            chain.push(b'\n');
+        }
+        chain.extend_from_slice(pem::encode(&ca_blocks[0]).as_bytes());
+    }
+    write_durably(&server_key_path(pgdata), &key, 0o600)?;
+    write_durably(&ca_path(pgdata), &ca, 0o644)?;
+    write_durably(&server_cert_path(pgdata), &chain, 0o644)?;
+    Ok(())
+}
+
+/// The supplied files, read and checked.
+struct Checked {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    ca_blocks: Vec<pem::Pem>,
+    cert_blocks: Vec<pem::Pem>,
+}
+
+/// Checks operator-supplied certificates without installing them: `create
+/// monitor` calls it before it writes anything, so a wrong file leaves
+/// nothing behind to clean up.
+pub fn check(supplied: &SuppliedCerts) -> anyhow::Result<()> {
+    read_checked(supplied).map(drop)
+}
+
+fn read_checked(supplied: &SuppliedCerts) -> anyhow::Result<Checked> {
     let read = |p: &Path, flag: &str| {
         std::fs::read(p).with_context(|| format!("read {flag} {}", p.display()))
     };
@@ -117,31 +156,66 @@ pub fn import(pgdata: &Path, supplied: &SuppliedCerts) -> anyhow::Result<()> {
             supplied.ca_file.display()
         );
     }
-    if !cert_blocks.iter().any(|b| b.tag() == "CERTIFICATE") {
-        bail!(
-            "--server-cert {} holds no CERTIFICATE",
-            supplied.cert_file.display()
-        );
+    key_matches(&cert_blocks, &key_blocks, supplied)?;
+    Ok(Checked {
+        ca,
+        cert,
+        key,
+        ca_blocks,
+        cert_blocks,
+    })
+}
+
+/// The key is the private half of the certificate's public key. Checked
+/// here, at `create monitor`: otherwise the mismatch shows only when the
+/// monitor starts, as a TLS error that names neither file.
+fn key_matches(
+    cert_blocks: &[pem::Pem],
+    key_blocks: &[pem::Pem],
+    supplied: &SuppliedCerts,
+) -> anyhow::Result<()> {
+    use tokio_rustls::rustls::pki_types::{
+        CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+    };
+    use tokio_rustls::rustls::sign::CertifiedKey;
+    use tokio_rustls::rustls::{Error, InconsistentKeys};
+    let (cert, key) = (supplied.cert_file.display(), supplied.key_file.display());
+    let Some(leaf) = cert_blocks.iter().find(|b| b.tag() == "CERTIFICATE") else {
+        bail!("--server-cert {cert} holds no CERTIFICATE");
+    };
+    let Some(k) = key_blocks.iter().find(|b| b.tag().ends_with("PRIVATE KEY")) else {
+        bail!("--server-key {key} holds no PEM PRIVATE KEY");
+    };
+    let der = k.contents().to_vec();
+    let der: PrivateKeyDer<'static> = match k.tag() {
+        "RSA PRIVATE KEY" => PrivatePkcs1KeyDer::from(der).into(),
+        "EC PRIVATE KEY" => PrivateSec1KeyDer::from(der).into(),
+        _ => PrivatePkcs8KeyDer::from(der).into(),
+    };
+    let signing =
+        tokio_rustls::rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| {
+            anyhow::anyhow!(
+                "--server-key {key} is not a private key the monitor can use ({e}): give an \
+                 RSA, ECDSA (P-256, P-384) or Ed25519 key in PEM"
+            )
+        })?;
+    let pair = CertifiedKey::new(
+        vec![CertificateDer::from(leaf.contents().to_vec())],
+        signing,
+    );
+    match pair.keys_match() {
+        Ok(()) => Ok(()),
+        Err(Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => bail!(
+            "--server-key {key} does not match --server-cert {cert}: the key is not the private \
+             key of the certificate (its first CERTIFICATE); pass the key the certificate was \
+             issued for (compare `openssl x509 -noout -pubkey -in {cert}` with \
+             `openssl pkey -pubout -in {key}`)"
+        ),
+        // The provider cannot say which public key the private one has:
+        // nothing to compare, the TLS handshake is the check.
+        Err(Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(()),
+        Err(e) => bail!("--server-cert {cert}: its first CERTIFICATE cannot be read ({e})"),
     }
-    if !key_blocks.iter().any(|b| b.tag().ends_with("PRIVATE KEY")) {
-        bail!(
-            "--server-key {} holds no PEM PRIVATE KEY",
-            supplied.key_file.display()
-        );
-    }
-    make_dir(pgdata)?;
-    let ca_der = ca_blocks[0].contents();
-    let mut chain = cert.clone();
-    if !cert_blocks.iter().any(|b| b.contents() == ca_der) {
-        if !chain.ends_with(b"\n") {
-            chain.push(b'\n');
-        }
-        chain.extend_from_slice(pem::encode(&ca_blocks[0]).as_bytes());
-    }
-    write_durably(&server_key_path(pgdata), &key, 0o600)?;
-    write_durably(&ca_path(pgdata), &ca, 0o644)?;
-    write_durably(&server_cert_path(pgdata), &chain, 0o644)?;
-    Ok(())
 }
 
 fn blocks(data: &[u8], flag: &str) -> anyhow::Result<Vec<pem::Pem>> {
@@ -271,5 +345,31 @@ mod tests {
         };
         let e = import(&dir.path().join("m2"), &wrong).unwrap_err();
         assert!(format!("{e:#}").contains("--server-key"), "{e:#}");
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused_naming_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        generate(&one, &["db1".into()]).unwrap();
+        generate(&two, &["db1".into()]).unwrap();
+        let mixed = SuppliedCerts {
+            ca_file: ca_path(&one),
+            cert_file: server_cert_path(&one),
+            key_file: server_key_path(&two),
+        };
+        let pgdata = dir.path().join("m");
+        let e = format!("{:#}", import(&pgdata, &mixed).unwrap_err());
+        assert!(e.contains("does not match"), "{e}");
+        assert!(e.contains(&mixed.cert_file.display().to_string()), "{e}");
+        assert!(e.contains(&mixed.key_file.display().to_string()), "{e}");
+        assert!(e.contains("openssl"), "the fix: {e}");
+        assert!(!server_key_path(&pgdata).exists(), "nothing installed");
+        // Its own key passes.
+        let own = SuppliedCerts {
+            key_file: server_key_path(&one),
+            ..mixed
+        };
+        import(&pgdata, &own).unwrap();
     }
 }

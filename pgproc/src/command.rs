@@ -203,6 +203,7 @@ async fn collect(r: impl tokio::io::AsyncRead + Unpin, name: String, keep: usize
     let mut lines = BufReader::new(r).lines();
     let mut kept = VecDeque::new();
     while let Ok(Some(line)) = lines.next_line().await {
+        let line = crate::log::redact_passwords(&line);
         tracing::debug!(target: "pg", program = %name, "{line}");
         if kept.len() == keep {
             kept.pop_front();

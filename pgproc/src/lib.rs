@@ -31,6 +31,7 @@ pub use bin::PgBin;
 pub use cluster::{controldata, initdb, is_pgdata, ControlData, InitdbOptions};
 pub use command::PgCommand;
 pub use files::{set_mode, state_dir, write_durably};
+pub use log::redact_passwords;
 pub use postmaster::{find_postmaster, Found, PidFile, Postmaster, Stale};
 pub use server::{socket_dir_for, Exit, Lifetime, PostgresHandle, ShutdownMode, StartOptions};
 pub use user::{chown_dir, postgres_runner, OsUser};

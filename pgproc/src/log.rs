@@ -44,6 +44,44 @@ pub(crate) fn open_fifo(path: &Path) -> Result<tokio::net::unix::pipe::Receiver>
         .with_context(|| format!("open {} for reading", path.display()))?)
 }
 
+/// `text` with every `password=...` value hidden. PostgreSQL logs the
+/// new value of every setting a reload changed, primary_conninfo and its
+/// password included (`parameter "primary_conninfo" changed to ...`, at
+/// every rotation of the replication password): each line it writes is
+/// passed through this before it reaches a log.
+pub fn redact_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("password=") {
+        out.push_str(&rest[..i + "password=".len()]);
+        out.push_str("***");
+        rest = &rest[i + "password=".len()..];
+        // Skip the value: quoted ('...' with \' escapes) or up to a space.
+        let mut chars = rest.char_indices().peekable();
+        let end = match chars.peek() {
+            Some((_, '\\')) | Some((_, '\'')) => {
+                let mut end = rest.len();
+                let mut escaped = false;
+                for (k, ch) in rest.char_indices().skip(1) {
+                    if escaped {
+                        escaped = false;
+                    } else if ch == '\\' {
+                        escaped = true;
+                    } else if ch == '\'' {
+                        end = k + 1;
+                        break;
+                    }
+                }
+                end
+            }
+            _ => rest.find([' ', '"']).unwrap_or(rest.len()),
+        };
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 pub(crate) async fn forward_log(
     stream: impl tokio::io::AsyncRead + Unpin,
     tag: String,
@@ -51,6 +89,7 @@ pub(crate) async fn forward_log(
 ) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        let line = redact_passwords(&line);
         if ["ERROR:", "FATAL:", "PANIC:", "WARNING:"]
             .iter()
             .any(|k| line.contains(k))

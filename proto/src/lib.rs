@@ -25,6 +25,17 @@ pub mod state;
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
     tonic::include_proto!("pgpilot.v1");
+
+    /// The generation only: a reply printed with `{:?}` (a test's
+    /// assertion, a debug line) must not show the password.
+    impl std::fmt::Debug for ReplicationPassword {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ReplicationPassword")
+                .field("generation", &self.generation)
+                .field("password", &"***")
+                .finish()
+        }
+    }
 }
 
 pub use edges::{action_for, KeeperAction, EDGES};

@@ -475,6 +475,8 @@ impl World {
             // What only the HTTP endpoints read (lag): not simulated.
             replay_lsn: None,
             upstream_wal_end: None,
+            // Passwords are not simulated (no rotation happens).
+            role_password_generation: None,
         });
         let obs = Observation {
             has_pgdata: n.pg.data.is_some(),

@@ -78,7 +78,9 @@ impl World {
                 self.nodes[i].keeper.expected_running = false;
                 self.engine(i).role_applied(None);
             }
-            Step::EnsureReplicationRole => {}
+            // Passwords are not simulated: the monitor's simulation never
+            // rotates, so neither step changes anything it models.
+            Step::EnsureReplicationRole | Step::SetReplicationPassword { .. } => {}
             // Parked until the monitor confirmed it (`run_steps`).
             Step::Announce => {
                 if !self.engine(i).announce_confirmed() {

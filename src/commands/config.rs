@@ -85,9 +85,15 @@ const KEEPER_KEYS: &[Key] = &[
     key("hook_timeout", Effect::Restart),
     Key {
         name: "replication_password",
-        effect: Effect::Refused("the monitor hands it out at registration"),
+        effect: Effect::Refused(
+            "the monitor hands it out at registration; `pgpilot rotate replication-password` replaces it",
+        ),
         secret: true,
     },
+    key(
+        "replication_password_generation",
+        Effect::Refused("it numbers the replication password, which the monitor hands out"),
+    ),
 ];
 
 const MONITOR_KEYS: &[Key] = &[

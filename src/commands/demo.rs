@@ -221,6 +221,7 @@ async fn bring_up(
             // must not leave PostgreSQL servers behind.
             postgres_dies_with_keeper: true,
             replication_password: String::new(),
+            replication_password_generation: 0,
             pre_promote: None,
             on_role_change: None,
             hook_timeout: pgpilot_keeper::hooks::DEFAULT_HOOK_TIMEOUT,

@@ -42,6 +42,23 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Rotate(Rotate::ReplicationPassword { target, formation }) => {
+            let mut client = connect(&target).await?;
+            let reply = client
+                .rotate_replication_password(pgpilot_proto::pb::RotateReplicationPasswordRequest {
+                    formation: formation.formation.clone(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!(
+                "replication password generation {} of formation {:?} is pending: the primary's \
+                 keeper sets it on the replication role, then standbys switch to it; \
+                 `pgpilot show settings` shows replication_password_generation {} once it is current",
+                reply.generation, formation.formation, reply.generation
+            );
+            Ok(())
+        }
         Command::Show(show) => show::show(show).await,
         Command::Perform(cmd) => operator::perform(cmd).await,
         Command::Set(cmd) => operator::set(cmd).await,

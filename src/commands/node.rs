@@ -45,6 +45,7 @@ pub fn config_from(args: &CreatePostgresArgs) -> anyhow::Result<KeeperConfig> {
         http_listen: Some(http_listen),
         postgres_dies_with_keeper: args.postgres_dies_with_keeper,
         replication_password: String::new(),
+        replication_password_generation: 0,
         pre_promote: None,
         on_role_change: None,
         hook_timeout: pgpilot_keeper::hooks::DEFAULT_HOOK_TIMEOUT,

@@ -35,6 +35,7 @@ fn keeper_toml(pgdata: &Path) -> std::path::PathBuf {
         on_role_change: None,
         hook_timeout: Duration::from_secs(30),
         replication_password: "s3cret-pw".into(),
+        replication_password_generation: 1,
         ssl: Default::default(),
     }
     .save()

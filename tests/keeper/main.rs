@@ -22,6 +22,7 @@ mod lease_bound;
 mod lifecycle;
 mod maintenance;
 mod restarts;
+mod rotate;
 mod ssl;
 mod standby_restart;
 mod supervision;

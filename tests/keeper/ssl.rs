@@ -16,7 +16,7 @@ use crate::support::*;
 const STEP: Duration = Duration::from_secs(60);
 
 /// The replication password the monitor handed to a node.
-fn replication_password(k: &KeeperProc) -> String {
+pub(crate) fn replication_password(k: &KeeperProc) -> String {
     let text = std::fs::read_to_string(pgpilot_keeper::files::config_path(&k.pgdata)).unwrap();
     let config: pgpilot_keeper::config::KeeperConfig = toml::from_str(&text).unwrap();
     assert!(!config.replication_password.is_empty());
@@ -39,7 +39,7 @@ async fn ssl_walsenders(k: &KeeperProc) -> Option<String> {
     .flatten()
 }
 
-async fn wait_ssl_walsenders(k: &KeeperProc, want: &str) {
+pub(crate) async fn wait_ssl_walsenders(k: &KeeperProc, want: &str) {
     eventually(
         &format!("{want} SSL walsenders on {}", k.name),
         STEP,
@@ -49,7 +49,7 @@ async fn wait_ssl_walsenders(k: &KeeperProc, want: &str) {
 }
 
 /// A TCP connection to `k` as `user`.
-async fn tcp(
+pub(crate) async fn tcp(
     k: &KeeperProc,
     user: &str,
     password: &str,
@@ -68,7 +68,7 @@ async fn tcp(
 
 /// Samples `ps -eo args` every 50 ms until stopped; returns every line
 /// that contained one of the secrets.
-struct PsWatch {
+pub(crate) struct PsWatch {
     secrets: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     found: Arc<Mutex<std::collections::HashSet<String>>>,
@@ -76,7 +76,7 @@ struct PsWatch {
 }
 
 impl PsWatch {
-    fn start(secrets: Vec<String>) -> PsWatch {
+    pub(crate) fn start(secrets: Vec<String>) -> PsWatch {
         let secrets = Arc::new(Mutex::new(secrets));
         let stop = Arc::new(AtomicBool::new(false));
         let found = Arc::new(Mutex::new(std::collections::HashSet::new()));
@@ -111,12 +111,12 @@ impl PsWatch {
     }
 
     /// Watches for `secret` too from now on.
-    fn add(&self, secret: String) {
+    pub(crate) fn add(&self, secret: String) {
         self.secrets.lock().unwrap().push(secret);
     }
 
     /// (samples taken, lines that held a secret).
-    fn finish(mut self) -> (usize, Vec<String>) {
+    pub(crate) fn finish(mut self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         let n = self.thread.take().unwrap().join().unwrap();
         let secrets = self.secrets.lock().unwrap().clone();

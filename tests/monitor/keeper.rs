@@ -71,6 +71,7 @@ impl Report {
             status_unknown: false,
             shutdown_lsn: None,
             in_recovery: None,
+            ..Default::default()
         }
     }
 

@@ -577,3 +577,134 @@ async fn no_secret_in_the_monitors_logs_events_or_show_output() {
         );
     }
 }
+
+/// One NodeActive of `reg` in `state`, holding password generation
+/// `held`, its role at `role`.
+async fn report_passwords(
+    c: &mut Client,
+    reg: &pb::RegisterResponse,
+    state: NodeState,
+    held: i64,
+    role: Option<i64>,
+) -> pb::NodeActiveResponse {
+    let mut req = Report::of(reg, state).request();
+    req.replication_password_generation = held;
+    req.role_password_generation = role;
+    c.node_active(signed(req, &reg.node_credential))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_replication_password_goes_to_the_writer_then_to_everyone() {
+    let dir = TestDir::new("sec-pwrot");
+    let m = MonitorProc::start(&dir).await;
+    let mut c = anonymous(&m).await;
+    let a = register(&mut c, &m.join_token(), "a", free_port()).await;
+    let b = register(&mut c, &m.join_token(), "b", free_port()).await;
+    assert_eq!(a.replication_password_generation, 1);
+    assert_eq!(a.replication_password, b.replication_password);
+    Report::of(&a, NodeState::Init).send(&mut c).await;
+    let request = || pb::RotateReplicationPasswordRequest {
+        formation: "default".into(),
+    };
+
+    // Only the operator rotates.
+    for token in [read_token(&m), b.node_credential.clone()] {
+        let (got, _) = code(
+            c.rotate_replication_password(signed(request(), &token))
+                .await,
+        );
+        assert_eq!(got, Code::PermissionDenied);
+    }
+    let out = pgpilot_ok(&["rotate", "replication-password", "--monitor", &m.uri]);
+    assert!(out.contains("generation 2 "), "{out}");
+    // A second one is refused while the first is pending.
+    let out = pgpilot(&["rotate", "replication-password", "--monitor", &m.uri]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("still pending"),
+        "{err}"
+    );
+
+    // The standby learns nothing yet; the writer (a, single) the pending
+    // one, until its role has it.
+    let r = report_passwords(&mut c, &b, NodeState::Init, 1, None).await;
+    assert_eq!(
+        (r.replication_password, r.pending_replication_password),
+        (None, None)
+    );
+    let r = report_passwords(&mut c, &a, NodeState::Single, 1, Some(1)).await;
+    let pending = r
+        .pending_replication_password
+        .expect("the writer's pending password");
+    assert_eq!(pending.generation, 2);
+    assert_ne!(pending.password, a.replication_password);
+    assert!(
+        !format!("{pending:?}").contains(&pending.password),
+        "Debug shows it"
+    );
+    // New registrations still get the current one meanwhile.
+    let c1 = register(&mut c, &m.join_token(), "c", free_port()).await;
+    assert_eq!(c1.replication_password_generation, 1);
+
+    // The writer's role has it: current now, for everyone behind.
+    let r = report_passwords(&mut c, &a, NodeState::Single, 2, Some(2)).await;
+    assert_eq!(
+        (r.replication_password, r.pending_replication_password),
+        (None, None)
+    );
+    let r = report_passwords(&mut c, &b, NodeState::Init, 1, None).await;
+    let current = r.replication_password.expect("the standby's new password");
+    assert_eq!(
+        (current.generation, &current.password),
+        (2, &pending.password)
+    );
+    let d = register(&mut c, &m.join_token(), "d", free_port()).await;
+    assert_eq!(d.replication_password_generation, 2);
+    assert_eq!(d.replication_password, pending.password);
+    let settings = pgpilot_ok(&["show", "settings", "--monitor", &m.uri]);
+    assert!(!settings.contains(&pending.password));
+    let events = m.events().await.join("\n");
+    assert!(events.contains("generation 2"), "{events}");
+    assert!(!events.contains(&pending.password));
+    assert!(!m.logged().contains(&pending.password));
+}
+
+#[test]
+fn create_monitor_refuses_a_key_that_does_not_match_its_certificate() {
+    let dir = TestDir::new("sec-keymismatch");
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    pgpilot_monitor::tls::generate(&one, &["127.0.0.1".into()]).unwrap();
+    pgpilot_monitor::tls::generate(&two, &["127.0.0.1".into()]).unwrap();
+    let (tls1, tls2) = (
+        pgpilot_monitor::tls::tls_dir(&one),
+        pgpilot_monitor::tls::tls_dir(&two),
+    );
+    let pgdata = dir.join("m");
+    let (cert, key) = (tls1.join("server.pem"), tls2.join("server.key"));
+    let out = pgpilot(&[
+        "create",
+        "monitor",
+        "--pgdata",
+        path_str(&pgdata),
+        "--ssl-ca-file",
+        path_str(&tls1.join("ca.pem")),
+        "--server-cert",
+        path_str(&cert),
+        "--server-key",
+        path_str(&key),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("does not match"), "{err}");
+    assert!(
+        err.contains(path_str(&cert)) && err.contains(path_str(&key)),
+        "{err}"
+    );
+    assert!(
+        !pgpilot_monitor::files::state_dir(&pgdata).exists() && !pgdata.exists(),
+        "create monitor left files behind"
+    );
+}

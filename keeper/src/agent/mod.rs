@@ -20,9 +20,11 @@
 //! - [`transition`]: running a transition's steps, and the steady state.
 //! - [`beside`]: the heartbeat beside a step, and how a step is cut short.
 //! - [`access`]: pg_hba.conf, replication slots, host name lookups.
+//! - [`password`]: storing a rotated replication password.
 
 mod access;
 mod beside;
+mod password;
 mod report;
 mod transition;
 mod watch;
@@ -126,7 +128,8 @@ impl Agent {
         let pg = LocalPg::new(&config, &state.name)?;
         let monitor_addrs = access::monitor_addresses(&config.monitor).await;
         let http = crate::http::bind(&config.http_listen()?).await?;
-        let engine = Engine::new(state, config.poll_interval);
+        let mut engine = Engine::new(state, config.poll_interval);
+        engine.password_stored(config.replication_password_generation);
         let metrics = Arc::new(Metrics::new());
         Ok(Agent {
             auth,
@@ -317,6 +320,9 @@ impl Agent {
         let decision = self.engine.on_reply(sent_at, clock::now(), reply);
         self.arm();
         self.persist()?;
+        // Before any step: a copy or a rewind must use the password the
+        // role accepts now.
+        self.store_password()?;
         match decision {
             Decision::Ignore(why) => {
                 tracing::warn!("{why}");
@@ -328,7 +334,10 @@ impl Agent {
                 // old primary whose goal moved on must never come up
                 // writable, not even briefly.
                 self.supervise().await;
-                match self.reconcile(&goal, cancel).await? {
+                let cut = self.reconcile(&goal, cancel).await?;
+                // The pending password this primary just set on the role.
+                self.store_password()?;
+                match cut {
                     Some(cut) => self.cut_short(cut).await,
                     None => Ok(false),
                 }

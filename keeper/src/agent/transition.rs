@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use pgpilot_proto::NodeState;
+use pgpilot_proto::{pb, NodeState};
 use tokio_util::sync::CancellationToken;
 
 use super::beside::{beside, Beat, Cut};
@@ -44,6 +44,8 @@ enum Done {
     /// The settings were written and verified for this role (`None`:
     /// PostgreSQL stopped).
     Role(Option<Role>),
+    /// The replication role's password is this generation's now.
+    PasswordSet(i64),
 }
 
 /// The heartbeat's share of the agent ([`Beat`]), borrowed field by field
@@ -128,7 +130,18 @@ impl Agent {
             }
             let node_id = self.engine.state().node_id;
             let name = self.engine.state().name.clone();
-            let io = step_io(&mut self.pg, &self.config, node_id, &name, step);
+            let pending = self
+                .engine
+                .last_reply()
+                .and_then(|r| r.pending_replication_password.clone());
+            let io = step_io(
+                &mut self.pg,
+                &self.config,
+                pending.as_ref(),
+                node_id,
+                &name,
+                step,
+            );
             let beat = beat!(self);
             let done = match beside(io, beat, cancel).await {
                 Ok(done) => done.with_context(|| format!("step {step:?}"))?,
@@ -174,6 +187,7 @@ impl Agent {
                 self.persist()?;
             }
             Done::Role(role) => self.engine.role_applied(role),
+            Done::PasswordSet(generation) => self.engine.role_password_set(generation),
         }
         Ok(())
     }
@@ -226,6 +240,7 @@ impl Agent {
 async fn step_io(
     pg: &mut LocalPg,
     config: &KeeperConfig,
+    pending: Option<&pb::ReplicationPassword>,
     node_id: i64,
     name: &str,
     step: &Step,
@@ -261,8 +276,26 @@ async fn step_io(
         }
         Step::EnsureReplicationRole => {
             let mut c = pg.connect().await?;
-            sql::ensure_replication_role(&mut c, password).await?;
+            sql::ensure_replication_role(&mut c, password, config.replication_password_generation)
+                .await?;
             Done::Nothing
+        }
+        Step::SetReplicationPassword { generation } => {
+            let password = match pending {
+                _ if *generation == config.replication_password_generation => password,
+                Some(p) if p.generation == *generation => &p.password,
+                _ => anyhow::bail!(
+                    "the replication password of generation {generation} is no longer known \
+                     to this keeper: the next report fetches the one to set"
+                ),
+            };
+            let mut c = pg.connect().await?;
+            sql::set_replication_password(&mut c, password, *generation).await?;
+            tracing::info!(
+                "set the replication role's new password (generation {generation}); standbys \
+                 switch to it once the monitor makes it current"
+            );
+            Done::PasswordSet(*generation)
         }
         Step::WaitSyncStandby => {
             let mut c = pg.connect().await?;

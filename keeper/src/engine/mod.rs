@@ -49,6 +49,12 @@
 //!    report claims it.
 //! 6. Sleep [`Engine::next_wait`] (or until woken).
 //!
+//! After every reply, and after the steps of a steady round: store the
+//! password [`Engine::password_to_store`] names, then
+//! [`Engine::password_stored`] (see the `password` module; a writable
+//! primary's [`Engine::steady_steps`] include the step that sets a
+//! rotated password on the role, then [`Engine::role_password_set`]).
+//!
 //! Fencing has one definition, [`Engine::fence_deadline`]: the loop uses
 //! it through [`Engine::must_fence`], and a watchdog beside a busy loop
 //! (starting PostgreSQL, a slow step) is armed with the same deadline
@@ -70,6 +76,7 @@ mod announce;
 mod beside;
 mod budget;
 mod fencing;
+mod password;
 mod steady;
 #[cfg(test)]
 mod tests;
@@ -79,6 +86,8 @@ mod tests_adopt;
 mod tests_beside;
 #[cfg(test)]
 mod tests_conflict;
+#[cfg(test)]
+mod tests_password;
 #[cfg(test)]
 mod tests_shutdown;
 mod types;
@@ -168,6 +177,9 @@ pub struct Engine {
     busy: Option<Goal>,
     /// Before a standby's start after a copy or a rewind ([`announce`]).
     announce: Option<announce::Announce>,
+    /// The generation of the replication password the driver holds in
+    /// keeper.toml ([`Engine::password_stored`]; 0: none known).
+    password_held: i64,
 }
 
 impl Engine {
@@ -197,6 +209,7 @@ impl Engine {
             transition_error: String::new(),
             busy: None,
             announce: None,
+            password_held: 0,
         }
     }
 
@@ -443,6 +456,8 @@ impl Engine {
             // What the monitor checks leadership conflicts with: a
             // standby's state with PostgreSQL out of recovery.
             in_recovery: status.map(|s| s.in_recovery),
+            replication_password_generation: self.password_held,
+            role_password_generation: status.and_then(|s| s.role_password_generation),
         }
     }
 

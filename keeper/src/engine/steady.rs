@@ -44,7 +44,26 @@ impl Engine {
     /// rewound too, at most every [`STUCK_STANDBY`]: its WAL may have
     /// diverged from that upstream's in a way the node it follows does not
     /// show (the upstream itself was rewound; simulation seed 96626).
+    ///
+    /// With nothing else to do, a writable primary sets a rotated
+    /// replication password on the role ([`Engine::password_step`]).
     pub fn steady_steps(&mut self, now: Mono, goal: &Goal) -> Vec<Step> {
+        let steps = self.settings_steps(now, goal);
+        if steps.is_empty() {
+            return self.password_step().into_iter().collect();
+        }
+        steps
+    }
+
+    /// The role's password was set to `generation` by this keeper
+    /// ([`Step::SetReplicationPassword`]): what PostgreSQL shows now.
+    pub fn role_password_set(&mut self, generation: i64) {
+        if let Some(s) = self.obs.status.as_mut() {
+            s.role_password_generation = Some(generation);
+        }
+    }
+
+    fn settings_steps(&mut self, now: Mono, goal: &Goal) -> Vec<Step> {
         if self.out_of_recovery() {
             return fence_rogue(goal);
         }

@@ -34,6 +34,10 @@ pub struct PgStatus {
     /// message and keepalive): how far the primary was, which this node's
     /// lag is measured against. `None` without a receiver.
     pub upstream_wal_end: Option<Lsn>,
+    /// The generation of the replication role's password as this node's
+    /// PostgreSQL has the role (its comment, see
+    /// `pg::sql::set_replication_password`); `None` when it has none.
+    pub role_password_generation: Option<i64>,
 }
 
 /// A standby whose last reply is older than this does not count as

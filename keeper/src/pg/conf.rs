@@ -22,38 +22,10 @@ pub fn quote(v: &str) -> String {
 }
 
 /// `text` with every `password=...` value hidden, for messages and logs
-/// (they travel to the monitor's events).
+/// (they travel to the monitor's events). PostgreSQL's own log lines go
+/// through the same function ([`pgpilot_pgproc::redact_passwords`]).
 pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("password=") {
-        out.push_str(&rest[..i + "password=".len()]);
-        out.push_str("***");
-        rest = &rest[i + "password=".len()..];
-        // Skip the value: quoted ('...' with \' escapes) or up to a space.
-        let mut chars = rest.char_indices().peekable();
-        let end = match chars.peek() {
-            Some((_, '\\')) | Some((_, '\'')) => {
-                let mut end = rest.len();
-                let mut escaped = false;
-                for (k, ch) in rest.char_indices().skip(1) {
-                    if escaped {
-                        escaped = false;
-                    } else if ch == '\\' {
-                        escaped = true;
-                    } else if ch == '\'' {
-                        end = k + 1;
-                        break;
-                    }
-                }
-                end
-            }
-            _ => rest.find([' ', '"']).unwrap_or(rest.len()),
-        };
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
+    pgpilot_pgproc::redact_passwords(text)
 }
 
 /// primary_conninfo for streaming from `up` as node `node_id`, over SSL

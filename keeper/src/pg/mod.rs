@@ -7,6 +7,7 @@ mod adopt;
 pub mod conf;
 pub mod copy;
 pub mod hba;
+pub mod scram;
 pub mod sql;
 pub mod ssl;
 

@@ -41,7 +41,9 @@ pub async fn status(c: &mut PgConnection) -> anyhow::Result<Status> {
              THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), \
                            (SELECT timeline_id FROM pg_control_checkpoint())) \
              ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
-           CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END",
+           CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END, \
+           (SELECT shobj_description(oid, 'pg_authid') FROM pg_roles \
+             WHERE rolname = 'pgpilot_replicator')",
     )
     .fetch_one(&mut *c)
     .await
@@ -49,8 +51,10 @@ pub async fn status(c: &mut PgConnection) -> anyhow::Result<Status> {
     let in_recovery: bool = row.get(0);
     let timeline: i32 = row.get(2);
     let replay: Option<String> = row.get(3);
+    let comment: Option<String> = row.get(4);
     let mut s = Status {
         in_recovery,
+        role_password_generation: parse_generation_comment(comment.as_deref()),
         timeline: timeline as u32,
         lsn: lsn(row.get(1))?,
         replay_lsn: replay.map(|t| lsn(Some(t))).transpose()?,
@@ -182,8 +186,14 @@ pub async fn hba_errors(c: &mut PgConnection) -> anyhow::Result<Option<String>> 
 }
 
 /// The replication role, with the formation's password (or none with
-/// `--auth trust`), and the functions pg_rewind needs on its source.
-pub async fn ensure_replication_role(c: &mut PgConnection, password: &str) -> anyhow::Result<()> {
+/// `--auth trust`) and its generation as the role's comment (see
+/// [`set_replication_password`]), and the functions pg_rewind needs on
+/// its source.
+pub async fn ensure_replication_role(
+    c: &mut PgConnection,
+    password: &str,
+    generation: i64,
+) -> anyhow::Result<()> {
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
             .bind(REPLICATION_USER)
@@ -193,9 +203,13 @@ pub async fn ensure_replication_role(c: &mut PgConnection, password: &str) -> an
     let pw = if password.is_empty() {
         "PASSWORD NULL".to_string()
     } else {
-        format!("PASSWORD {}", sql_literal(password))
+        // The verifier, not the password: see `super::scram`.
+        format!(
+            "PASSWORD {}",
+            sql_literal(&super::scram::verifier(password))
+        )
     };
-    // Utility statements take no parameters; the password is quoted as a
+    // Utility statements take no parameters; the verifier is quoted as a
     // literal, and this connection logs no statements.
     let stmt = format!("{verb} ROLE {REPLICATION_USER} WITH LOGIN REPLICATION {pw}");
     // Unnamed statement (not persistent): nothing keeps the password.
@@ -204,6 +218,16 @@ pub async fn ensure_replication_role(c: &mut PgConnection, password: &str) -> an
         .execute(&mut *c)
         .await
         .context("create the replication role")?;
+    if generation > 0 {
+        let comment = format!(
+            "COMMENT ON ROLE {REPLICATION_USER} IS {}",
+            sql_literal(&format!("{GENERATION_COMMENT}{generation}"))
+        );
+        sqlx::query(&comment)
+            .execute(&mut *c)
+            .await
+            .context("record the password's generation on the replication role")?;
+    }
     for f in [
         "pg_catalog.pg_ls_dir(text, boolean, boolean)",
         "pg_catalog.pg_stat_file(text, boolean)",
@@ -216,6 +240,74 @@ pub async fn ensure_replication_role(c: &mut PgConnection, password: &str) -> an
             .await
             .with_context(|| format!("grant {f} to the replication role"))?;
     }
+    Ok(())
+}
+
+/// The comment the keeper puts on the replication role with each
+/// password it sets: the role's password generation. A comment on a role
+/// is a shared catalog row, replicated with the role, so every node's
+/// PostgreSQL says which generation its role holds, and a keeper that
+/// becomes primary sees whether the last ALTER ROLE reached it.
+const GENERATION_COMMENT: &str = "pgpilot replication password generation ";
+
+/// The generation in a role comment ([`GENERATION_COMMENT`]); `None`
+/// for no comment or another one.
+pub fn parse_generation_comment(comment: Option<&str>) -> Option<i64> {
+    comment?
+        .strip_prefix(GENERATION_COMMENT)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Sets the replication role's password to `password` (generation
+/// `generation`): its SCRAM verifier, computed here so that the password
+/// itself never reaches the server ([`super::scram`]), and the generation
+/// as the role's comment, in one transaction.
+///
+/// Precondition: a writable primary (the role replicates from here). On
+/// success, new connections as the replication role need the new
+/// password; connections already open stay (standbys' WAL receivers keep
+/// streaming until they reconnect). On error nothing changed.
+pub async fn set_replication_password(
+    c: &mut PgConnection,
+    password: &str,
+    generation: i64,
+) -> anyhow::Result<()> {
+    let verifier = super::scram::verifier(password);
+    let mut tx = sqlx::Connection::begin(&mut *c)
+        .await
+        .context("begin the password change")?;
+    // Even the verifier stays out of the server's log.
+    for set in [
+        "SET LOCAL log_statement = 'none'",
+        "SET LOCAL log_min_error_statement = 'panic'",
+    ] {
+        sqlx::query(set)
+            .execute(&mut *tx)
+            .await
+            .context("turn statement logging off for the password change")?;
+    }
+    // Utility statements take no parameters: both values are quoted
+    // literals (a verifier and a number, neither the password).
+    let alter = format!(
+        "ALTER ROLE {REPLICATION_USER} WITH LOGIN REPLICATION PASSWORD {}",
+        sql_literal(&verifier)
+    );
+    sqlx::query(&alter)
+        .persistent(false)
+        .execute(&mut *tx)
+        .await
+        .context("set the replication role's new password")?;
+    let comment = format!(
+        "COMMENT ON ROLE {REPLICATION_USER} IS {}",
+        sql_literal(&format!("{GENERATION_COMMENT}{generation}"))
+    );
+    sqlx::query(&comment)
+        .execute(&mut *tx)
+        .await
+        .context("record the password's generation on the replication role")?;
+    tx.commit().await.context("commit the password change")?;
     Ok(())
 }
 

@@ -9,10 +9,12 @@
 //!   health changes and time-driven rules (`health.rs`).
 //! - [`drop_node`](Control::drop_node) and the operator reads (`reads.rs`).
 //! - The operator's commands: switchover, promotion, settings
-//!   (`operator.rs`).
+//!   (`operator.rs`); the rotation of the replication password
+//!   (`password.rs`).
 
 mod health;
 mod operator;
+mod password;
 mod reads;
 mod register;
 mod report;

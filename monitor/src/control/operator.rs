@@ -228,7 +228,7 @@ impl Control {
 
     /// The formation's group. A pgsql formation has exactly one (see
     /// `register.rs`); the first is taken should there ever be more.
-    async fn formation_group(&self, formation: &str) -> Result<i32> {
+    pub(super) async fn formation_group(&self, formation: &str) -> Result<i32> {
         self.must_exist(formation).await?;
         self.store
             .groups()

@@ -130,6 +130,18 @@ impl Control {
                 "number_sync_standbys",
                 nss.to_string(),
             ));
+            // The generation, never the password: "3", or "3 (4 pending)"
+            // while a rotation waits for the writable node's keeper.
+            let g = self.store.passwords(&name).await?.generations();
+            settings.push(setting(
+                "formation",
+                &name,
+                "replication_password_generation",
+                match g.pending {
+                    Some(p) => format!("{} ({p} pending)", g.current),
+                    None => g.current.to_string(),
+                },
+            ));
             for (f, group_id) in self.store.groups().await? {
                 if f != name {
                     continue;

@@ -46,7 +46,9 @@ impl Control {
         }
         let node_id = tx.next_node_id().await?;
         let actions = self.core.register(&mut tx.view, node_id, &new, now)?;
-        let replication_password = tx.replication_password().await?;
+        // The current password, never a pending one: the role may not
+        // accept that yet (see `crate::core::password`).
+        let passwords = tx.passwords().await?;
         let (credential, digest) = crate::auth::node_credential(node_id);
         tx.apply(&actions).await?;
         tx.set_credential_digest(node_id, &digest).await?;
@@ -65,7 +67,8 @@ impl Control {
             name: node.name.clone(),
             assigned_state: node.assigned as i32,
             generation: view.generation,
-            replication_password,
+            replication_password: passwords.current,
+            replication_password_generation: passwords.generation,
             node_credential: credential.token(),
         })
     }

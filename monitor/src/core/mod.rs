@@ -22,10 +22,12 @@
 //!   [`Core::set_replication_quorum`], [`Core::set_number_sync_standbys`]:
 //!   the operator's settings (`settings.rs`).
 //! - [`reply`]: what a keeper is told (`reply.rs`).
+//! - [`password`]: the replication password's rotation.
 
 mod failover;
 mod maintenance;
 mod ops;
+pub mod password;
 mod register;
 mod reply;
 mod report;

@@ -37,6 +37,10 @@ pub fn reply(
                 lsn: lsn.0,
             }
         }),
+        // The shell adds them (`control::report`): the core's view holds
+        // no secret.
+        replication_password: None,
+        pending_replication_password: None,
     }
 }
 

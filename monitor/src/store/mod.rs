@@ -13,6 +13,10 @@
 //!   *significant* report (state, Postgres running, timeline), health, and
 //!   the clocks the FSM compares. Goals must survive a monitor restart or a
 //!   restarted monitor could hand out a second writable goal.
+//! - the formation's replication password, its generation and a
+//!   rotation's pending one (`passwords.rs`): every node needs the
+//!   password the role accepts, and a rotation must survive a monitor
+//!   restart halfway.
 //! - `event`: every goal change, newly reported state, health change,
 //!   registration and removal, with a sentence saying why: the audit trail
 //!   an operator reads after an incident.
@@ -29,9 +33,11 @@
 //! commit. Never decide on a row read before the update (pg_auto_failover
 //! once made both nodes writable that way).
 
+mod passwords;
 mod rows;
 mod tx;
 
+pub use passwords::Passwords;
 pub use rows::*;
 pub use tx::{group_view, GroupTx};
 

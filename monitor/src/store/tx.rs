@@ -69,7 +69,7 @@ pub fn group_view(group: &GroupRow, nodes: &[NodeRow], live: &Live) -> anyhow::R
 /// the operation in `crate::core` changes it, and [`GroupTx::apply`]
 /// writes what its actions name from it.
 pub struct GroupTx {
-    tx: Transaction<'static, Postgres>,
+    pub(super) tx: Transaction<'static, Postgres>,
     pub now: Timestamp,
     pub view: GroupView,
     /// The view as last written, replayed action by action so that each
@@ -412,15 +412,6 @@ impl GroupTx {
             .fetch_optional(&mut *self.tx)
             .await
             .context("look for a node at the same address")
-    }
-
-    /// The formation's replication password (handed to registering nodes).
-    pub async fn replication_password(&mut self) -> anyhow::Result<String> {
-        sqlx::query_scalar("SELECT replication_password FROM formation WHERE name = $1")
-            .bind(&self.view.formation)
-            .fetch_one(&mut *self.tx)
-            .await
-            .context("read the formation's replication password")
     }
 
     /// Keeps the digest of node `node_id`'s credential (registration, in
