@@ -164,6 +164,32 @@ impl Timings {
                 humantime::format_duration(self.lease)
             );
         }
+        // While the monitor does not answer, a primary whose standbys all
+        // stream keeps serving on its fencing exemption, lease * lease /
+        // (lease + clock_margin) from the oldest standby reply; on an idle
+        // primary that reply is up to wal_sender_timeout / 2 old when the
+        // keeper looks, and the keeper looks again a look-ahead before the
+        // exemption lapses. An exemption shorter than both would run out
+        // between two looks: a monitor outage would stop an idle primary.
+        {
+            use pgpilot_proto::replication_timeouts::{
+                EXEMPTION_LOOK_AHEAD_MS, WAL_SENDER_TIMEOUT_MS,
+            };
+            let lease = self.lease.as_millis() as u64;
+            let margin = self.clock_margin.as_millis() as u64;
+            let exemption = lease * lease / (lease + margin).max(1);
+            let needed = WAL_SENDER_TIMEOUT_MS / 2 + EXEMPTION_LOOK_AHEAD_MS;
+            if exemption <= needed {
+                bail!(
+                    "timings.lease ({}) with timings.clock_margin ({}) gives a fencing exemption of \
+                     {exemption}ms, not longer than the {needed}ms a keeper needs to renew it through \
+                     a monitor outage (half of wal_sender_timeout, {WAL_SENDER_TIMEOUT_MS}ms, plus \
+                     {EXEMPTION_LOOK_AHEAD_MS}ms to look again): raise the lease or lower the clock margin",
+                    humantime::format_duration(self.lease),
+                    humantime::format_duration(self.clock_margin)
+                );
+            }
+        }
         // A node must miss at least two polls and one probe round before it
         // is called silent, or one slow poll would trigger a failover.
         if self.node_unhealthy_timeout < self.keeper_poll_interval * 2
@@ -315,16 +341,19 @@ mod tests {
 
     #[test]
     fn rejects_a_replication_lost_timeout_an_idle_primary_reaches() {
-        // Every other rule holds: a short lease with a short poll.
+        // Every other rule holds: a short lease with a short poll and a
+        // tiny clock margin (the exemption rule needs the lease above
+        // 850 ms).
         let t = Timings {
-            lease: Duration::from_millis(800),
+            lease: Duration::from_millis(880),
+            clock_margin: Duration::from_millis(10),
             keeper_poll_interval: Duration::from_millis(200),
-            replication_lost_timeout: Duration::from_millis(800),
+            replication_lost_timeout: Duration::from_millis(880),
             ..Timings::default()
         };
         let e = t.validate().unwrap_err().to_string();
         assert!(
-            e.contains("replication_lost_timeout (800ms) must be at least 900ms"),
+            e.contains("replication_lost_timeout (880ms) must be at least 900ms"),
             "{e}"
         );
         let t = Timings {
@@ -332,6 +361,26 @@ mod tests {
             ..t
         };
         t.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_an_exemption_a_keeper_cannot_renew_through_a_monitor_outage() {
+        // 800 ms with the default 300 ms margin: 581 ms of exemption, less
+        // than an idle primary's standby reply may already be old plus the
+        // look-ahead.
+        let t = Timings {
+            lease: Duration::from_millis(800),
+            keeper_poll_interval: Duration::from_millis(200),
+            replication_lost_timeout: Duration::from_millis(900),
+            ..Timings::default()
+        };
+        let e = t.validate().unwrap_err().to_string();
+        assert!(e.contains("fencing exemption of 581ms"), "{e}");
+        assert!(
+            e.contains("raise the lease or lower the clock margin"),
+            "{e}"
+        );
+        Timings::default().validate().unwrap();
     }
 
     #[test]

@@ -74,4 +74,14 @@ pub mod replication_timeouts {
     /// synchronous commits do not wait on a dead connection longer than
     /// the monitor takes to act on it.
     pub const WAL_SENDER_TIMEOUT_MS: u64 = 1200;
+    /// How long a keeper waits for PostgreSQL's status each round. A
+    /// fresh local connection and one query take milliseconds; a read
+    /// slower than this counts as unknown (no exemption is drawn from it).
+    pub const KEEPER_STATUS_TIMEOUT_MS: u64 = 200;
+    /// How long before its fencing exemption would lapse a primary's
+    /// keeper looks at its standbys again: a status read and a little room.
+    /// An exemption drawn from a standby reply up to
+    /// WAL_SENDER_TIMEOUT_MS / 2 old must outlast it, which the monitor's
+    /// `Timings::validate` checks against the lease and clock margin.
+    pub const EXEMPTION_LOOK_AHEAD_MS: u64 = KEEPER_STATUS_TIMEOUT_MS + 50;
 }

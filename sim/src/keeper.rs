@@ -162,9 +162,11 @@ impl World {
                 self.fence(i);
             }
             self.nodes[i].keeper.save();
+            // The driver waited for the report as long as the engine let
+            // it (the report was sent this tick).
             let wait = self
                 .engine(i)
-                .report_timeout()
+                .report_timeout_at(mono_now)
                 .max(self.engine(i).next_wait(mono_now));
             self.nodes[i].keeper.next_at = now + super::ms(wait).max(TICK_MS);
             return;

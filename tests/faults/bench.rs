@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
-use crate::support::*;
 use crate::support::bench::env_num;
+use crate::support::*;
 
 use report::Round;
 
@@ -315,6 +315,20 @@ async fn stress(mut c: Cluster, cfg: &Config, slot: Arc<Mutex<Option<Round>>>) {
         violations.push(format!(
             "{failovers} failover(s) under stress, none expected"
         ));
+    }
+    // A primary that fenced itself (its lease ran out under load) is no
+    // failover, but it is a goal change (demote_timeout, then back) and a
+    // line in its keeper's log: either fails the round too.
+    if r.goal_changes.is_some_and(|g| g > 0) {
+        violations.push(format!(
+            "{} goal change(s) under stress, none expected",
+            r.goal_changes.unwrap_or(0)
+        ));
+    }
+    for (name, k) in [("a", &c.a), ("b", &c.b)] {
+        if k.log().contains("fencing:") {
+            violations.push(format!("{name}'s keeper fenced under stress"));
+        }
     }
     finish_round(r, violations, slot);
 }

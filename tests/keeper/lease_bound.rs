@@ -53,8 +53,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pgpilot_proto::pb::ShowEventsRequest;
 
-use crate::support::*;
 use crate::support::bench::{env_num, ms, opt_ms, stats};
+use crate::support::*;
 
 const STEP: Duration = Duration::from_secs(120);
 /// The monitor's defaults (the test monitor runs with them).

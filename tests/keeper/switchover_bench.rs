@@ -29,9 +29,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pgpilot_proto::pb::ShowEventsRequest;
 
+use crate::support::bench::{env_num, machine, ms, stats};
 use crate::support::writer::{self, Ack, Writer};
 use crate::support::*;
-use crate::support::bench::{env_num, machine, ms, stats};
 use crate::switchover::operator;
 
 const STEP: Duration = Duration::from_secs(120);

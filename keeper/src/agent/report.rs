@@ -194,7 +194,7 @@ impl Link {
     ) -> Option<(Mono, pb::NodeActiveResponse)> {
         let sent_at = clock::now();
         self.last_sent = Some(sent_at);
-        let timeout = engine.report_timeout();
+        let timeout = engine.report_timeout_at(sent_at);
         let mut request = tonic::Request::new(engine.request(sent_at));
         request.set_timeout(timeout);
         let started = Instant::now();

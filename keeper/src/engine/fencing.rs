@@ -10,10 +10,17 @@ use pgpilot_proto::{node_slot_name, NodeState};
 use super::{Engine, Mono, PgStatus, MIN_WAIT};
 
 /// How long before the exemption would lapse the keeper reads its
-/// standbys again (a status read takes milliseconds; its budget is 1 s,
-/// but a slow read then ends the exemption, which costs availability
-/// only).
-const EXEMPTION_LOOK_AHEAD: Duration = Duration::from_millis(400);
+/// standbys again ([`pgpilot_proto::replication_timeouts::EXEMPTION_LOOK_AHEAD_MS`]:
+/// the status read's budget and a little room). The report that follows
+/// is cut short so that the next look comes in time too (see
+/// [`Engine::report_timeout_at`]): a report hanging on a monitor cut off
+/// by dropped packets would otherwise outlast an exemption refreshed from
+/// a standby reply that is already up to wal_sender_timeout / 2 (600 ms)
+/// old on an idle primary, and the primary would fence although its
+/// standby streams (found by a review: with a 400 ms look-ahead and a
+/// whole report timeout, about one look in twelve).
+const EXEMPTION_LOOK_AHEAD: Duration =
+    Duration::from_millis(pgpilot_proto::replication_timeouts::EXEMPTION_LOOK_AHEAD_MS);
 
 impl Engine {
     /// Every other node of the group streams from this one (see
@@ -101,20 +108,48 @@ impl Engine {
         self.announce = None;
     }
 
+    /// How long the report about to be sent at `now` may take: the
+    /// monitor's report timeout, cut short while every standby streams
+    /// from this node (the exemption can carry it past its lease), so that
+    /// the round after it still looks at the standbys before the deadline
+    /// (see [`EXEMPTION_LOOK_AHEAD`]). A healthy round is never cut: its
+    /// report goes a poll after the last one, far from the deadline.
+    pub fn report_timeout_at(&self, now: Mono) -> Duration {
+        let normal = self.report_timeout();
+        let Some(d) = self.fence_deadline() else {
+            return normal;
+        };
+        if self.exempt_seen.is_none() {
+            return normal;
+        }
+        normal
+            .min(d.saturating_sub(EXEMPTION_LOOK_AHEAD).saturating_sub(now))
+            .max(MIN_WAIT)
+    }
+
     /// Until the next round: the poll interval, or sooner when the fencing
     /// deadline comes first, so that fencing is never late by a whole
-    /// interval.
+    /// interval. After a report that got no reply the next one goes at
+    /// once, once: a poll plus a report timeout is two thirds of the
+    /// lease, so waiting a whole poll after one timed-out report would let
+    /// the lease of a primary without the exemption (wait_primary, or a
+    /// standby not streaming) run out although the monitor answers the
+    /// next report (found by a review). A second failure in a row waits
+    /// the poll again: a monitor that is down is not hammered.
     pub fn next_wait(&self, now: Mono) -> Duration {
-        let poll = self.poll_interval();
+        let poll = if self.failed_reports == 1 {
+            MIN_WAIT
+        } else {
+            self.poll_interval()
+        };
         let Some(d) = self.fence_deadline() else {
             return poll;
         };
-        // While only the exemption holds (the monitor does not answer),
-        // look at the standbys again a little before it lapses: it is
-        // shorter than a lease (see [`Engine::exemption`]), and a round
-        // without the monitor takes a poll plus a report timeout.
-        let lease_end = self.lease_end();
-        let wake = if d > lease_end {
+        // While every standby streams from this node, look at them again
+        // a little before the deadline, the lease's or the exemption's:
+        // a look then renews the exemption past it (the monitor may not
+        // answer the reports). Else wake just past the deadline to fence.
+        let wake = if self.exempt_seen.is_some() {
             d.saturating_sub(EXEMPTION_LOOK_AHEAD)
         } else {
             d + Duration::from_millis(1)

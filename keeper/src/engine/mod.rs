@@ -160,6 +160,8 @@ pub struct Engine {
     /// When every other node was last seen streaming from this one (the
     /// fencing exemption, see [`Engine::fence_deadline`]).
     exempt_seen: Option<Mono>,
+    /// Reports in a row that got no reply (see [`Engine::next_wait`]).
+    failed_reports: u32,
     /// When PostgreSQL's status was last read (the exemption holds only
     /// through observations that follow each other closely).
     last_status_at: Option<Mono>,
@@ -197,6 +199,7 @@ impl Engine {
             poll_ms: 0,
             report_timeout_ms: 0,
             margin_ms: 0,
+            failed_reports: 0,
             obs: Observation::default(),
             upstream_contact: None,
             silence_since: None,
@@ -275,7 +278,7 @@ impl Engine {
                 // So it starts only under a valid lease, and carries on past
                 // the lease only through observations at most five sixths of
                 // a lease apart (a round without the monitor takes a poll
-                // plus a report timeout, 1.8 s of a 3 s lease; a standby is
+                // plus a report timeout, 800 ms of a 1.2 s lease; a standby is
                 // a witness only after replication_lost_timeout, which the
                 // monitor keeps at least a lease): a gap (a freeze, a
                 // stalled loop) or a lapse ends it
@@ -505,6 +508,7 @@ impl Engine {
     /// The lease counts from when the report was sent, so it ends no later
     /// than the monitor believes it does.
     fn renew_lease(&mut self, sent_at: Mono) {
+        self.failed_reports = 0;
         if self.lease_start.is_none_or(|t| sent_at > t) {
             self.lease_start = Some(sent_at);
         }
@@ -527,6 +531,7 @@ impl Engine {
     /// Step 4, the other way: no reply (unreachable, refused, timed out).
     /// Returns [`Engine::must_fence`].
     pub fn on_no_reply(&mut self, now: Mono) -> bool {
+        self.failed_reports = self.failed_reports.saturating_add(1);
         self.must_fence(now)
     }
 

@@ -505,10 +505,12 @@ fn the_exemption_is_shorter_than_a_lease_by_the_clock_margin_and_renewed_before_
     // standby (silent a lease) can be a failover witness.
     assert_eq!(e.fence_deadline(), Some(s(13.75)));
     // The lease itself ended at 13.0 (reply at 10.0): the loop wakes
-    // 400 ms before the exemption lapses to look again.
-    assert_eq!(e.next_wait(s(13.0)), Duration::from_millis(350));
-    e.observe(s(13.35), running(st));
-    assert_eq!(e.fence_deadline(), Some(s(15.1)));
+    // 250 ms before the exemption lapses to look again, and a report
+    // sent then is cut short to leave the next look its time.
+    assert_eq!(e.next_wait(s(13.0)), Duration::from_millis(500));
+    assert_eq!(e.report_timeout_at(s(13.4)), Duration::from_millis(100));
+    e.observe(s(13.5), running(st));
+    assert_eq!(e.fence_deadline(), Some(s(15.25)));
 }
 
 #[test]
@@ -544,4 +546,62 @@ fn status_reads_that_fail_now_and_then_do_not_hide_a_dead_primary() {
     }
     // Four seconds of silence were seen, in pieces: they add up.
     assert_eq!(e.upstream_silent(s(18.0)), Some(Duration::from_secs(4)));
+}
+
+/// The contract of today's defaults: lease 1.2 s, clock margin 300 ms,
+/// poll 400 ms, report timeout 400 ms.
+fn default_contract(state: NodeState, others: &[i64]) -> pb::NodeActiveResponse {
+    pb::NodeActiveResponse {
+        lease_ms: 1200,
+        clock_margin_ms: 300,
+        poll_interval_ms: 400,
+        report_timeout_ms: 400,
+        ..reply(state, 5, others)
+    }
+}
+
+#[test]
+fn one_timed_out_report_is_retried_at_once_so_the_lease_survives_it() {
+    // wait_primary: no standby streams, only the lease keeps it writable.
+    let mut e = engine(WaitPrimary);
+    e.on_reply(s(10.0), s(10.01), default_contract(WaitPrimary, &[2]));
+    assert_eq!(e.next_wait(s(10.01)), Duration::from_millis(400));
+    // The next report, sent at 10.41, times out at 10.81: waiting a poll
+    // would send the one after at 11.21, past the lease (11.2).
+    assert!(!e.on_no_reply(s(10.81)));
+    assert_eq!(e.next_wait(s(10.81)), MIN_WAIT);
+    assert_eq!(e.report_timeout_at(s(10.82)), Duration::from_millis(400));
+    // It is answered: the lease runs from its sending, the poll is back.
+    e.on_reply(s(10.82), s(10.9), default_contract(WaitPrimary, &[2]));
+    assert_eq!(e.fence_deadline(), Some(s(12.02)));
+    assert_eq!(e.next_wait(s(10.9)), Duration::from_millis(400));
+    // A monitor that refuses at once is retried once, then every poll
+    // (capped by the deadline, as always).
+    assert!(!e.on_no_reply(s(11.3)));
+    assert_eq!(e.next_wait(s(11.3)), MIN_WAIT);
+    assert!(!e.on_no_reply(s(11.31)));
+    assert_eq!(e.next_wait(s(11.31)), Duration::from_millis(400));
+}
+
+#[test]
+fn an_idle_primary_keeps_its_exemption_through_reports_that_hang() {
+    // The monitor is cut off (its packets dropped: every report hangs for
+    // as long as it may), the standby streams and, the primary being
+    // idle, its last reply is 620 ms old at every look (wal_sender_timeout
+    // / 2 and a little). The loop as the agent runs it must never let the
+    // deadline pass: look, report (hangs), no reply, wait, look again.
+    let mut e = engine(Primary);
+    e.on_reply(s(10.0), s(10.01), default_contract(Primary, &[2]));
+    let mut st = primary_streamed_by(&["pgpilot_node_2"]);
+    st.oldest_reply_ms = Some(620);
+    let mut now = s(10.01);
+    while now < s(20.0) {
+        now += Duration::from_millis(5); // the status read
+        e.observe(now, running(st.clone()));
+        assert!(!e.must_fence(now), "fenced at {now:?} after a look");
+        now += e.report_timeout_at(now);
+        assert!(!e.on_no_reply(now), "fenced at {now:?} after a report");
+        now += e.next_wait(now);
+        assert!(!e.must_fence(now), "fenced at {now:?} before a look");
+    }
 }

@@ -55,7 +55,8 @@ pub const FRESH_REPLY_MS: u64 = pgpilot_proto::replication_timeouts::WAL_SENDER_
 /// fencing exemption carries on (see `Engine::observe`). The read takes a
 /// few milliseconds even on a loaded machine; a slower one is reported as
 /// "status unknown", which the monitor does not count as an LSN.
-pub const STATUS_TIMEOUT: Duration = Duration::from_millis(200);
+pub const STATUS_TIMEOUT: Duration =
+    Duration::from_millis(pgpilot_proto::replication_timeouts::KEEPER_STATUS_TIMEOUT_MS);
 
 /// wal_receiver_timeout as the keeper configures it (see
 /// [`pgpilot_proto::replication_timeouts`]). A contact that began and ended

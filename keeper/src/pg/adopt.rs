@@ -44,11 +44,15 @@ impl LocalPg {
                     path.display(),
                     s.why
                 );
-                match std::fs::remove_file(&path) {
-                    Ok(()) => Ok(None),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(e).with_context(|| format!("remove {}", path.display())),
+                // The socket's lock file names the same pid and PostgreSQL
+                // checks it the same way: it goes too.
+                let socket_lock =
+                    socket_dir(&self.pgdata).join(format!(".s.PGSQL.{}.lock", self.port));
+                if let Some(pid) = s.pid {
+                    remove_if_it_names(&path, pid)?;
+                    remove_if_it_names(&socket_lock, pid)?;
                 }
+                Ok(None)
             }
             Found::Stale(s) => {
                 // A dead pid: PostgreSQL sees that itself and starts.
@@ -128,5 +132,43 @@ impl LocalPg {
             return Ok(None);
         }
         Ok(self.handle.take().map(|h| h.detach()))
+    }
+}
+
+/// Removes the lock file `path` if its first line is still `pid`: a
+/// postmaster started since it was read (by hand) has written its own
+/// pid there, and its lock file must stay.
+fn remove_if_it_names(path: &std::path::Path, pid: i32) -> anyhow::Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    if text.lines().next().map(str::trim) != Some(pid.to_string().as_str()) {
+        return Ok(());
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("remove {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_if_it_names;
+
+    #[test]
+    fn a_lock_file_goes_only_while_it_names_the_stale_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".s.PGSQL.5432.lock");
+        std::fs::write(&path, "4242\n/data\n").unwrap();
+        // Another postmaster wrote its own pid since: kept.
+        remove_if_it_names(&path, 4141).unwrap();
+        assert!(path.exists());
+        remove_if_it_names(&path, 4242).unwrap();
+        assert!(!path.exists());
+        // None: nothing to do.
+        remove_if_it_names(&path, 4242).unwrap();
     }
 }

@@ -267,9 +267,11 @@ pub fn report_timeout_for(lease: Duration, poll_interval: Duration) -> Duration 
 impl Default for FsmConfig {
     fn default() -> Self {
         let lease = Duration::from_millis(1200);
-        // Keepers report every 400 ms: the lease then survives one lost
-        // report (a poll plus a report timeout is two thirds of it), and a
-        // dead primary's last report is 200 ms old on average when it dies.
+        // Keepers report every 400 ms, and a report that got no reply is
+        // retried at once (the keeper's `Engine::next_wait`): the lease
+        // then survives one lost report (a poll plus a report timeout is
+        // two thirds of it, the retry has the last third), and a dead
+        // primary's last report is 200 ms old on average when it dies.
         let poll_interval = Duration::from_millis(400);
         FsmConfig {
             // Two and a half polls: one late report under load is not
