@@ -90,6 +90,46 @@ async fn d_primary_cut_off_from_the_monitor_only_keeps_serving() {
     .await;
 }
 
+/// d, idle: the same cut on a nearly idle primary. An idle
+/// primary's standby replies only when the walsender asks, every
+/// wal_sender_timeout / 2 (600 ms), so the fencing exemption is drawn from
+/// a reply up to that old while every report hangs on the dropped
+/// packets; the keeper must still renew it before it lapses (a review
+/// found it fenced about one look in twelve when a hanging report delayed
+/// the look).
+#[tokio::test(flavor = "multi_thread")]
+async fn d_idle_primary_cut_off_from_the_monitor_only_keeps_its_postgres() {
+    repeat("d_idle_primary_cut_off_from_monitor", |round| async move {
+        // A commit a second (the harness waits for 10 at the start): the
+        // standby's reply then ages past 600 ms between commits, as on an
+        // idle primary (the walsender asks for one every 600 ms of
+        // silence, which no write interval above that shortens).
+        let idle = Load {
+            write_every: Duration::from_secs(1),
+            check_every: Duration::from_secs(5),
+            ..Load::default()
+        };
+        let c = Cluster::start_with(&format!("f-di{round}"), idle).await;
+        let pm = c.a.postmaster_pid().unwrap();
+        let promoted_before = promotions(&c.monitor).await;
+        c.net.cut("a", &["m"]);
+        tokio::time::sleep(QUIET).await;
+        let fenced = c.a.log().contains("fencing:");
+        let same = c.a.postmaster_pid() == Some(pm);
+        c.net.heal("a");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        eprintln!(
+            "scenario d (idle): same postmaster after the {} s cut: {same}; fenced: {fenced}",
+            QUIET.as_secs()
+        );
+        assert!(!fenced, "a fenced although its standby streamed");
+        assert!(same, "a kept its PostgreSQL");
+        assert_eq!(promotions(&c.monitor).await, promoted_before, "no failover");
+        c.finish("a", 1).await;
+    })
+    .await;
+}
+
 /// e. The standby is cut off from the primary only (both reach the
 /// monitor): the primary goes wait_primary after the stall timeout and
 /// writes resume; after healing the standby catches up.
