@@ -4,8 +4,6 @@
 //! `PGPILOT_SIM_WAITS=1` prints what each run that ended waiting waited for;
 //! `PGPILOT_SIM_BUSY=1` uses the busier schedule of the mutation tests.
 
-use std::time::Duration;
-
 use pgpilot_monitor::core::Core;
 use pgpilot_monitor::fsm::FsmConfig;
 
@@ -175,15 +173,7 @@ fn busy(seed: u64) -> Params {
 /// own steps take about as long as the lease has left; the sweep of seeds
 /// checks those.
 fn first_defaults() -> FsmConfig {
-    FsmConfig {
-        node_unhealthy_timeout: Duration::from_secs(3),
-        replication_lost_timeout: Duration::from_secs(3),
-        lease: Duration::from_secs(3),
-        clock_margin: Duration::from_secs(1),
-        poll_interval: Duration::from_secs(1),
-        report_timeout: Duration::from_millis(800),
-        ..FsmConfig::default()
-    }
+    FsmConfig::whole_seconds()
 }
 
 /// A primary whose clock runs slow (0.77 of the monitor's: a 3 s lease

@@ -203,3 +203,17 @@ fn monitor_config_get_set_check() {
     assert!(err.contains("timings.lease"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
+
+/// Before the monitor's first reply names the timing contract, a keeper
+/// assumes one of its own: it must be the monitor's default, or a fresh
+/// keeper would fence (or trust its lease) on other numbers than the
+/// monitor's lease gate counts with.
+#[test]
+fn the_contract_a_keeper_assumes_is_the_monitors_default() {
+    let d = pgpilot_monitor::fsm::FsmConfig::default();
+    assert_eq!(pgpilot_keeper::engine::DEFAULT_LEASE, d.lease);
+    assert_eq!(
+        pgpilot_keeper::engine::DEFAULT_REPORT_TIMEOUT,
+        d.report_timeout
+    );
+}

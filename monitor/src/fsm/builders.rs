@@ -18,24 +18,6 @@ pub fn at(s: f64) -> Timestamp {
 
 pub const MB: u64 = 1024 * 1024;
 
-impl FsmConfig {
-    /// The timings the rule tables are written against, in whole seconds
-    /// (the first defaults: 3 s lease and silences, 1 s clock margin and
-    /// poll): the tables test the rules, not today's defaults, which
-    /// `Timings::validate` and the simulation check.
-    pub fn whole_seconds() -> FsmConfig {
-        FsmConfig {
-            node_unhealthy_timeout: Duration::from_secs(3),
-            replication_lost_timeout: Duration::from_secs(3),
-            lease: Duration::from_secs(3),
-            clock_margin: Duration::from_secs(1),
-            poll_interval: Duration::from_secs(1),
-            report_timeout: Duration::from_millis(800),
-            ..FsmConfig::default()
-        }
-    }
-}
-
 /// A healthy node that reported `state` at `t0()`, reached and assigned.
 pub fn node(id: i64, state: NodeState) -> NodeView {
     NodeView {

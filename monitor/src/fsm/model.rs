@@ -264,6 +264,26 @@ pub fn report_timeout_for(lease: Duration, poll_interval: Duration) -> Duration 
 /// most). Both come about 1.3-1.5 s after a kill or a freeze; the election
 /// and the promotion add 0.2-0.4 s. `Timings::validate` checks every
 /// combination an operator can write against the same rules.
+impl FsmConfig {
+    /// The timings the rule tables are written against, in whole seconds
+    /// (the first defaults: 3 s lease and silences, 1 s clock margin and
+    /// poll): the tables test the rules, not today's defaults, which
+    /// `Timings::validate` and the simulation check. The simulation's
+    /// mutation tests use them too, where a failover must come well
+    /// within a lease.
+    pub fn whole_seconds() -> FsmConfig {
+        FsmConfig {
+            node_unhealthy_timeout: Duration::from_secs(3),
+            replication_lost_timeout: Duration::from_secs(3),
+            lease: Duration::from_secs(3),
+            clock_margin: Duration::from_secs(1),
+            poll_interval: Duration::from_secs(1),
+            report_timeout: Duration::from_millis(800),
+            ..FsmConfig::default()
+        }
+    }
+}
+
 impl Default for FsmConfig {
     fn default() -> Self {
         let lease = Duration::from_millis(1200);
