@@ -99,6 +99,9 @@ impl Engine {
         _now: Mono,
         reply: pb::NodeActiveResponse,
     ) -> Beside {
+        // The monitor answered, whatever the reply says: the next failed
+        // report is the first in a row again (see `Engine::next_wait`).
+        self.failed_reports = 0;
         let seen = self.state.generation_seen;
         if !plan::accept_goal(seen, reply.generation) {
             // Vouches for nothing: no lease either.

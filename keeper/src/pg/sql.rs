@@ -199,6 +199,22 @@ pub async fn ensure_replication_role(
             .bind(REPLICATION_USER)
             .fetch_one(&mut *c)
             .await?;
+    // A role that already holds a newer password than this keeper's
+    // keeper.toml (a crash between a rotation's ALTER ROLE and storing
+    // the password; or an adopted server) keeps it: setting the older one
+    // again would lock out the standbys that already use the newer one.
+    // The engine's rotation rule catches this keeper up from the reply.
+    if exists && generation > 0 {
+        let comment: Option<String> = sqlx::query_scalar(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+        )
+        .bind(REPLICATION_USER)
+        .fetch_one(&mut *c)
+        .await?;
+        if parse_generation_comment(comment.as_deref()).is_some_and(|g| g > generation) {
+            return grant_rewind_functions(c).await;
+        }
+    }
     let verb = if exists { "ALTER" } else { "CREATE" };
     let pw = if password.is_empty() {
         "PASSWORD NULL".to_string()
@@ -228,6 +244,11 @@ pub async fn ensure_replication_role(
             .await
             .context("record the password's generation on the replication role")?;
     }
+    grant_rewind_functions(c).await
+}
+
+/// What pg_rewind needs of its source, granted to the replication role.
+async fn grant_rewind_functions(c: &mut PgConnection) -> anyhow::Result<()> {
     for f in [
         "pg_catalog.pg_ls_dir(text, boolean, boolean)",
         "pg_catalog.pg_stat_file(text, boolean)",
